@@ -1,0 +1,52 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Module layout and dependency direction follow docs/architecture (shared/design):
+// blendd -> Supervisor, Worker -> Inference, Kafka, Postgres, BlendCore.
+// Inference, Kafka and Postgres depend only on BlendCore and their C modules.
+let package = Package(
+    name: "blendd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "blendd", targets: ["blendd"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries from Debian, found through pkg-config.
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka",
+                       providers: [.apt(["librdkafka-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        .target(name: "BlendCore"),
+        .target(name: "Postgres", dependencies: [
+            "CLibPQ", "BlendCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Kafka", dependencies: [
+            "CRdKafka", "BlendCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Inference", dependencies: ["COpenBLAS", "BlendCore"]),
+        .target(name: "Worker", dependencies: [
+            "BlendCore", "Postgres", "Kafka", "Inference",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Supervisor", dependencies: [
+            "BlendCore", "Worker",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "blendd", dependencies: [
+            "BlendCore", "Postgres", "Kafka", "Inference", "Worker", "Supervisor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "BlendCoreTests", dependencies: ["BlendCore"]),
+    ]
+)

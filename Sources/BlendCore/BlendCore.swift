@@ -1,0 +1,1 @@
+// BlendCore: the job and event contract, validation, ranking aggregation and configuration limits.

@@ -1,0 +1,1 @@
+// Kafka: a Swift API over librdkafka (producer, consumer, admin, embedded mock broker).

@@ -1,0 +1,1 @@
+// Postgres: a Swift API over libpq (connections, bound parameters, transactions, pool, migrations).

@@ -1,0 +1,1 @@
+// Supervisor: spawns and watches worker processes; health and metrics endpoints.

@@ -1,0 +1,1 @@
+// Worker: the pipeline from Kafka through ranking and fusion to PostgreSQL and completion events.

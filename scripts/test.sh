@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against a throwaway PostgreSQL server.
+# Arguments are passed to `swift test` (e.g. --filter PostgresTests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/pg.sh
+
+trap pg_stop EXIT INT TERM
+pg_start
+export BLENDD_TEST_DATABASE_URL="$BLENDD_DATABASE_URL"
+# The PostgreSQL binaries let tests stop and restart the server (reconnect tests).
+export BLENDD_TEST_PG_DIR="$PG_DIR" BLENDD_TEST_PG_BIN="$(pg_bindir)"
+# Debian's OpenBLAS 0.3.21 misdetects AVX-512 CPUs (Zen 4/5) and falls back to AVX2 kernels.
+grep -qw avx512f /proc/cpuinfo 2>/dev/null && export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-SkylakeX}"
+echo "test: PostgreSQL at $BLENDD_TEST_DATABASE_URL" >&2
+swift build --build-tests
+swift test --skip-build "$@"
