@@ -1,1 +1,0 @@
-// BlendCore: the job and event contract, validation, ranking aggregation and configuration limits.

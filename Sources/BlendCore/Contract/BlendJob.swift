@@ -1,0 +1,117 @@
+/// A blend job as it travels on the jobs topic (key = `jobId`, value = this as UTF-8 JSON).
+/// Build one from bytes with `JobValidator`; encoding it gives the wire format back.
+public struct BlendJob: Sendable, Equatable, Codable {
+    public struct Candidate: Sendable, Equatable, Codable {
+        public var model: String
+        public var text: String
+        public init(model: String, text: String) { self.model = model; self.text = text }
+    }
+
+    public struct RankOptions: Sendable, Equatable, Codable {
+        public var mode: RankMode
+        /// Seeds the bubble order so results reproduce; derived from the job id when absent.
+        public var seed: UInt64?
+        public init(mode: RankMode = .maxLogits, seed: UInt64? = nil) { self.mode = mode; self.seed = seed }
+    }
+
+    /// Generation settings of the fuser; defaults are the reference's (4 beams, 128 new tokens).
+    public struct FuseOptions: Sendable, Equatable, Codable {
+        public var topK: Int = 3
+        public var maxNewTokens: Int = 128
+        public var minNewTokens: Int = 0
+        public var numBeams: Int = 4
+        public var lengthPenalty: Double = 1.0
+        public var earlyStopping: Bool = false
+        public var doSample: Bool = false
+        public var temperature: Double = 1.0
+        public var topP: Double = 1.0
+        /// Sampling's top-k filter (0 = off); not to be confused with `topK`, the candidates fused.
+        public var sampleTopK: Int = 0
+        public var seed: UInt64?
+
+        public init() {}
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case topK = "top_k", maxNewTokens = "max_new_tokens", minNewTokens = "min_new_tokens"
+            case numBeams = "num_beams", lengthPenalty = "length_penalty", earlyStopping = "early_stopping"
+            case doSample = "do_sample", temperature, topP = "top_p", sampleTopK = "sample_top_k", seed
+        }
+    }
+
+    public var jobId: String
+    public var instruction: String
+    public var input: String
+    public var candidates: [Candidate]
+    public var rank: RankOptions
+    /// nil when the job asked for ranking only (`"fuse": false`).
+    public var fuse: FuseOptions?
+    public var metadata: JSONValue?
+
+    public init(jobId: String, instruction: String, input: String = "", candidates: [Candidate],
+                rank: RankOptions = RankOptions(), fuse: FuseOptions? = FuseOptions(), metadata: JSONValue? = nil) {
+        self.jobId = jobId
+        self.instruction = instruction
+        self.input = input
+        self.candidates = candidates
+        self.rank = rank
+        self.fuse = fuse
+        self.metadata = metadata
+    }
+
+    /// The bubble order seed: the job's own, or one derived from its id (FNV-1a) so that a
+    /// redelivered job is ranked the same way.
+    public var effectiveSeed: UInt64 {
+        if let seed = rank.seed { return seed }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in jobId.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return h
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case jobId = "job_id", instruction, input, candidates, rank, fuse, metadata
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        jobId = try c.decode(String.self, forKey: .jobId)
+        instruction = try c.decode(String.self, forKey: .instruction)
+        input = try c.decodeIfPresent(String.self, forKey: .input) ?? ""
+        candidates = try c.decode([Candidate].self, forKey: .candidates)
+        rank = try c.decodeIfPresent(RankOptions.self, forKey: .rank) ?? RankOptions()
+        if (try? c.decode(Bool.self, forKey: .fuse)) == false {
+            fuse = nil
+        } else {
+            fuse = try c.decodeIfPresent(FuseOptions.self, forKey: .fuse) ?? FuseOptions()
+        }
+        metadata = try c.decodeIfPresent(JSONValue.self, forKey: .metadata)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(jobId, forKey: .jobId)
+        try c.encode(instruction, forKey: .instruction)
+        if !input.isEmpty { try c.encode(input, forKey: .input) }
+        try c.encode(candidates, forKey: .candidates)
+        try c.encode(rank, forKey: .rank)
+        if let fuse { try c.encode(fuse, forKey: .fuse) } else { try c.encode(false, forKey: .fuse) }
+        try c.encodeIfPresent(metadata, forKey: .metadata)
+    }
+}
+
+extension BlendJob.FuseOptions {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = BlendJob.FuseOptions()
+        topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? d.topK
+        maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? d.maxNewTokens
+        minNewTokens = try c.decodeIfPresent(Int.self, forKey: .minNewTokens) ?? d.minNewTokens
+        numBeams = try c.decodeIfPresent(Int.self, forKey: .numBeams) ?? d.numBeams
+        lengthPenalty = try c.decodeIfPresent(Double.self, forKey: .lengthPenalty) ?? d.lengthPenalty
+        earlyStopping = try c.decodeIfPresent(Bool.self, forKey: .earlyStopping) ?? d.earlyStopping
+        doSample = try c.decodeIfPresent(Bool.self, forKey: .doSample) ?? d.doSample
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? d.temperature
+        topP = try c.decodeIfPresent(Double.self, forKey: .topP) ?? d.topP
+        sampleTopK = try c.decodeIfPresent(Int.self, forKey: .sampleTopK) ?? d.sampleTopK
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+
+/// The CloudEvents 1.0 structured-mode event a worker publishes on the events topic
+/// (key = job id) once a job's outcome is stored. `schemas/event.schema.json` describes it.
+public struct CompletionEvent: Sendable, Equatable, Codable {
+    public var specversion: String = "1.0"
+    /// Stable per job outcome (`<job_id>/<status>`), so consumers can drop duplicates.
+    public var id: String
+    /// `blendd/<worker-id>`.
+    public var source: String
+    public var type: String
+    /// RFC 3339 with milliseconds, UTC.
+    public var time: String
+    /// The job id.
+    public var subject: String
+    public var datacontenttype: String = "application/json"
+    public var data: EventData
+
+    public init(data: EventData, workerId: String, time: Date) {
+        self.id = Self.eventId(jobId: data.jobId, status: data.status)
+        self.source = "blendd/\(workerId)"
+        self.type = data.status.eventType
+        self.time = Self.timestamp(time)
+        self.subject = data.jobId
+        self.data = data
+    }
+
+    public static func eventId(jobId: String, status: JobStatus) -> String { "\(jobId)/\(status.rawValue)" }
+
+    public static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: TimeZone(identifier: "UTC")!))
+    }
+
+    /// Encoded as compact JSON with sorted keys, so the same outcome always gives the same bytes.
+    public func jsonBytes() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(self))
+    }
+}
+
+public struct EventData: Sendable, Equatable, Codable {
+    public struct RankedCandidate: Sendable, Equatable, Codable {
+        /// Position of the candidate in the job.
+        public var index: Int
+        public var model: String
+        /// 1 = best; ties share the best rank.
+        public var rank: Int
+        public var score: Double
+        public init(index: Int, model: String, rank: Int, score: Double) {
+            self.index = index; self.model = model; self.rank = rank; self.score = score
+        }
+    }
+
+    public struct Fusion: Sendable, Equatable, Codable {
+        public var text: String
+        /// The fuser that wrote it; `top1` when no fuser is configured and the best candidate is returned.
+        public var fuser: String
+        public var topK: Int
+        /// Candidate indexes given to the fuser, best first.
+        public var sourceIndexes: [Int]
+        public var generatedTokens: Int
+        public init(text: String, fuser: String, topK: Int, sourceIndexes: [Int], generatedTokens: Int) {
+            self.text = text; self.fuser = fuser; self.topK = topK; self.sourceIndexes = sourceIndexes; self.generatedTokens = generatedTokens
+        }
+        enum CodingKeys: String, CodingKey {
+            case text, fuser, topK = "top_k", sourceIndexes = "source_indexes", generatedTokens = "generated_tokens"
+        }
+    }
+
+    public struct KafkaCoordinates: Sendable, Equatable, Codable {
+        public var topic: String
+        public var partition: Int
+        public var offset: Int64
+        public init(topic: String, partition: Int, offset: Int64) { self.topic = topic; self.partition = partition; self.offset = offset }
+    }
+
+    public var jobId: String
+    public var status: JobStatus
+    public var ranking: [RankedCandidate]?
+    public var fused: Fusion?
+    public var error: String?
+    public var violations: [Violation]?
+    /// Milliseconds per stage: queue, rank, fuse, store.
+    public var timingsMs: [String: Double]?
+    /// The ranker and fuser labels (model name and version, or the weight-free fallbacks).
+    public var models: [String: String]?
+    public var metadata: JSONValue?
+    public var kafka: KafkaCoordinates?
+
+    public init(jobId: String, status: JobStatus, ranking: [RankedCandidate]? = nil, fused: Fusion? = nil,
+                error: String? = nil, violations: [Violation]? = nil, timingsMs: [String: Double]? = nil,
+                models: [String: String]? = nil, metadata: JSONValue? = nil, kafka: KafkaCoordinates? = nil) {
+        self.jobId = jobId; self.status = status; self.ranking = ranking; self.fused = fused; self.error = error
+        self.violations = violations; self.timingsMs = timingsMs; self.models = models; self.metadata = metadata; self.kafka = kafka
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case jobId = "job_id", status, ranking, fused, error, violations, timingsMs = "timings_ms", models, metadata, kafka
+    }
+}

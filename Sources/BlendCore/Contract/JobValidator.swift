@@ -1,0 +1,287 @@
+import Foundation
+
+/// Turns the bytes of a jobs-topic message into a `BlendJob`, or into every violation it has.
+/// The same rules are stated in `schemas/job.schema.json`.
+public struct JobValidator: Sendable {
+    public var limits: JobLimits
+
+    public init(limits: JobLimits = .defaults) { self.limits = limits }
+
+    public static let topLevelFields: Set<String> = ["job_id", "instruction", "input", "candidates", "rank", "fuse", "metadata"]
+    static let candidateFields: Set<String> = ["model", "text"]
+    static let rankFields: Set<String> = ["mode", "seed"]
+    static let fuseFields = Set(BlendJob.FuseOptions.CodingKeys.allCases.map(\.rawValue))
+    /// Largest integer a JSON number carries exactly (2^53).
+    static let maxExactInteger: Double = 9_007_199_254_740_992
+
+    public func validate(_ bytes: some Collection<UInt8>) -> Result<BlendJob, JobRejection> {
+        let bytes = Array(bytes)
+        var violations: [Violation] = []
+        if bytes.count > limits.maxJobBytes {
+            violations.append(Violation(.jobTooLarge, at: "", "the message is \(bytes.count) bytes; at most \(limits.maxJobBytes) are allowed"))
+        }
+        if let offset = UTF8Validation.firstInvalidOffset(in: bytes) {
+            violations.append(Violation(.invalidUTF8, at: "", "the message is not valid UTF-8 (first bad byte at offset \(offset))"))
+            return .failure(JobRejection(jobId: nil, violations: violations))
+        }
+        let document: JSONValue
+        do {
+            document = try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        } catch {
+            violations.append(Violation(.notJSON, at: "", "the message is not JSON: \(Self.describe(decodingError: error))"))
+            return .failure(JobRejection(jobId: nil, violations: violations))
+        }
+        return validate(document: document, priorViolations: violations)
+    }
+
+    public func validate(document: JSONValue, priorViolations: [Violation] = []) -> Result<BlendJob, JobRejection> {
+        var check = Checker(limits: limits, violations: priorViolations)
+        guard case .object(let fields) = document else {
+            check.add(.notObject, "", "a job must be a JSON object, found \(document.typeName)")
+            return .failure(JobRejection(jobId: nil, violations: check.violations))
+        }
+        check.unknownFields(in: fields, allowed: Self.topLevelFields, at: "")
+
+        let jobId = check.jobId(fields["job_id"])
+        let instruction = check.text(fields["instruction"], at: "instruction", required: true, mayBeEmpty: true)
+        let input = check.text(fields["input"], at: "input", required: false, mayBeEmpty: true)
+        if let instruction, let input,
+           instruction.allSatisfy(\.isWhitespace), input.allSatisfy(\.isWhitespace) {
+            check.add(.emptyText, "instruction", "instruction and input are both empty; there is nothing to rank the candidates against")
+        }
+        let candidates = check.candidates(fields["candidates"])
+        let rank = check.rankOptions(fields["rank"])
+        let candidateCount: Int? = if case .array(let items) = fields["candidates"] { items.count } else { nil }
+        let fuse = check.fuseOptions(fields["fuse"], candidateCount: candidateCount)
+        let metadata = check.metadata(fields["metadata"])
+
+        guard check.violations.isEmpty, let jobId, let instruction, let candidates, let rank, let fuse else {
+            return .failure(JobRejection(jobId: jobId, violations: check.violations))
+        }
+        let fuseOptions: BlendJob.FuseOptions? = if case .fuse(let o) = fuse { o } else { nil }
+        return .success(BlendJob(jobId: jobId, instruction: instruction, input: input ?? "", candidates: candidates,
+                                 rank: rank, fuse: fuseOptions, metadata: metadata))
+    }
+
+    static func describe(decodingError error: Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error {
+            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            return underlying ?? context.debugDescription
+        }
+        return String(describing: error)
+    }
+}
+
+/// Collects violations while reading a job's fields; every reader returns nil when its field is unusable.
+private struct Checker {
+    let limits: JobLimits
+    var violations: [Violation]
+
+    mutating func add(_ code: Violation.Code, _ path: String, _ message: String) {
+        violations.append(Violation(code, at: path, message))
+    }
+
+    mutating func unknownFields(in fields: [String: JSONValue], allowed: Set<String>, at path: String) {
+        for key in fields.keys.sorted() where !allowed.contains(key) {
+            let where_ = path.isEmpty ? key : "\(path).\(key)"
+            add(.unknownField, where_, "\(Self.quote(key)) is not a field here; allowed: \(allowed.sorted().joined(separator: ", "))")
+        }
+    }
+
+    mutating func wrongType(_ value: JSONValue, at path: String, expected: String) {
+        add(.wrongType, path, "expected \(expected), found \(value.typeName)")
+    }
+
+    mutating func jobId(_ value: JSONValue?) -> String? {
+        guard let value else { add(.missingField, "job_id", "job_id is required"); return nil }
+        guard case .string(let id) = value else { wrongType(value, at: "job_id", expected: "a string"); return nil }
+        if id.isEmpty || id.utf8.count > JobLimits.maxJobIdLength {
+            add(.invalidJobId, "job_id", "job_id must be 1 to \(JobLimits.maxJobIdLength) characters long, found \(id.utf8.count)")
+            return nil
+        }
+        if let bad = id.unicodeScalars.first(where: { !Self.isJobIdScalar($0) }) {
+            add(.invalidJobId, "job_id", "job_id \(Self.quote(id)) has \(Self.quote(String(bad))) outside [A-Za-z0-9._:-]")
+            return nil
+        }
+        return id
+    }
+
+    static func isJobIdScalar(_ s: Unicode.Scalar) -> Bool {
+        switch s {
+        case "a"..."z", "A"..."Z", "0"..."9", ".", "_", ":", "-": true
+        default: false
+        }
+    }
+
+    mutating func text(_ value: JSONValue?, at path: String, required: Bool, mayBeEmpty: Bool) -> String? {
+        guard let value else {
+            if required { add(.missingField, path, "\(path) is required") }
+            return required ? nil : ""
+        }
+        guard case .string(let text) = value else { wrongType(value, at: path, expected: "a string"); return nil }
+        let bytes = text.utf8.count
+        if bytes > limits.maxTextBytes {
+            add(.textTooLarge, path, "\(path) is \(bytes) bytes; at most \(limits.maxTextBytes) are allowed")
+            return nil
+        }
+        if !mayBeEmpty, text.allSatisfy(\.isWhitespace) {
+            add(.emptyText, path, "\(path) is empty")
+            return nil
+        }
+        return text
+    }
+
+    mutating func candidates(_ value: JSONValue?) -> [BlendJob.Candidate]? {
+        guard let value else { add(.missingField, "candidates", "candidates is required"); return nil }
+        guard case .array(let items) = value else { wrongType(value, at: "candidates", expected: "an array"); return nil }
+        if items.count < JobLimits.minCandidates {
+            add(.tooFewCandidates, "candidates", "a job needs at least \(JobLimits.minCandidates) candidates, found \(items.count)")
+        } else if items.count > limits.maxCandidates {
+            add(.tooManyCandidates, "candidates", "a job may have at most \(limits.maxCandidates) candidates, found \(items.count)")
+        }
+        var result: [BlendJob.Candidate] = []
+        for (i, item) in items.enumerated() {
+            let path = "candidates[\(i)]"
+            guard case .object(let fields) = item else { wrongType(item, at: path, expected: "an object"); continue }
+            unknownFields(in: fields, allowed: JobValidator.candidateFields, at: path)
+            let model = modelName(fields["model"], at: "\(path).model")
+            let text = text(fields["text"], at: "\(path).text", required: true, mayBeEmpty: false)
+            if let model, let text { result.append(.init(model: model, text: text)) }
+        }
+        return result.count == items.count && (JobLimits.minCandidates...limits.maxCandidates).contains(items.count) ? result : nil
+    }
+
+    mutating func modelName(_ value: JSONValue?, at path: String) -> String? {
+        guard let value else { add(.missingField, path, "\(path) is required"); return nil }
+        guard case .string(let name) = value else { wrongType(value, at: path, expected: "a string"); return nil }
+        if name.allSatisfy(\.isWhitespace) { add(.emptyText, path, "\(path) is empty"); return nil }
+        if name.count > limits.maxModelNameLength {
+            add(.textTooLarge, path, "\(path) is \(name.count) characters; at most \(limits.maxModelNameLength) are allowed")
+            return nil
+        }
+        return name
+    }
+
+    mutating func rankOptions(_ value: JSONValue?) -> BlendJob.RankOptions? {
+        guard let value else { return BlendJob.RankOptions() }
+        guard case .object(let fields) = value else { wrongType(value, at: "rank", expected: "an object"); return nil }
+        unknownFields(in: fields, allowed: JobValidator.rankFields, at: "rank")
+        var options = BlendJob.RankOptions()
+        var ok = true
+        if let mode = fields["mode"] {
+            if case .string(let name) = mode {
+                if let m = RankMode(rawValue: name) { options.mode = m } else {
+                    add(.unknownRankMode, "rank.mode", "unknown rank mode \(Self.quote(name)); known: \(RankMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                    ok = false
+                }
+            } else { wrongType(mode, at: "rank.mode", expected: "a string"); ok = false }
+        }
+        if let seed = fields["seed"] {
+            if let s = seedValue(seed, at: "rank.seed") { options.seed = s } else { ok = false }
+        }
+        return ok ? options : nil
+    }
+
+    enum FuseChoice { case rankOnly, fuse(BlendJob.FuseOptions) }
+
+    /// `fuse` is `false` (rank only), `true` (defaults) or an object of generation options; nil when invalid.
+    mutating func fuseOptions(_ value: JSONValue?, candidateCount: Int?) -> FuseChoice? {
+        // The default top_k (3) shrinks to the candidate count; an explicit one must fit.
+        var defaults = BlendJob.FuseOptions()
+        defaults.topK = min(defaults.topK, max(1, candidateCount ?? defaults.topK))
+        guard let value else { return .fuse(defaults) }
+        switch value {
+        case .bool(false): return .rankOnly
+        case .bool(true): return .fuse(defaults)
+        case .object(let fields):
+            unknownFields(in: fields, allowed: JobValidator.fuseFields, at: "fuse")
+            let before = violations.count
+            var o = defaults
+            let topKCap = min(limits.maxTopK, candidateCount ?? limits.maxTopK)
+            if let v = integer(fields["top_k"], at: "fuse.top_k") {
+                if (1...max(1, topKCap)).contains(v) { o.topK = v } else {
+                    add(.topKOutOfRange, "fuse.top_k", "top_k must be between 1 and \(topKCap) (the smaller of max_top_k \(limits.maxTopK) and the candidate count), found \(v)")
+                }
+            }
+            o.maxNewTokens = ranged(fields["max_new_tokens"], "fuse.max_new_tokens", 1...limits.maxNewTokens) ?? o.maxNewTokens
+            o.minNewTokens = ranged(fields["min_new_tokens"], "fuse.min_new_tokens", 0...o.maxNewTokens) ?? o.minNewTokens
+            o.numBeams = ranged(fields["num_beams"], "fuse.num_beams", 1...limits.maxBeams) ?? o.numBeams
+            o.lengthPenalty = rangedReal(fields["length_penalty"], "fuse.length_penalty", -10...10, openLow: false) ?? o.lengthPenalty
+            o.earlyStopping = boolean(fields["early_stopping"], at: "fuse.early_stopping") ?? o.earlyStopping
+            o.doSample = boolean(fields["do_sample"], at: "fuse.do_sample") ?? o.doSample
+            o.temperature = rangedReal(fields["temperature"], "fuse.temperature", 0...100, openLow: true) ?? o.temperature
+            o.topP = rangedReal(fields["top_p"], "fuse.top_p", 0...1, openLow: true) ?? o.topP
+            o.sampleTopK = ranged(fields["sample_top_k"], "fuse.sample_top_k", 0...1000) ?? o.sampleTopK
+            if let seed = fields["seed"] { o.seed = seedValue(seed, at: "fuse.seed") }
+            if o.doSample && o.numBeams > 1 {
+                add(.optionOutOfRange, "fuse.num_beams", "sampling (do_sample true) decodes one beam; num_beams must be 1, found \(o.numBeams)")
+            }
+            return violations.count == before ? .fuse(o) : nil
+        default:
+            wrongType(value, at: "fuse", expected: "an object or a boolean")
+            return nil
+        }
+    }
+
+    mutating func metadata(_ value: JSONValue?) -> JSONValue? {
+        guard let value else { return nil }
+        guard case .object = value else { wrongType(value, at: "metadata", expected: "an object"); return nil }
+        let size = (try? JSONEncoder().encode(value).count) ?? 0
+        if size > limits.maxMetadataBytes {
+            add(.metadataTooLarge, "metadata", "metadata is \(size) bytes as JSON; at most \(limits.maxMetadataBytes) are allowed")
+            return nil
+        }
+        return value
+    }
+
+    mutating func integer(_ value: JSONValue?, at path: String) -> Int? {
+        guard let value else { return nil }
+        guard case .number(let n) = value, n.rounded() == n, abs(n) <= JobValidator.maxExactInteger else {
+            wrongType(value, at: path, expected: "an integer"); return nil
+        }
+        return Int(n)
+    }
+
+    mutating func ranged(_ value: JSONValue?, _ path: String, _ range: ClosedRange<Int>) -> Int? {
+        guard let v = integer(value, at: path) else { return nil }
+        guard range.contains(v) else {
+            add(.optionOutOfRange, path, "\(path) must be between \(range.lowerBound) and \(range.upperBound), found \(v)")
+            return nil
+        }
+        return v
+    }
+
+    mutating func rangedReal(_ value: JSONValue?, _ path: String, _ range: ClosedRange<Double>, openLow: Bool) -> Double? {
+        guard let value else { return nil }
+        guard case .number(let v) = value else { wrongType(value, at: path, expected: "a number"); return nil }
+        let low = openLow ? v > range.lowerBound : v >= range.lowerBound
+        guard low, v <= range.upperBound else {
+            let lowText = openLow ? "greater than \(Self.format(range.lowerBound))" : "at least \(Self.format(range.lowerBound))"
+            add(.optionOutOfRange, path, "\(path) must be \(lowText) and at most \(Self.format(range.upperBound)), found \(Self.format(v))")
+            return nil
+        }
+        return v
+    }
+
+    mutating func boolean(_ value: JSONValue?, at path: String) -> Bool? {
+        guard let value else { return nil }
+        guard case .bool(let b) = value else { wrongType(value, at: path, expected: "a boolean"); return nil }
+        return b
+    }
+
+    mutating func seedValue(_ value: JSONValue, at path: String) -> UInt64? {
+        guard let v = integer(value, at: path) else { return nil }
+        guard v >= 0 else { add(.optionOutOfRange, path, "\(path) must be a non-negative integer, found \(v)"); return nil }
+        return UInt64(v)
+    }
+
+    static func format(_ v: Double) -> String {
+        v.rounded() == v && abs(v) < 1e15 ? String(Int64(v)) : String(v)
+    }
+
+    /// Quotes a user value for a message, shortened so a log line stays readable.
+    static func quote(_ s: String) -> String {
+        let shown = s.count > 40 ? String(s.prefix(40)) + "…" : s
+        return "\"" + shown.unicodeScalars.map { $0.value < 0x20 ? String(format: "\\u%04X", $0.value) : String($0) }.joined() + "\""
+    }
+}
