@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Blendd: AsyncParsableCommand {
@@ -9,6 +10,47 @@ struct Blendd: AsyncParsableCommand {
         Jobs arrive on a Kafka topic, are ranked pairwise and fused, stored in PostgreSQL \
         and announced as CloudEvents. Start with `blendd dev` to run everything on one machine.
         """,
-        subcommands: []
+        subcommands: [
+            ValidateCommand.self,
+        ]
     )
+
+    /// Exit statuses are part of the interface: 0 ok, 1 failure, 2 usage. ArgumentParser's
+    /// default for usage errors is 64, and its error text may span lines; both are normalised here.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withStatusFor: error)
+        }
+    }
+
+    private static func exit(withStatusFor error: Error) -> Never {
+        let code = exitCode(for: error)
+        if code == .success {
+            // --help, --version: ArgumentParser renders them.
+            Self.exit(withError: error)
+        }
+        if let cli = error as? CLIError {
+            FileHandle.standardError.write(Data("error: \(cli.description)\n".utf8))
+            Foundation.exit(ExitCode.failure.rawValue)
+        }
+        if code.rawValue == ExitCode.validationFailure.rawValue {
+            let message = fullMessage(for: error)
+            FileHandle.standardError.write(Data("\(message)\n".utf8))
+            Foundation.exit(2)
+        }
+        if error is ExitCode {
+            Foundation.exit(code.rawValue)
+        }
+        let message = fullMessage(for: error)
+            .split(whereSeparator: \.isNewline).joined(separator: " ")
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        Foundation.exit(ExitCode.failure.rawValue)
+    }
 }

@@ -1,0 +1,90 @@
+import Foundation
+import XCTest
+
+/// Runs the built `blendd` binary as a user would and checks output and exit status.
+final class CommandLineTests: XCTestCase {
+    struct Outcome {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static var blenddURL: URL {
+        // The test bundle sits next to the executables in the build products directory.
+        var dir = Bundle(for: CommandLineTests.self).bundleURL
+        while dir.pathExtension == "xctest" || dir.lastPathComponent == "Contents" || dir.lastPathComponent == "MacOS" {
+            dir.deleteLastPathComponent()
+        }
+        return dir.appendingPathComponent("blendd")
+    }
+
+    static var repositoryRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    func run(_ arguments: [String], stdin: Data? = nil) throws -> Outcome {
+        let process = Process()
+        process.executableURL = Self.blenddURL
+        process.arguments = arguments
+        process.currentDirectoryURL = Self.repositoryRoot
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(stdin) }
+        try input.fileHandleForWriting.close()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Outcome(status: process.terminationStatus,
+                       stdout: String(decoding: stdout, as: UTF8.self),
+                       stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    func testHelpListsCommandsAndExitsZero() throws {
+        let r = try run(["--help"])
+        XCTAssertEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("USAGE: blendd <subcommand>"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("validate"), r.stdout)
+    }
+
+    func testUsageErrorExitsTwo() throws {
+        let r = try run(["validate", "jobs.json", "--no-such-flag"])
+        XCTAssertEqual(r.status, 2)
+        XCTAssertTrue(r.stderr.contains("--no-such-flag"), r.stderr)
+    }
+
+    func testMissingFileIsAOneLineFailure() throws {
+        let r = try run(["validate", "/nonexistent/jobs.jsonl"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, "error: cannot read /nonexistent/jobs.jsonl: no such file\n")
+    }
+
+    func testValidateAcceptsEveryValidExample() throws {
+        let dir = Self.repositoryRoot.appendingPathComponent("schemas/examples/valid")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".json") }.sorted()
+        XCTAssertFalse(files.isEmpty)
+        let r = try run(["validate", "--quiet"] + files.map { "schemas/examples/valid/\($0)" })
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        XCTAssertEqual(r.stdout, "\(files.count) job(s): \(files.count) valid, 0 invalid\n")
+    }
+
+    func testValidateReportsEveryViolationOfEachJobInJSONLines() throws {
+        let jsonl = """
+        {"job_id":"ok-1","instruction":"Say hi","candidates":[{"model":"a","text":"hi"},{"model":"b","text":"hello"}]}
+        {"job_id":"bad id!","instruction":"Say hi","candidates":[{"model":"a","text":""}],"rank":{"mode":"median"}}
+        not json at all
+        """
+        let r = try run(["validate", "--json", "-"], stdin: Data(jsonl.utf8))
+        XCTAssertEqual(r.status, 1)
+        let lines = r.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.count, 3)
+        XCTAssertEqual(lines[0]["valid"] as? Bool, true)
+        XCTAssertEqual(lines[0]["location"] as? String, "<stdin>:1")
+        let codes = (lines[1]["violations"] as! [[String: Any]]).compactMap { $0["code"] as? String }
+        XCTAssertEqual(Set(codes), ["invalid_job_id", "too_few_candidates", "empty_text", "unknown_rank_mode"])
+        XCTAssertEqual(((lines[2]["violations"] as! [[String: Any]]).first?["code"]) as? String, "not_json")
+        XCTAssertEqual(lines[2]["location"] as? String, "<stdin>:3")
+    }
+}
