@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System libraries from Debian, found through pkg-config.
@@ -23,7 +24,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "BlendCore"),
+        .target(name: "BlendCore", dependencies: ["Yams"]),
         .target(name: "Postgres", dependencies: [
             "CLibPQ", "BlendCore",
             .product(name: "Logging", package: "swift-log"),

@@ -12,6 +12,7 @@ struct Blendd: AsyncParsableCommand {
         """,
         subcommands: [
             ValidateCommand.self,
+            ConfigCommand.self,
         ]
     )
 

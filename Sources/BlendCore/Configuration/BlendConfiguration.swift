@@ -1,0 +1,89 @@
+/// Everything a worker or supervisor process needs, with production defaults. Read by
+/// `ConfigurationLoader` from a YAML file, then `BLENDD_*` environment variables, then flags.
+public struct BlendConfiguration: Sendable, Equatable {
+    public struct Kafka: Sendable, Equatable {
+        public var bootstrapServers = "localhost:9092"
+        public var groupId = "blendd"
+        public var jobsTopic = "blend.jobs"
+        public var eventsTopic = "blend.events"
+        public var dlqTopic = "blend.jobs.dlq"
+        /// Any librdkafka property (security.protocol, sasl.*, ssl.*, …), passed through as is.
+        public var properties: [String: String] = [:]
+        /// Messages buffered ahead of the pipeline before the consumer pauses fetching.
+        public var maxBufferedMessages = 1000
+    }
+
+    public struct Postgres: Sendable, Equatable {
+        public var url = "postgresql://localhost:5432/blendd"
+        public var poolSize = 4
+    }
+
+    public struct Models: Sendable, Equatable {
+        /// Directory of a PairRM checkpoint; empty = the weight-free consensus ranker.
+        public var ranker = ""
+        /// Directory of a GenFuser checkpoint; empty = the top-ranked candidate is returned.
+        public var fuser = ""
+        /// Compute threads for inference; 0 = one per core.
+        public var threads = 0
+    }
+
+    public struct Batching: Sendable, Equatable {
+        /// Jobs gathered into one micro-batch.
+        public var maxJobs = 8
+        /// Pair sequences in one ranker forward pass.
+        public var maxPairs = 32
+        /// Tokens (sequences × padded length) in one forward pass; bounds memory.
+        public var maxTokens = 32768
+        /// How long the first job of a batch waits for company.
+        public var maxWaitMilliseconds = 50
+    }
+
+    public struct Retry: Sendable, Equatable {
+        public var initialMilliseconds = 200
+        public var maxMilliseconds = 30000
+        public var multiplier = 2.0
+        /// Fraction of each delay drawn at random, so a fleet does not retry in lockstep.
+        public var jitter = 0.2
+    }
+
+    public struct Outbox: Sendable, Equatable {
+        public var pollMilliseconds = 200
+        public var batchSize = 100
+    }
+
+    public struct Supervisor: Sendable, Equatable {
+        public var workers = 1
+        public var listen = "127.0.0.1:9464"
+        public var heartbeatSeconds = 2.0
+        public var heartbeatTimeoutSeconds = 15.0
+        /// A worker that makes no progress for this long while its partitions have lag is replaced.
+        public var stallSeconds = 300.0
+        /// Resident memory above which a worker is replaced; 0 = no limit.
+        public var memoryLimitMegabytes = 0
+        public var restartInitialMilliseconds = 500
+        public var restartMaxMilliseconds = 30000
+        /// Restarts within `crashLoopWindowSeconds` after which the supervisor reports itself degraded.
+        public var crashLoopRestarts = 5
+        public var crashLoopWindowSeconds = 60.0
+        /// Seconds after which rows of workers that stopped heartbeating are deleted.
+        public var deadWorkerRetentionSeconds = 3600.0
+    }
+
+    public enum LogFormat: String, Sendable, CaseIterable { case text, json }
+
+    public var workerId = ""
+    public var kafka = Kafka()
+    public var postgres = Postgres()
+    public var models = Models()
+    public var batching = Batching()
+    public var limits = JobLimits.defaults
+    public var retry = Retry()
+    public var outbox = Outbox()
+    /// Seconds a stopping worker may spend finishing its batch before abandoning it uncommitted.
+    public var drainSeconds = 30.0
+    public var supervisor = Supervisor()
+    public var logLevel = "info"
+    public var logFormat = LogFormat.text
+
+    public init() {}
+}

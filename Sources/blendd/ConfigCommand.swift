@@ -1,0 +1,60 @@
+import ArgumentParser
+import BlendCore
+import Foundation
+
+/// Options every long-running command shares: where the configuration comes from.
+struct ConfigurationOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: ArgumentHelp("YAML configuration file (default: $BLENDD_CONFIG, if set).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override one setting, e.g. --set kafka.group_id=blendd (repeatable).", valueName: "path=value"))
+    var overrides: [String] = []
+
+    func load() -> LoadedConfiguration {
+        let environment = ProcessInfo.processInfo.environment
+        return ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment, overrides: overrides)
+    }
+
+    /// The configuration, or a failure listing every problem.
+    func loadOrFail() throws -> BlendConfiguration {
+        let loaded = load()
+        guard loaded.problems.isEmpty else {
+            throw CLIError("invalid configuration: " + loaded.problems.map(\.description).joined(separator: "; "))
+        }
+        return loaded.configuration
+    }
+}
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Inspect the effective configuration.",
+        subcommands: [ConfigCheckCommand.self]
+    )
+}
+
+struct ConfigCheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Print the effective configuration (secrets masked) and every problem found.",
+        discussion: """
+        Values come from defaults, then the YAML file, then BLENDD_* environment variables \
+        (BLENDD_KAFKA_GROUP_ID for kafka.group_id; BLENDD_KAFKA_PROPERTY_SASL_PASSWORD for the \
+        librdkafka property sasl.password; any variable with _FILE appended reads its value \
+        from a file), then --set flags. Exit status 1 when there is a problem.
+        """
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() throws {
+        let loaded = options.load()
+        for line in loaded.rendered() { print(line) }
+        if loaded.problems.isEmpty {
+            print("configuration ok")
+        } else {
+            for problem in loaded.problems { print("problem: \(problem)") }
+            throw CLIError("\(loaded.problems.count) configuration problem(s)")
+        }
+    }
+}
