@@ -1,0 +1,113 @@
+import BlendCore
+
+/// The weight-free ranker used when no PairRM checkpoint is configured: minimum Bayes risk
+/// over candidate agreement. A candidate's utility is its mean chrF against every other
+/// candidate (the answer most others agree with wins), and ℓ(i, j) = u_i − u_j, so every
+/// rank mode aggregates it like PairRM's logits. It knows nothing of the instruction: it
+/// serves to run the system end to end and as a baseline, not as a judge of quality.
+public struct ConsensusRanker: CandidateRanker {
+    public let label = "consensus-chrf"
+    public let similarity: CharacterNGramSimilarity
+
+    public init(similarity: CharacterNGramSimilarity = CharacterNGramSimilarity()) {
+        self.similarity = similarity
+    }
+
+    public func rank(_ requests: [RankRequest]) async -> [Result<RankOutcome, RankingError>] {
+        requests.map { request in
+            guard request.candidates.count >= 1 else {
+                return .failure(RankingError(jobId: request.jobId, message: "no candidates to rank"))
+            }
+            return .success(rank(request))
+        }
+    }
+
+    func rank(_ request: RankRequest) -> RankOutcome {
+        let profiles = request.candidates.map(similarity.profile)
+        let n = profiles.count
+        var utility = [Float](repeating: 0, count: n)
+        if n > 1 {
+            for i in 0..<n {
+                var sum: Double = 0
+                for k in 0..<n where k != i { sum += similarity.chrF(hypothesis: profiles[i], reference: profiles[k]) }
+                utility[i] = Float(sum / Double(n - 1))
+            }
+        }
+        var matrix = ComparisonMatrix(count: n)
+        for i in 0..<n { for j in 0..<n where i != j { matrix[i, j] = utility[i] - utility[j] } }
+        switch request.mode {
+        case .maxLogits, .maxWins:
+            return .aggregating(matrix, mode: request.mode, forwardPasses: 0)
+        case .bubble:
+            var tournament = BubbleTournament(count: n, seed: request.seed)
+            while let (cur, nxt) = tournament.nextPair { tournament.record(difference: matrix[cur, nxt] - matrix[nxt, cur]) }
+            let placement = tournament.placement!
+            return RankOutcome(scores: placement.scores, ranks: placement.ranks, comparisons: nil, forwardPasses: 0)
+        }
+    }
+}
+
+/// chrF (Popović 2015): character n-gram F-score, orders 1…6, β = 2, whitespace ignored;
+/// precision and recall are averaged over the orders that occur, then combined.
+public struct CharacterNGramSimilarity: Sendable {
+    public var maxOrder = 6
+    public var beta = 2.0
+
+    public init() {}
+
+    /// n-gram counts per order of one text, computed once per candidate.
+    public struct Profile: Sendable {
+        fileprivate let counts: [[NGram: Int]]
+        fileprivate let totals: [Int]
+    }
+
+    /// Up to six Unicode scalars (21 bits each) packed exactly into 126 bits: hashing two
+    /// words is far cheaper than hashing substrings.
+    fileprivate struct NGram: Hashable, Sendable {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+    }
+
+    public func profile(_ text: String) -> Profile {
+        precondition(maxOrder <= 6, "n-grams are packed into 126 bits: at most 6 scalars")
+        let scalars = text.unicodeScalars.filter { !$0.properties.isWhitespace }.map { UInt64($0.value) }
+        var counts: [[NGram: Int]] = []
+        var totals: [Int] = []
+        for n in 1...maxOrder {
+            var c: [NGram: Int] = [:]
+            var total = 0
+            if scalars.count >= n {
+                for start in 0...(scalars.count - n) {
+                    var gram = NGram()
+                    for k in 0..<n {
+                        let v = scalars[start + k]
+                        if k < 3 { gram.low |= v << (21 * UInt64(k)) } else { gram.high |= v << (21 * UInt64(k - 3)) }
+                    }
+                    c[gram, default: 0] += 1
+                    total += 1
+                }
+            }
+            counts.append(c)
+            totals.append(total)
+        }
+        return Profile(counts: counts, totals: totals)
+    }
+
+    public func chrF(hypothesis h: Profile, reference r: Profile) -> Double {
+        var precision = 0.0, recall = 0.0, orders = 0
+        for n in 0..<maxOrder where h.totals[n] > 0 && r.totals[n] > 0 {
+            let (small, large) = h.counts[n].count <= r.counts[n].count ? (h.counts[n], r.counts[n]) : (r.counts[n], h.counts[n])
+            var matches = 0
+            for (gram, count) in small { if let other = large[gram] { matches += min(count, other) } }
+            precision += Double(matches) / Double(h.totals[n])
+            recall += Double(matches) / Double(r.totals[n])
+            orders += 1
+        }
+        guard orders > 0 else { return 0 }
+        precision /= Double(orders)
+        recall /= Double(orders)
+        guard precision + recall > 0 else { return 0 }
+        let b2 = beta * beta
+        return (1 + b2) * precision * recall / (b2 * precision + recall)
+    }
+}
