@@ -50,6 +50,7 @@ let package = Package(
 
         .testTarget(name: "BlendCoreTests", dependencies: ["BlendCore"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore"]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
         .testTarget(name: "CLITests", dependencies: ["blendd"]),
     ]
