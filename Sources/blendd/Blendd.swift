@@ -13,6 +13,7 @@ struct Blendd: AsyncParsableCommand {
         subcommands: [
             ValidateCommand.self,
             ConfigCommand.self,
+            RankCommand.self,
         ]
     )
 

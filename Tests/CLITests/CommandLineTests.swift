@@ -87,4 +87,23 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(((lines[2]["violations"] as! [[String: Any]]).first?["code"]) as? String, "not_json")
         XCTAssertEqual(lines[2]["location"] as? String, "<stdin>:3")
     }
+
+    func testRankPrintsRanksScoresAndTheMatrixWithTheConsensusRanker() throws {
+        let jobs = """
+        {"job_id":"r1","instruction":"Capital of France?","candidates":[{"model":"a","text":"Paris is the capital of France."},{"model":"b","text":"Bananas are yellow."},{"model":"c","text":"The capital of France is Paris."}]}
+        """
+        let r = try run(["rank", "--json", "--matrix", "-"], stdin: Data(jobs.utf8))
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        XCTAssertEqual(object["ranker"] as? String, "consensus-chrf")
+        XCTAssertEqual((object["ranks"] as? [Int])?[1], 3, "the off-topic answer ranks last")
+        XCTAssertEqual((object["matrix"] as? [[Double]])?.count, 3)
+
+        let table = try run(["rank", "--mode", "bubble", "-"], stdin: Data(jobs.utf8))
+        XCTAssertEqual(table.status, 0, table.stderr)
+        XCTAssertTrue(table.stdout.hasPrefix("r1  mode bubble  ranker consensus-chrf\n"), table.stdout)
+
+        let bad = try run(["rank", "--mode", "median", "-"], stdin: Data(jobs.utf8))
+        XCTAssertEqual(bad.status, 2)
+    }
 }
