@@ -14,6 +14,7 @@ struct Blendd: AsyncParsableCommand {
             ValidateCommand.self,
             ConfigCommand.self,
             RankCommand.self,
+            MigrateCommand.self,
         ]
     )
 

@@ -1,1 +1,0 @@
-// Postgres: a Swift API over libpq (connections, bound parameters, transactions, pool, migrations).
