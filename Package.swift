@@ -48,9 +48,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Shared by the test targets only: throwaway databases, repository paths.
+        .target(name: "BlendTestSupport", dependencies: ["Postgres"], path: "Sources/BlendTestSupport"),
+
         .testTarget(name: "BlendCoreTests", dependencies: ["BlendCore"]),
+        .testTarget(name: "PostgresTests", dependencies: ["Postgres", "BlendTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
-        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore"]),
+        .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore", "Postgres", "BlendTestSupport"]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
         .testTarget(name: "CLITests", dependencies: ["blendd"]),
     ]

@@ -75,6 +75,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// BEGIN … COMMIT around `body`; any error thrown inside rolls everything back.
+    @discardableResult
     public func transaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
         try await execute("BEGIN")
         let value: T
@@ -96,7 +97,14 @@ public final class PostgresConnection: @unchecked Sendable {
             await withCheckedContinuation { continuation in
                 queue.async {
                     guard !self.closed else { return continuation.resume(returning: false) }
-                    _ = PQconsumeInput(self.conn)
+                    // A server that shut down sent an error message and then closed: the first
+                    // read takes the message, a further read meets end-of-file and marks the
+                    // connection bad. Read while the socket has something to give.
+                    for _ in 0..<4 {
+                        guard PQconsumeInput(self.conn) == 1 else { break }
+                        var fd = pollfd(fd: PQsocket(self.conn), events: Int16(POLLIN), revents: 0)
+                        guard poll(&fd, 1, 0) > 0 else { break }
+                    }
                     continuation.resume(returning: PQstatus(self.conn) == CONNECTION_OK)
                 }
             }

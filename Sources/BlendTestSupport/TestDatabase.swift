@@ -1,0 +1,96 @@
+import Foundation
+import Postgres
+
+/// A fresh database on the throwaway server `scripts/test.sh` starts, dropped at the end, so
+/// test classes never see each other's rows.
+public struct TestDatabase: Sendable {
+    public let name: String
+    public let url: String
+    let adminURL: String
+
+    /// nil when the tests run without a server (BLENDD_TEST_DATABASE_URL unset).
+    public static var serverURL: String? {
+        ProcessInfo.processInfo.environment["BLENDD_TEST_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    public static let skipMessage = "BLENDD_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, which starts PostgreSQL"
+
+    public static func create(prefix: String = "blendd_test") async throws -> TestDatabase {
+        guard let admin = serverURL else { throw PostgresError(.connection, message: skipMessage) }
+        let name = "\(prefix)_\(UInt32.random(in: 0...UInt32.max))_\(ProcessInfo.processInfo.processIdentifier)"
+        let conn = try await PostgresConnection.connect(admin)
+        try await conn.execute("CREATE DATABASE \(identifier: name)")
+        await conn.close()
+        return TestDatabase(name: name, url: replacingDatabase(in: admin, with: name), adminURL: admin)
+    }
+
+    /// The database with blendd's schema applied.
+    public static func migrated(prefix: String = "blendd_test") async throws -> TestDatabase {
+        let db = try await create(prefix: prefix)
+        let conn = try await PostgresConnection.connect(db.url)
+        _ = try await MigrationRunner(directory: RepositoryLayout.migrations).run(on: conn)
+        await conn.close()
+        return db
+    }
+
+    public func drop() async throws {
+        let conn = try await PostgresConnection.connect(adminURL)
+        try await conn.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
+        await conn.close()
+    }
+
+    static func replacingDatabase(in url: String, with name: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url + " dbname=\(name)" }
+        let rest = url[scheme.upperBound...]
+        let query = rest.firstIndex(of: "?").map { String(rest[$0...]) } ?? ""
+        let beforeQuery = rest.prefix { $0 != "?" }
+        let authority = beforeQuery.prefix { $0 != "/" }
+        return String(url[..<scheme.upperBound]) + authority + "/" + name + query
+    }
+}
+
+/// Paths in the repository, for tests that read its files or run its binary.
+public enum RepositoryLayout {
+    public static var root: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    public static var migrations: String { root.appendingPathComponent("migrations").path }
+
+    /// The built `blendd` next to the test bundle in the build products directory.
+    public static var blenddExecutable: URL {
+        var dir = Bundle.main.bundleURL
+        for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") { dir = bundle.bundleURL }
+        while dir.pathExtension == "xctest" || dir.lastPathComponent == "Contents" || dir.lastPathComponent == "MacOS" {
+            dir.deleteLastPathComponent()
+        }
+        return dir.appendingPathComponent("blendd")
+    }
+}
+
+/// Runs a command to completion with posix_spawn and waitpid (Foundation's `Process` can
+/// wait forever when a child leaves a grandchild holding its pipes, as pg_ctl's server does),
+/// with stdin, stdout and stderr on /dev/null. Returns the exit status.
+@discardableResult
+public func runToCompletion(_ arguments: [String]) -> Int32 {
+    var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    var pid: pid_t = 0
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    guard posix_spawn(&pid, arguments[0], &actions, nil, argv, environ) == 0 else { return -1 }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}
+
+/// Restarts the throwaway server of `scripts/test.sh` (as the postgres user when root).
+public func restartTestServer() -> Bool {
+    let env = ProcessInfo.processInfo.environment
+    guard let bin = env["BLENDD_TEST_PG_BIN"], let dir = env["BLENDD_TEST_PG_DIR"] else { return false }
+    let pgctl = ["\(bin)/pg_ctl", "-D", "\(dir)/data", "restart", "-m", "fast", "-w", "-l", "\(dir)/server.log"]
+    let command = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + pgctl : pgctl
+    return runToCompletion(command) == 0
+}
