@@ -129,4 +129,14 @@ final class JobValidatorTests: XCTestCase {
         XCTAssertNotEqual(a.effectiveSeed, BlendJob(jobId: "req-2", instruction: "q", candidates: []).effectiveSeed)
         XCTAssertEqual(BlendJob(jobId: "req-1", instruction: "q", candidates: [], rank: .init(mode: .bubble, seed: 9)).effectiveSeed, 9)
     }
+
+    func testNulCharactersAnywhereTheStoreWouldRefuseThemAreViolations() {
+        let json = #"""
+        {"job_id":"n1","instruction":"a\u0000b","candidates":[{"model":"m\u0000","text":"x"},{"model":"b","text":"ok"}],
+         "metadata":{"tags":["fine","bad\u0000"]}}
+        """#
+        guard case .failure(let rejection) = JobValidator().validate(Array(json.utf8)) else { return XCTFail("must be rejected") }
+        XCTAssertEqual(rejection.violations.filter { $0.code == .nulCharacter }.map(\.path),
+                       ["instruction", "candidates[0].model", "metadata.tags[1]"])
+    }
 }

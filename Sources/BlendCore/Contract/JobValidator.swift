@@ -128,6 +128,10 @@ private struct Checker {
             add(.emptyText, path, "\(path) is empty")
             return nil
         }
+        if text.utf8.contains(0) {
+            add(.nulCharacter, path, "\(path) contains the character U+0000, which cannot be stored")
+            return nil
+        }
         return text
     }
 
@@ -155,6 +159,7 @@ private struct Checker {
         guard let value else { add(.missingField, path, "\(path) is required"); return nil }
         guard case .string(let name) = value else { wrongType(value, at: path, expected: "a string"); return nil }
         if name.allSatisfy(\.isWhitespace) { add(.emptyText, path, "\(path) is empty"); return nil }
+        if name.utf8.contains(0) { add(.nulCharacter, path, "\(path) contains the character U+0000, which cannot be stored"); return nil }
         if name.count > limits.maxModelNameLength {
             add(.textTooLarge, path, "\(path) is \(name.count) characters; at most \(limits.maxModelNameLength) are allowed")
             return nil
@@ -231,7 +236,27 @@ private struct Checker {
             add(.metadataTooLarge, "metadata", "metadata is \(size) bytes as JSON; at most \(limits.maxMetadataBytes) are allowed")
             return nil
         }
+        if let path = Self.firstNul(in: value, at: "metadata") {
+            add(.nulCharacter, path, "\(path) contains the character U+0000, which jsonb cannot store")
+            return nil
+        }
         return value
+    }
+
+    /// The path of the first key or string holding U+0000, if any.
+    static func firstNul(in value: JSONValue, at path: String) -> String? {
+        switch value {
+        case .string(let s): return s.utf8.contains(0) ? path : nil
+        case .array(let items):
+            for (i, item) in items.enumerated() { if let p = firstNul(in: item, at: "\(path)[\(i)]") { return p } }
+        case .object(let fields):
+            for key in fields.keys.sorted() {
+                if key.utf8.contains(0) { return path }
+                if let p = firstNul(in: fields[key]!, at: "\(path).\(key)") { return p }
+            }
+        default: break
+        }
+        return nil
     }
 
     mutating func integer(_ value: JSONValue?, at path: String) -> Int? {

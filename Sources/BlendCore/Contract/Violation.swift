@@ -18,6 +18,8 @@ public struct Violation: Sendable, Equatable, Codable, CustomStringConvertible {
         case unknownRankMode = "unknown_rank_mode"
         case topKOutOfRange = "top_k_out_of_range"
         case optionOutOfRange = "option_out_of_range"
+        /// U+0000 in a text or metadata string: PostgreSQL text and jsonb cannot store it.
+        case nulCharacter = "nul_character"
     }
 
     public var code: Code
