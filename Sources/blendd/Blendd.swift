@@ -15,6 +15,7 @@ struct Blendd: AsyncParsableCommand {
             ConfigCommand.self,
             RankCommand.self,
             MigrateCommand.self,
+            ResultCommand.self,
         ]
     )
 

@@ -1,1 +1,0 @@
-// Kafka: a Swift API over librdkafka (producer, consumer, admin, embedded mock broker).
