@@ -53,6 +53,7 @@ let package = Package(
 
         .testTarget(name: "BlendCoreTests", dependencies: ["BlendCore"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "BlendTestSupport"]),
+        .testTarget(name: "KafkaTests", dependencies: ["Kafka", "CRdKafka", "BlendTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore", "Postgres", "BlendTestSupport"]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.

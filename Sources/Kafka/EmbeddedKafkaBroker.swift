@@ -18,6 +18,9 @@ public final class EmbeddedKafkaBroker: @unchecked Sendable {
         context = KafkaClientContext(logger: logger, name: "embedded broker")
         let conf = rd_kafka_conf_new()!
         context.install(on: conf)
+        // This handle only hosts the cluster; its "no bootstrap.servers" warning is noise.
+        var ignored = [CChar](repeating: 0, count: 128)
+        rd_kafka_conf_set(conf, "log_level", "3", &ignored, ignored.count)
         var errstr = [CChar](repeating: 0, count: 512)
         // The mock cluster needs a client handle to run on; it is never used to produce.
         guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) else {

@@ -16,6 +16,8 @@ struct Blendd: AsyncParsableCommand {
             RankCommand.self,
             MigrateCommand.self,
             ResultCommand.self,
+            EnqueueCommand.self,
+            DevCommand.self,
         ]
     )
 

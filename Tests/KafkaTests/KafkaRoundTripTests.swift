@@ -1,0 +1,153 @@
+import CRdKafka
+import Foundation
+import Kafka
+import XCTest
+
+final class KafkaRoundTripTests: XCTestCase {
+    func testTenThousandMessagesArriveOncePerPartitionInOrder() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("orders", partitions: 4)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        let count = 10_000
+        let messages = (0..<count).map { i in
+            ProducerMessage(topic: "orders", key: "key-\(i % 37)", value: Array("\(i)".utf8), headers: ["seq": "\(i)"])
+        }
+        let reports = try await producer.send(messages)
+        XCTAssertEqual(reports.filter { if case .success = $0 { true } else { false } }.count, count)
+
+        let consumer = try KafkaConsumer(configuration: broker.configuration,
+                                         options: .init(groupId: "g-order", topics: ["orders"], maxBuffered: 500))
+        var seen: [Int32: [Int]] = [:]
+        var total = 0
+        while total < count {
+            let batch = await consumer.nextBatch(maxCount: 256, maxWait: .milliseconds(50))
+            for m in batch {
+                let value = Int(String(decoding: m.value, as: UTF8.self))!
+                seen[m.partition, default: []].append(value)
+                XCTAssertEqual(m.headers.first?.0, "seq")
+                XCTAssertEqual(m.headers.first.map { String(decoding: $0.1, as: UTF8.self) }, "\(value)")
+                consumer.markDone(m)
+            }
+            total += batch.count
+        }
+        XCTAssertEqual(total, count)
+        XCTAssertEqual(Set(seen.values.joined()), Set(0..<count), "every message exactly once")
+        for (partition, values) in seen {
+            XCTAssertEqual(values, values.sorted(), "partition \(partition) keeps production order")
+        }
+        // Same key, same partition.
+        var partitionOfKey: [Int: Int32] = [:]
+        for (p, values) in seen { for v in values { partitionOfKey[v % 37] = partitionOfKey[v % 37] ?? p; XCTAssertEqual(partitionOfKey[v % 37], p) } }
+        await consumer.close()
+
+        let admin = try KafkaAdmin(configuration: broker.configuration)
+        let lag = try await admin.consumerGroupLag(groupId: "g-order", topic: "orders")
+        XCTAssertEqual(lag.map(\.partition), [0, 1, 2, 3])
+        XCTAssertEqual(lag.map(\.lag), [0, 0, 0, 0], "close commits every offset marked done")
+        XCTAssertEqual(lag.compactMap(\.committed).reduce(0, +), Int64(count))
+    }
+
+    func testIdempotentProducerWritesEachMessageOnceDespiteTransientProduceErrors() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("flaky", partitions: 1)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        try await producer.send(ProducerMessage(topic: "flaky", key: "warm-up", value: Array("warm-up".utf8)))
+        // The broker fails the next produce requests with retriable errors; the producer retries
+        // with the same sequence numbers, so the log gets each message once and in order.
+        broker.injectErrors([RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                             RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR__TRANSPORT], on: .produce)
+        let results = try await producer.send((0..<200).map { ProducerMessage(topic: "flaky", key: "k", value: Array("\($0)".utf8)) })
+        XCTAssertTrue(results.allSatisfy { if case .success = $0 { true } else { false } }, "\(results.first { if case .failure = $0 { true } else { false } }!)")
+
+        let consumer = try KafkaConsumer(configuration: broker.configuration, options: .init(groupId: "g-flaky", topics: ["flaky"]))
+        let values = await readValues(consumer, count: 201, within: .seconds(30))
+        XCTAssertEqual(values, ["warm-up"] + (0..<200).map(String.init))
+        let extra = await readValues(consumer, count: 1, within: .seconds(1))
+        XCTAssertEqual(extra, [], "no duplicates after the last message")
+        await consumer.close()
+    }
+
+    func testAFullBufferPausesFetchingAndResumesWithoutLoss() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("burst", partitions: 2)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        _ = try await producer.send((0..<2000).map { ProducerMessage(topic: "burst", key: "k\($0 % 5)", value: Array("\($0)".utf8)) })
+        let consumer = try KafkaConsumer(configuration: broker.configuration,
+                                         options: .init(groupId: "g-burst", topics: ["burst"], maxBuffered: 200))
+        // Read nothing for a while: the buffer fills and fetching pauses.
+        var waited = 0
+        while !consumer.isPaused && waited < 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            waited += 1
+        }
+        XCTAssertTrue(consumer.isPaused, "fetching pauses when the buffer is full")
+        try await Task.sleep(for: .milliseconds(500))
+        // The poll loop checks the bound before taking each message, so it never exceeds it by more than one.
+        XCTAssertLessThanOrEqual(consumer.bufferedCount, 201, "memory stays bounded")
+        XCTAssertGreaterThanOrEqual(consumer.bufferedCount, 200)
+        var values = Set<Int>()
+        while values.count < 2000 {
+            for m in await consumer.nextBatch(maxCount: 100, maxWait: .milliseconds(100)) {
+                values.insert(Int(String(decoding: m.value, as: UTF8.self))!)
+                consumer.markDone(m)
+            }
+        }
+        XCTAssertEqual(values, Set(0..<2000))
+        XCTAssertFalse(consumer.isPaused, "fetching resumes once drained")
+        await consumer.close()
+    }
+
+    func testMarkDoneAfterRevocationStoresNothing() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("fence", partitions: 1)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        _ = try await producer.send((0..<3).map { ProducerMessage(topic: "fence", key: "k", value: Array("\($0)".utf8)) })
+        let events = EventLog()
+        let consumer = try KafkaConsumer(configuration: broker.configuration, options: .init(groupId: "g-fence", topics: ["fence"])) {
+            events.append($0)
+        }
+        let batch = await consumer.nextBatch(maxCount: 3, maxWait: .seconds(2))
+        XCTAssertEqual(batch.count, 3)
+        XCTAssertTrue(consumer.markDone(batch[0]))
+        await consumer.close()
+        XCTAssertEqual(events.all, [.assigned([TopicPartition(topic: "fence", partition: 0)]), .revoked([TopicPartition(topic: "fence", partition: 0)])])
+        XCTAssertFalse(consumer.markDone(batch[2]), "the partition was revoked: its offsets are no longer ours")
+        let lag = try await KafkaAdmin(configuration: broker.configuration).consumerGroupLag(groupId: "g-fence", topic: "fence")
+        XCTAssertEqual(lag.first?.committed, 1, "only the message marked done before revocation is committed")
+    }
+
+    func testConfigurationRefusesUnknownPropertiesAndMasksSecrets() throws {
+        let config = KafkaConfiguration(bootstrapServers: "localhost:9092", properties: ["sasl.password": "hunter2", "no.such.property": "x"])
+        XCTAssertFalse(config.description.contains("hunter2"))
+        XCTAssertTrue(config.description.contains("sasl.password=****"))
+        XCTAssertThrowsError(try KafkaProducer(configuration: config)) { error in
+            XCTAssertTrue("\(error)".contains("no.such.property"), "\(error)")
+        }
+    }
+}
+
+/// Reads up to `count` message values, giving up after `within` (a test must not hang).
+func readValues(_ consumer: KafkaConsumer, count: Int, within: Duration) async -> [String] {
+    let reader = Task {
+        var values: [String] = []
+        while values.count < count, let m = await consumer.next() {
+            values.append(String(decoding: m.value, as: UTF8.self))
+            consumer.markDone(m)
+        }
+        return values
+    }
+    let watchdog = Task {
+        try await Task.sleep(for: within)
+        await consumer.close()
+    }
+    let values = await reader.value
+    watchdog.cancel()
+    return values
+}
+
+final class EventLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [RebalanceEvent] = []
+    func append(_ e: RebalanceEvent) { lock.withLock { events.append(e) } }
+    var all: [RebalanceEvent] { lock.withLock { events } }
+}
