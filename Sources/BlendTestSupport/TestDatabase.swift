@@ -73,14 +73,29 @@ public enum RepositoryLayout {
 /// with stdin, stdout and stderr on /dev/null. Returns the exit status.
 @discardableResult
 public func runToCompletion(_ arguments: [String]) -> Int32 {
+    guard let pid = spawnProcess(arguments) else { return -1 }
+    return waitForExit(pid)
+}
+
+/// Starts a process (stdin and stdout on /dev/null; stderr to `stderrPath` or /dev/null).
+public func spawnProcess(_ arguments: [String], stderrPath: String? = nil, environment: [String: String]? = nil) -> pid_t? {
     var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
     var pid: pid_t = 0
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
-    guard posix_spawn(&pid, arguments[0], &actions, nil, argv, environ) == 0 else { return -1 }
+    let env = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer { env.forEach { free($0) } }
+    guard posix_spawn(&pid, arguments[0], &actions, nil, argv, env) == 0 else { return nil }
+    return pid
+}
+
+/// Waits for a child; returns its exit status, or 128 + signal when a signal ended it.
+public func waitForExit(_ pid: pid_t) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
     return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)

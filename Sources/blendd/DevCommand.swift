@@ -61,11 +61,17 @@ struct ConsumeProbeCommand: AsyncParsableCommand {
     @Option var topic: String
     @Option(help: "File that receives one `partition offset` line per finished message.") var output: String
     @Option(help: "Simulated work per message, in milliseconds.") var workMs: Int = 0
+    @Option(name: .customShort("X"), help: "A librdkafka property, key=value (repeatable).") var properties: [String] = []
 
     func run() async throws {
         _ = FileManager.default.createFile(atPath: output, contents: nil)
         guard let file = FileHandle(forWritingAtPath: output) else { throw CLIError("cannot write \(output)") }
-        let consumer = try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: bootstrapServers),
+        var props: [String: String] = [:]
+        for p in properties {
+            guard let eq = p.firstIndex(of: "=") else { throw ValidationError("-X expects key=value, got \(p)") }
+            props[String(p[..<eq])] = String(p[p.index(after: eq)...])
+        }
+        let consumer = try KafkaConsumer(configuration: KafkaConfiguration(bootstrapServers: bootstrapServers, properties: props),
                                          options: .init(groupId: group, topics: [topic], maxBuffered: 100))
         let signals = SignalListener.terminationSignals()
         let stop = Task { _ = await signals.first(); await consumer.close() }

@@ -1,0 +1,65 @@
+import BlendTestSupport
+import Foundation
+import Kafka
+import XCTest
+
+/// Consumers in separate processes, as workers run: the broker lives in the test process.
+final class ConsumerGroupProcessTests: XCTestCase {
+    func testSurvivorTakesOverFromAKilledMemberAndNothingUnfinishedIsCommitted() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("work", partitions: 4)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        let total = 1500
+        let results = try await producer.send((0..<total).map { ProducerMessage(topic: "work", key: "k\($0 % 11)", value: Array("\($0)".utf8)) })
+        var produced = Set<String>()
+        for case .success(let r) in results { produced.insert("\(r.partition) \(r.offset)") }
+        XCTAssertEqual(produced.count, total)
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("blendd-group-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func start(_ name: String) -> pid_t {
+            spawnProcess([RepositoryLayout.blenddExecutable.path, "dev", "consume-probe", "--bootstrap-servers", broker.bootstrapServers,
+                          "--group", "workers", "--topic", "work", "--output", dir.appendingPathComponent(name).path, "--work-ms", "4",
+                          // A dead member is noticed after the session timeout: keep it short here.
+                          "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"],
+                         stderrPath: dir.appendingPathComponent("\(name).log").path)!
+        }
+        func records(_ name: String) -> [String] {
+            let text = (try? String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").map(String.init)
+        }
+        let a = start("a")
+        let b = start("b")
+        // Both members are working (each owns some partitions) before one of them dies.
+        try await waitUntil(seconds: 30) { records("a").count > 50 && records("b").count > 50 }
+        kill(a, SIGKILL)
+        XCTAssertEqual(waitForExit(a), 128 + SIGKILL)
+
+        try await waitUntil(seconds: 60) { Set(records("a") + records("b")).isSuperset(of: produced) }
+        kill(b, SIGTERM)
+        XCTAssertEqual(waitForExit(b), 0, "the survivor leaves the group cleanly")
+
+        let finished = Set(records("a") + records("b"))
+        XCTAssertEqual(finished, produced, "every message was processed at least once")
+        let lag = try await KafkaAdmin(configuration: broker.configuration).consumerGroupLag(groupId: "workers", topic: "work")
+        for p in lag {
+            let committed = try XCTUnwrap(p.committed, "partition \(p.partition) has a committed offset")
+            for offset in 0..<committed {
+                XCTAssertTrue(finished.contains("\(p.partition) \(offset)"), "offset \(offset) of partition \(p.partition) was committed but never finished")
+            }
+            XCTAssertEqual(p.lag, 0, "the survivor committed everything it finished")
+        }
+    }
+
+    private func waitUntil(seconds: Double, _ condition: () -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !condition() {
+            guard Date() < deadline else {
+                XCTFail("condition not met within \(seconds) s")
+                throw CancellationError()
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
