@@ -18,6 +18,7 @@ struct Blendd: AsyncParsableCommand {
             ResultCommand.self,
             EnqueueCommand.self,
             DevCommand.self,
+            WorkerCommand.self,
         ]
     )
 
@@ -54,8 +55,8 @@ struct Blendd: AsyncParsableCommand {
         if error is ExitCode {
             Foundation.exit(code.rawValue)
         }
-        let message = fullMessage(for: error)
-            .split(whereSeparator: \.isNewline).joined(separator: " ")
+        var message = fullMessage(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+        if message.hasPrefix("Error: ") { message.removeFirst(7) }
         FileHandle.standardError.write(Data("error: \(message)\n".utf8))
         Foundation.exit(ExitCode.failure.rawValue)
     }

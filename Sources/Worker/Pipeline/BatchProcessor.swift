@@ -125,6 +125,18 @@ public struct BatchProcessor: Sendable {
         return outcomes.map { $0! }
     }
 
+    /// The same job, recorded as failed with `reason` (used when its result cannot be stored).
+    public func failed(_ outcome: JobOutcome, reason: String) -> JobOutcome {
+        var failed = outcome
+        failed.kind = .outcome(status: .failed)
+        failed.error = reason
+        failed.rank = nil
+        failed.fusion = nil
+        failed.rejection = nil
+        failed.event = event(for: failed, metadata: failed.job?.metadata)
+        return failed
+    }
+
     func event(for outcome: JobOutcome, metadata: JSONValue?) -> CompletionEvent? {
         guard let status = outcome.status else { return nil }
         let ranking = outcome.rank.map { ranked in

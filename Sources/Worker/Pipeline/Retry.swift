@@ -18,6 +18,7 @@ struct TransientRetry: Sendable {
 
     /// - Returns: the value, or throws the first non-transient error, or `CancellationError`
     ///   when the worker is stopping between attempts.
+    @discardableResult
     func run<T: Sendable>(_ what: String, onRetry: @Sendable (Error) -> Void = { _ in }, _ operation: () async throws -> T) async throws -> T {
         var attempt = 0
         while true {

@@ -1,0 +1,358 @@
+import BlendCore
+import Foundation
+import Inference
+import Kafka
+import Logging
+import Postgres
+
+/// `blendd worker`: consume jobs, process them in micro-batches, store each batch in one
+/// transaction with its outbox rows, then mark the messages done (so their offsets commit),
+/// while a relay publishes the outbox. At-least-once from Kafka, made effectively exactly-once
+/// by the idempotent store and stable event ids.
+public final class WorkerService: @unchecked Sendable {
+    public let config: BlendConfiguration
+    public let metrics: MetricsRegistry
+    private let logger: Logger
+    private let processor: BatchProcessor
+    private let pool: PostgresPool
+    private let store: ResultStore
+    private let producer: KafkaProducer
+    private let consumer: KafkaConsumer
+    private let heartbeat: HeartbeatWriter?
+    private let retry: TransientRetry
+    private let startedAt = Date()
+
+    private let lock = NSLock()
+    private var _stopping = false
+    private var _state = HeartbeatReport.State.starting
+    private var inFlightPartitions: Set<TopicPartition> = []
+    private var inFlightCount = 0
+    private var lastProgress = Date()
+    private let batchDone = DispatchSemaphore(value: 0)
+    private var batchWaiters = 0
+    private let relayWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+
+    public init(config: BlendConfiguration, ranker: any CandidateRanker, fuser: any CandidateFuser,
+                logger: Logger = Logger(label: "blendd.worker")) throws {
+        self.config = config
+        self.logger = logger
+        metrics = MetricsRegistry()
+        MetricNames.describeWorkerMetrics(metrics)
+        processor = BatchProcessor(validator: JobValidator(limits: config.limits), ranker: ranker, fuser: fuser, workerId: config.workerId)
+        pool = PostgresPool(url: config.postgres.url, maxConnections: config.postgres.poolSize)
+        store = ResultStore(pool: pool, eventsTopic: config.kafka.eventsTopic, dlqTopic: config.kafka.dlqTopic)
+        let kafka = KafkaConfiguration(bootstrapServers: config.kafka.bootstrapServers, properties: config.kafka.properties)
+        producer = try KafkaProducer(configuration: kafka, logger: logger)
+        heartbeat = HeartbeatWriter()
+        // The callbacks below are created before `self` exists; they reach it through this box.
+        let forward = Forwarder()
+        retry = TransientRetry(backoff: Backoff(config.retry), logger: logger, isStopping: { forward.target?.isStopping ?? true })
+        consumer = try KafkaConsumer(configuration: kafka,
+                                     options: .init(groupId: config.kafka.groupId, topics: [config.kafka.jobsTopic],
+                                                    maxBuffered: config.kafka.maxBufferedMessages),
+                                     logger: logger, rebalanceHandler: { forward.target?.rebalanced($0) })
+        forward.target = self
+    }
+
+    private final class Forwarder: @unchecked Sendable {
+        weak var target: WorkerService?
+    }
+
+    var isStopping: Bool { lock.withLock { _stopping } }
+
+    /// Runs until `stop()` (or a termination signal handled by the caller), then drains:
+    /// finishes the current batch within the drain time, flushes the outbox, commits and
+    /// leaves the group.
+    public func run() async throws {
+        logger.info("worker \(config.workerId) starting: group \(config.kafka.groupId), topic \(config.kafka.jobsTopic), ranker \(processor.ranker.label), fuser \(processor.fuser.label)")
+        try await registerWorker()
+        setState(.running)
+        let relay = Task { await self.relayLoop() }
+        let beats = Task { await self.heartbeatLoop() }
+        while !isStopping {
+            let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
+                                                 maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
+            if batch.isEmpty || isStopping { break }
+            do {
+                try await process(batch)
+            } catch is CancellationError {
+                break
+            }
+        }
+        setState(.draining)
+        relay.cancel()
+        await flushOutbox(deadline: Date().addingTimeInterval(config.drainSeconds))
+        setState(.stopping)
+        await consumer.close()
+        await producer.flush(timeout: .seconds(5))
+        beats.cancel()
+        _ = try? await pool.withConnection { conn in
+            try await conn.execute("UPDATE workers SET state = 'stopped', last_heartbeat = now() WHERE worker_id = \(self.config.workerId)")
+        }
+        await pool.close()
+        logger.info("worker \(config.workerId) stopped")
+    }
+
+    /// Asks the worker to stop: no new batch starts; the current one may finish within the
+    /// drain time. Returns once the in-flight batch finished or the drain time passed.
+    public func stop() async {
+        lock.withLock { _stopping = true }
+        setState(.draining)
+        let deadline = Date().addingTimeInterval(config.drainSeconds)
+        while lock.withLock({ inFlightCount > 0 }) && Date() < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if lock.withLock({ inFlightCount > 0 }) {
+            logger.warning("drain time of \(config.drainSeconds) s passed with a batch in flight: abandoning it uncommitted (it will be redelivered)")
+        }
+        // Wake the loop if it waits for messages; closing leaves the group and commits stored offsets.
+        await consumer.close()
+    }
+
+    // MARK: - Pipeline
+
+    private func process(_ batch: [KafkaMessage]) async throws {
+        let partitions = Set(batch.map(\.topicPartition))
+        lock.withLock {
+            inFlightPartitions = partitions
+            inFlightCount = batch.count
+        }
+        metrics.set(MetricNames.inFlight, Double(batch.count))
+        defer {
+            lock.withLock {
+                inFlightPartitions = []
+                inFlightCount = 0
+                lastProgress = Date()
+                for _ in 0..<batchWaiters { batchDone.signal() }
+                batchWaiters = 0
+            }
+            metrics.set(MetricNames.inFlight, 0)
+        }
+        metrics.observe(MetricNames.batchJobs, Double(batch.count))
+        let messages = batch.map { m in
+            IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
+                            key: m.key, value: m.value, timestamp: m.timestamp)
+        }
+        let validated = processor.validate(messages)
+        let stored = try await retry.run("looking up stored jobs", onRetry: retried("lookup")) {
+            try await store.existingJobIds(validated.jobIds)
+        }
+        let outcomes = await processor.process(validated, isStored: stored)
+        let storeStart = Date()
+        try await storeDurably(outcomes)
+        let storeSeconds = Date().timeIntervalSince(storeStart)
+        for (message, outcome) in zip(batch, outcomes) {
+            consumer.markDone(message)
+            if let status = outcome.status {
+                metrics.increment(MetricNames.jobs, labels: ["status": status.rawValue])
+            } else {
+                metrics.increment(MetricNames.redeliveries)
+            }
+        }
+        metrics.observe(MetricNames.stageDuration, storeSeconds, labels: ["stage": "store"])
+        for stage in ["queue", "rank", "fuse"] {
+            let times = outcomes.compactMap { $0.timingsMs[stage] }
+            if let longest = times.max() { metrics.observe(MetricNames.stageDuration, longest / 1000, labels: ["stage": stage]) }
+        }
+        relayWake.continuation.yield()
+        let counts = Dictionary(grouping: outcomes.compactMap(\.status), by: \.rawValue).mapValues(\.count)
+        logger.info("batch of \(batch.count) stored: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))\(outcomes.contains { $0.status == nil } ? ", \(outcomes.filter { $0.status == nil }.count) already stored" : "")")
+    }
+
+    /// Stores the batch in one transaction, retrying transient faults. A batch the database
+    /// refuses for another reason is stored job by job; a job that still cannot be stored is
+    /// recorded as failed with the reason, so one bad job never blocks its partition.
+    private func storeDurably(_ outcomes: [JobOutcome]) async throws {
+        do {
+            try await retry.run("storing a batch of \(outcomes.count)", onRetry: retried("store")) {
+                try await store.store(outcomes, workerId: config.workerId)
+            }
+            return
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            logger.error("storing the batch failed (\(error)); storing its jobs one by one")
+        }
+        for outcome in outcomes where outcome.status != nil {
+            do {
+                try await retry.run("storing job \(outcome.jobId)", onRetry: retried("store")) {
+                    try await store.store([outcome], workerId: config.workerId)
+                }
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                let failed = processor.failed(outcome, reason: "storing the result failed: \(error)")
+                logger.error("job \(outcome.jobId) could not be stored (\(error)); recording it as failed")
+                try await retry.run("storing job \(outcome.jobId) as failed", onRetry: retried("store")) {
+                    try await store.store([failed], workerId: config.workerId)
+                }
+            }
+        }
+    }
+
+    private func retried(_ operation: String) -> @Sendable (Error) -> Void {
+        { [metrics] _ in metrics.increment(MetricNames.transientRetries, labels: ["operation": operation]) }
+    }
+
+    /// Called on the consumer's thread before a revocation completes: waits for the batch that
+    /// holds revoked partitions to finish (bounded by the drain time). Its offsets are stored
+    /// before the handler returns, and anything later is fenced by the consumer.
+    private func rebalanced(_ event: RebalanceEvent) {
+        switch event {
+        case .assigned(let tps):
+            logger.info("partitions assigned: \(tps.map(\.description).sorted().joined(separator: ", "))")
+        case .revoked(let tps), .lost(let tps):
+            let mustWait = lock.withLock { () -> Bool in
+                // A stopping worker already waited its drain time in `stop()`: abandon, don't wait twice.
+                guard !_stopping, !inFlightPartitions.isDisjoint(with: tps) else { return false }
+                batchWaiters += 1
+                return true
+            }
+            if mustWait {
+                logger.info("partitions revoked during a batch: waiting up to \(config.drainSeconds) s for it to finish")
+                if batchDone.wait(timeout: .now() + config.drainSeconds) == .timedOut {
+                    logger.warning("batch did not finish in time; its revoked partitions will be redelivered to their new owner")
+                }
+            }
+        }
+    }
+
+    // MARK: - Outbox relay
+
+    private func relayLoop() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let published = try await publishPendingOnce()
+                failures = 0
+                if published == 0 {
+                    // Wake on a new batch or poll for events left by other (crashed) workers.
+                    await withTaskGroup(of: Void.self) { group in
+                        group.addTask { [relayWake] in for await _ in relayWake.stream { break } }
+                        group.addTask { [config] in try? await Task.sleep(for: .milliseconds(config.outbox.pollMilliseconds)) }
+                        await group.next()
+                        group.cancelAll()
+                    }
+                }
+            } catch {
+                let delay = Backoff(config.retry).delay(attempt: failures)
+                failures += 1
+                logger.warning("outbox relay: \(error); retrying in \(String(format: "%.2f", delay)) s")
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            }
+        }
+    }
+
+    /// Publishes one round of pending outbox entries; returns how many were published.
+    @discardableResult
+    func publishPendingOnce() async throws -> Int {
+        let entries = try await store.claimPending(limit: config.outbox.batchSize)
+        guard !entries.isEmpty else {
+            metrics.set(MetricNames.outboxPending, 0)
+            return 0
+        }
+        let messages = entries.map { e in
+            ProducerMessage(topic: e.topic, key: Array(e.key.utf8), value: e.payload,
+                            headers: e.headers.keys.sorted().map { ($0, Array(e.headers[$0]!.utf8)) })
+        }
+        let results = try await producer.send(messages)
+        var sent: [Int64] = []
+        for (entry, result) in zip(entries, results) {
+            switch result {
+            case .success:
+                sent.append(entry.id)
+                metrics.increment(MetricNames.eventsPublished, labels: ["topic": entry.topic])
+            case .failure(let error):
+                try await store.markFailed(entry.id, error: error.description)
+            }
+        }
+        try await store.markSent(sent)
+        return sent.count
+    }
+
+    private func flushOutbox(deadline: Date) async {
+        while Date() < deadline {
+            do {
+                if try await publishPendingOnce() == 0, try await store.pendingCount() == 0 { return }
+            } catch {
+                logger.warning("flushing the outbox: \(error)")
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        logger.warning("outbox not empty at shutdown; another worker's relay will publish the rest")
+    }
+
+    // MARK: - Fleet state
+
+    private func setState(_ state: HeartbeatReport.State) {
+        lock.withLock { _state = state }
+    }
+
+    /// The newest migration this build writes against; older databases must be migrated first.
+    public static let requiredSchemaVersion = 1
+
+    private func checkSchema() async throws {
+        let version = try await retry.run("checking the database schema", onRetry: retried("schema")) {
+            try await pool.withConnection { conn -> Int in
+                let exists = try await conn.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")[0].decode("present", as: Bool.self)
+                guard exists else { return 0 }
+                return try await conn.query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[0].decode("v", as: Int.self)
+            }
+        }
+        guard version >= Self.requiredSchemaVersion else {
+            throw WorkerError.schemaOutdated(found: version, required: Self.requiredSchemaVersion)
+        }
+    }
+
+    private func registerWorker() async throws {
+        try await checkSchema()
+        let c = config
+        try await retry.run("registering the worker", onRetry: retried("register")) {
+            try await pool.withConnection { conn in
+                try await conn.execute("""
+                    INSERT INTO workers (worker_id, host, pid, state, ranker, fuser)
+                    VALUES (\(c.workerId), \(ProcessInfo.processInfo.hostName), \(Int(getpid())), 'starting', \(self.processor.ranker.label), \(self.processor.fuser.label))
+                    ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state,
+                        started_at = now(), last_heartbeat = now(), ranker = EXCLUDED.ranker, fuser = EXCLUDED.fuser
+                    """)
+            }
+        }
+    }
+
+    private func heartbeatLoop() async {
+        let interval = config.supervisor.heartbeatSeconds
+        while !Task.isCancelled {
+            let report = currentReport()
+            heartbeat?.send(report)
+            let partitions = try? PostgresJSON(encoding: report.partitions)
+            _ = try? await pool.withConnection { conn in
+                try await conn.execute("""
+                    UPDATE workers SET state = \(report.state.rawValue), last_heartbeat = now(), assigned_partitions = \(partitions)::jsonb,
+                           in_flight = \(report.inFlight) WHERE worker_id = \(report.workerId)
+                    """)
+            }
+            if let pending = try? await store.pendingCount() { metrics.set(MetricNames.outboxPending, Double(pending)) }
+            try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+        }
+    }
+
+    func currentReport() -> HeartbeatReport {
+        let lag = consumer.lag
+        metrics.set(MetricNames.consumerLag, Double(lag))
+        let (state, inFlight, progress) = lock.withLock { (_state, inFlightCount, lastProgress) }
+        return HeartbeatReport(workerId: config.workerId, pid: getpid(), state: state,
+                               partitions: consumer.assignment.map(\.description).sorted(), inFlight: inFlight,
+                               lastProgress: progress, lag: lag, rssBytes: HeartbeatWriter.residentBytes(), metrics: metrics.snapshot())
+    }
+}
+
+public enum WorkerError: Error, CustomStringConvertible {
+    case schemaOutdated(found: Int, required: Int)
+
+    public var description: String {
+        switch self {
+        case .schemaOutdated(let found, let required):
+            "the database schema is at version \(found), this worker needs \(required): run `blendd migrate` first"
+        }
+    }
+}
