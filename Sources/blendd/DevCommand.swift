@@ -7,7 +7,8 @@ struct DevCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dev",
         abstract: "Run pieces of blendd on one machine for development.",
-        subcommands: [DevKafkaCommand.self, ConsumeProbeCommand.self]
+        subcommands: [DevRunCommand.self, DevKafkaCommand.self, ConsumeProbeCommand.self],
+        defaultSubcommand: DevRunCommand.self
     )
 }
 
