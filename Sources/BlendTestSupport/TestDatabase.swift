@@ -109,3 +109,26 @@ public func restartTestServer() -> Bool {
     let command = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + pgctl : pgctl
     return runToCompletion(command) == 0
 }
+
+/// Stops the throwaway server (fast shutdown); `startTestServer` brings it back with the
+/// options it was started with.
+public func stopTestServer() -> Bool {
+    testServerControl(["stop", "-m", "fast", "-w"])
+}
+
+public func startTestServer() -> Bool {
+    guard let dir = ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"],
+          let opts = try? String(contentsOfFile: "\(dir)/data/postmaster.opts", encoding: .utf8) else { return false }
+    // postmaster.opts: the binary, then each argument in double quotes; drop the binary and -D.
+    var args = opts.components(separatedBy: "\"").enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
+    if let d = args.firstIndex(of: "-D") { args.removeSubrange(d...(d + 1)) }
+    return testServerControl(["start", "-w", "-l", "\(dir)/server.log", "-o", args.joined(separator: " ")])
+}
+
+private func testServerControl(_ arguments: [String]) -> Bool {
+    let env = ProcessInfo.processInfo.environment
+    guard let bin = env["BLENDD_TEST_PG_BIN"], let dir = env["BLENDD_TEST_PG_DIR"] else { return false }
+    let pgctl = ["\(bin)/pg_ctl", "-D", "\(dir)/data"] + arguments
+    let command = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + pgctl : pgctl
+    return runToCompletion(command) == 0
+}
