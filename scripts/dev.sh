@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs blendd end to end on this machine: a throwaway PostgreSQL server, the embedded Kafka
-# broker, the migrations, a worker, and the sample jobs; prints the stored outcomes.
+# broker, the migrations, a worker, and samples/jobs.jsonl; prints the stored outcomes.
 # Arguments go to `blendd dev run` (e.g. --serve to keep running, --jobs FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."

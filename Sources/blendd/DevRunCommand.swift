@@ -14,9 +14,8 @@ struct DevRunCommand: AsyncParsableCommand {
         discussion: """
         Needs a PostgreSQL database (postgres.url or --database-url; scripts/dev.sh starts a \
         throwaway one). Starts an embedded Kafka broker, applies the migrations, runs a worker \
-        in this process, sends the jobs of --jobs (default: the valid examples in \
-        schemas/examples/valid plus one invalid job), waits until each has a stored outcome and \
-        prints it. With --serve it keeps running (and prints the broker address) until Ctrl-C.
+        in this process, sends the jobs of --jobs (default: samples/jobs.jsonl), waits until \
+        each has a stored outcome, and prints the outcomes and the model leaderboard. With --serve it keeps running (and prints the broker address) until Ctrl-C.
         """
     )
 
@@ -63,18 +62,18 @@ struct DevRunCommand: AsyncParsableCommand {
 
         let deadline = Date().addingTimeInterval(timeout)
         var done: [(String, String)] = []
+        var shown = -1
         while Date() < deadline {
             done = try await connection.query("SELECT job_id, status FROM jobs WHERE job_id = ANY(\(PostgresTextArray(ids))::text[]) ORDER BY job_id")
                 .map { (try $0.decode("job_id"), try $0.decode("status")) }
-            if done.count == Set(ids).count { break }
+            if done.count != shown {
+                say("progress: \(done.count)/\(ids.count) jobs stored")
+                shown = done.count
+            }
+            if done.count == ids.count { break }
             try await Task.sleep(for: .milliseconds(250))
         }
-        for (id, status) in done {
-            let best = try await connection.query("SELECT best_model, left(coalesce(fused_text, ''), 70) AS fused FROM blend_results WHERE job_id = \(id)")
-            let model: String? = try best.first?.decode("best_model")
-            let fused: String = try best.first?.decode("fused") ?? ""
-            print("\(id): \(status)\(model.map { ", best \($0)" } ?? "")\(fused.isEmpty ? "" : ", fused: \(fused.replacingOccurrences(of: "\n", with: " "))")")
-        }
+        try await printResults(ids: ids, on: connection)
         let missing = Set(ids).subtracting(done.map(\.0))
         if !missing.isEmpty { say("no outcome within \(Int(timeout)) s for: \(missing.sorted().joined(separator: ", "))") }
         if serve && missing.isEmpty {
@@ -89,22 +88,47 @@ struct DevRunCommand: AsyncParsableCommand {
         if !missing.isEmpty { throw ExitCode.failure }
     }
 
+    /// The outcome of each job and the leaderboard, read back from the views users query.
+    private func printResults(ids: [String], on connection: PostgresConnection) async throws {
+        let rows = try await connection.query("""
+            SELECT job_id, status, coalesce(best_model, '-') AS best, coalesce(fuser, '-') AS fuser,
+                   coalesce(fused_text, error, '') AS answer
+              FROM blend_results WHERE job_id = ANY(\(PostgresTextArray(ids))::text[]) ORDER BY job_id
+            """)
+        func cut(_ s: String, _ n: Int) -> String {
+            let flat = s.replacingOccurrences(of: "\n", with: " ")
+            return (flat.count > n ? String(flat.prefix(n - 1)) + "…" : flat).padding(toLength: n, withPad: " ", startingAt: 0)
+        }
+        print("")
+        print(cut("job", 26) + "  " + cut("status", 9) + "  " + cut("best model", 15) + "  " + cut("fuser", 6) + "  answer (fused text or reason)")
+        for r in rows {
+            print(cut(try r.decode("job_id"), 26) + "  " + cut(try r.decode("status"), 9) + "  " + cut(try r.decode("best"), 15) + "  "
+                  + cut(try r.decode("fuser"), 6) + "  " + cut(try r.decode("answer"), 70))
+        }
+        let board = try await connection.query("SELECT model, jobs, first_places, win_rate, mean_rank, pairwise_win_rate FROM model_leaderboard")
+        print("")
+        print(cut("model", 16) + "  jobs  first  win rate  mean rank  pairwise win rate")
+        for r in board {
+            let model: String = try r.decode("model")
+            let jobs: Int = try r.decode("jobs"), first: Int = try r.decode("first_places")
+            let win: Double = try r.decode("win_rate"), mean: Double = try r.decode("mean_rank")
+            let pair: Double? = try r.decode("pairwise_win_rate")
+            print(cut(model, 16) + String(format: "  %4d  %5d  %8.3f  %9.2f  %@", jobs, first, win, mean, pair.map { String(format: "%.3f", $0) } ?? "-"))
+        }
+        print("")
+    }
+
     private func say(_ line: String) {
         FileHandle.standardError.write(Data("dev: \(line)\n".utf8))
     }
 
     private func sampleJobs(topic: String) throws -> ([ProducerMessage], [String]) {
         var records: [[UInt8]] = []
-        if let jobs {
-            records = JobFileReader.records(in: try readInput(jobs)).map(\.bytes)
-        } else {
-            let dir = "schemas/examples/valid"
-            let files = (try? FileManager.default.contentsOfDirectory(atPath: dir))?.filter { $0.hasSuffix(".json") }.sorted() ?? []
-            guard !files.isEmpty else { throw CLIError("no example jobs in \(dir); pass --jobs FILE") }
-            for file in files { records += JobFileReader.records(in: try readInput("\(dir)/\(file)")).map(\.bytes) }
-            // One job breaking the contract, to show a rejection.
-            records.append(Array(#"{"job_id":"dev-rejected-1","instruction":"Pick one","candidates":[{"model":"only","text":"alone"}]}"#.utf8))
+        let file = jobs ?? "samples/jobs.jsonl"
+        guard FileManager.default.fileExists(atPath: file) || file == "-" else {
+            throw CLIError("no job file at \(file); run from the repository or pass --jobs FILE")
         }
+        records = JobFileReader.records(in: try readInput(file)).map(\.bytes)
         let validator = JobValidator()
         var messages: [ProducerMessage] = []
         var ids: [String] = []

@@ -53,12 +53,14 @@ public struct ResultStore: Sendable {
         let timings = o.timingsMs.isEmpty ? nil : try PostgresJSON(encoding: o.timingsMs)
         let c = o.message.coordinates
         let error = o.error ?? o.rejection.map(\.description)
+        // A rejected job was never ranked or fused: no model labels.
+        let ranker = o.status == .rejected ? nil : o.models["ranker"], fuser = o.status == .rejected ? nil : o.models["fuser"]
         let rows = try await conn.query("""
             INSERT INTO jobs (job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
                               kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at)
             VALUES (\(o.jobId), \(o.status!.rawValue), \(error), \(violations)::jsonb, \(job?.instruction), \(job?.input),
                     \(job?.rank.mode.rawValue), \(fuseOptions)::jsonb, \(metadata)::jsonb,
-                    \(c.topic), \(Int(c.partition)), \(c.offset), \(workerId), \(o.models["ranker"]), \(o.models["fuser"]),
+                    \(c.topic), \(Int(c.partition)), \(c.offset), \(workerId), \(ranker), \(fuser),
                     \(timings)::jsonb, \(o.message.timestamp))
             ON CONFLICT (job_id) DO NOTHING
             RETURNING job_id
