@@ -24,7 +24,7 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "BlendCore", dependencies: ["Yams"]),
+        .target(name: "BlendCore", dependencies: ["Yams", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Postgres", dependencies: [
             "CLibPQ", "BlendCore",
             .product(name: "Logging", package: "swift-log"),

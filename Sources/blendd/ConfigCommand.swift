@@ -21,6 +21,7 @@ struct ConfigurationOptions: ParsableArguments {
         guard loaded.problems.isEmpty else {
             throw CLIError("invalid configuration: " + loaded.problems.map(\.description).joined(separator: "; "))
         }
+        LogOutput.bootstrapOnce(loaded.configuration)
         return loaded.configuration
     }
 }
