@@ -1,1 +1,310 @@
-// Supervisor: spawns and watches worker processes; health and metrics endpoints.
+import BlendCore
+import Foundation
+import Kafka
+import Logging
+import Postgres
+
+/// A dependency the supervisor is only ready with: nil when healthy, else the reason.
+public protocol ReadinessCheck: Sendable {
+    var name: String { get }
+    func check() async -> String?
+}
+
+/// Keeps N worker processes running in the spirit of an OTP one-for-one supervisor: each
+/// slot's worker is replaced when it exits, crashes, hangs (no heartbeat), stalls (no progress
+/// while lagging) or grows past the memory limit, after a capped, jittered, growing delay. A
+/// slot that crash-loops makes the supervisor degraded (not ready) instead of spinning.
+public final class Supervisor: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// The worker command line (the same binary with `worker` and the configuration arguments).
+        public var command: [String]
+        public var environment: [String: String]
+        public init(command: [String], environment: [String: String]) {
+            self.command = command
+            self.environment = environment
+        }
+    }
+
+    private struct Slot {
+        var index: Int
+        var process: WorkerProcess?
+        var restarts: [Date] = []
+        var nextStart = Date.distantPast
+        var lastReason: ReplacementReason?
+    }
+
+    private let lock = NSLock()
+    private var config: BlendConfiguration
+    private var policy: SupervisionPolicy
+    private var slots: [Slot]
+    private var degraded = false
+    private var shuttingDown = false
+    private let options: Options
+    private let checks: [any ReadinessCheck]
+    private let reload: @Sendable () throws -> BlendConfiguration
+    private let logger: Logger
+    public let metrics = MetricsRegistry()
+    private let startedAt = Date()
+    private var server: HealthServer?
+    private let host = ProcessInfo.processInfo.hostName
+
+    public init(config: BlendConfiguration, options: Options, checks: [any ReadinessCheck],
+                reload: @escaping @Sendable () throws -> BlendConfiguration, logger: Logger = Logger(label: "blendd.supervisor")) {
+        self.config = config
+        self.policy = SupervisionPolicy(config.supervisor)
+        self.options = options
+        self.checks = checks
+        self.reload = reload
+        self.logger = logger
+        slots = (0..<config.supervisor.workers).map { Slot(index: $0) }
+        MetricNames.describeSupervisorMetrics(metrics)
+    }
+
+    /// The port the HTTP endpoints listen on (after `run` started them).
+    public var port: UInt16? { lock.withLock { server?.port } }
+
+    /// Runs until SIGTERM or SIGINT, then drains every worker and returns.
+    public func run() async throws {
+        let signals = SignalListener([SIGTERM, SIGINT, SIGHUP])
+        let http = try HealthServer(address: config.supervisor.listen) { [weak self] path in
+            await self?.respond(path) ?? .init(status: 503, contentType: "text/plain", body: "stopping\n")
+        }
+        lock.withLock { server = http }
+        logger.info("supervising \(slots.count) worker(s): \(options.command.joined(separator: " ")); http on port \(http.port)")
+        let signalTask = Task { [weak self] in
+            for await sig in signals.signals {
+                guard let self else { return }
+                if sig == SIGHUP { await self.roll() } else { self.beginShutdown(); return }
+            }
+        }
+        while !lock.withLock({ shuttingDown }) {
+            tick(now: Date())
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        signalTask.cancel()
+        await drainAll()
+        http.shutdown()
+        logger.info("supervisor stopped")
+    }
+
+    public func beginShutdown() {
+        lock.withLock { shuttingDown = true }
+    }
+
+    // MARK: - Supervision
+
+    private func tick(now: Date) {
+        lock.withLock {
+            for i in slots.indices { tickSlot(i, now: now) }
+            let looping = slots.contains { policy.isCrashLooping(recentRestarts: policy.recentRestarts($0.restarts, now: now).count) }
+            if looping != degraded {
+                degraded = looping
+                if looping {
+                    logger.critical("workers are crash-looping (\(policy.crashLoopRestarts) restarts within \(Int(policy.crashLoopWindow)) s): supervisor degraded, readiness fails; see the worker logs")
+                } else {
+                    logger.notice("workers stable again: supervisor no longer degraded")
+                }
+            }
+            updateGauges(now: now)
+        }
+    }
+
+    /// Caller holds `lock`.
+    private func tickSlot(_ i: Int, now: Date) {
+        if let process = slots[i].process {
+            process.poll()
+            if process.isStopping {
+                if process.hasExited { slots[i].process = nil } else { process.enforceStop(drain: config.drainSeconds) }
+                return
+            }
+            guard let reason = policy.verdict(process.observation, now: now) else { return }
+            slots[i].lastReason = reason
+            slots[i].restarts = policy.recentRestarts(slots[i].restarts, now: now) + [now]
+            let recent = slots[i].restarts.count
+            let delay = policy.isCrashLooping(recentRestarts: recent) ? policy.restartBackoff.maxSeconds : policy.restartDelay(recentRestarts: recent)
+            slots[i].nextStart = now.addingTimeInterval(delay)
+            metrics.increment(MetricNames.restarts, labels: ["reason": reason.rawValue])
+            let status = process.observation.exitStatus.map { " (status \($0))" } ?? ""
+            logger.warning("worker \(process.workerId) pid \(process.pid) \(reason.rawValue)\(status): replacing it in \(String(format: "%.1f", delay)) s")
+            switch reason {
+            case .exited, .crashed: slots[i].process = nil
+            case .hung: process.killNow()  // a stopped or wedged process does not act on SIGTERM
+            case .stalled, .memory: process.requestStop()
+            }
+            return
+        }
+        guard !shuttingDown, now >= slots[i].nextStart else { return }
+        do {
+            slots[i].process = try WorkerProcess(command: options.command, slot: i, workerId: "\(host)-w\(i)", environment: options.environment)
+            logger.info("started worker \(host)-w\(i) pid \(slots[i].process!.pid)")
+        } catch {
+            slots[i].restarts = policy.recentRestarts(slots[i].restarts, now: now) + [now]
+            slots[i].nextStart = now.addingTimeInterval(policy.restartDelay(recentRestarts: slots[i].restarts.count))
+            logger.error("\(error)")
+        }
+    }
+
+    /// Caller holds `lock`.
+    private func updateGauges(now: Date) {
+        var counts: [String: Int] = ["starting": 0, "running": 0, "draining": 0, "stopping": 0, "down": 0]
+        for slot in slots { counts[state(of: slot), default: 0] += 1 }
+        for (state, n) in counts { metrics.set(MetricNames.workers, Double(n), labels: ["state": state]) }
+        metrics.set(MetricNames.uptime, now.timeIntervalSince(startedAt))
+        metrics.set(MetricNames.degraded, degraded ? 1 : 0)
+    }
+
+    private func state(of slot: Slot) -> String {
+        guard let p = slot.process else { return "down" }
+        if p.isStopping { return "stopping" }
+        return p.observation.report?.state.rawValue ?? "starting"
+    }
+
+    private func drainAll() async {
+        let processes = lock.withLock { slots.compactMap(\.process) }
+        logger.info("stopping \(processes.count) worker(s), drain up to \(config.drainSeconds) s")
+        processes.forEach { $0.requestStop() }
+        let deadline = Date().addingTimeInterval(config.drainSeconds + 5)
+        while processes.contains(where: { !$0.hasExited }) && Date() < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        for p in processes where !p.hasExited {
+            logger.warning("worker \(p.workerId) did not stop within the drain time: killing it")
+            p.killNow()
+        }
+        while processes.contains(where: { !$0.hasExited }) { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    /// SIGHUP: reread the configuration and replace the workers one at a time, each new one
+    /// running before the next old one stops, so capacity never drops to zero.
+    private func roll() async {
+        do {
+            let fresh = try reload()
+            lock.withLock { config = fresh; policy = SupervisionPolicy(fresh.supervisor) }
+        } catch {
+            logger.error("SIGHUP: configuration not reloaded, workers keep running: \(error)")
+            return
+        }
+        logger.info("SIGHUP: rolling \(lock.withLock { slots.count }) worker(s)")
+        for i in 0..<lock.withLock({ slots.count }) {
+            guard let old = lock.withLock({ slots[i].process }) else { continue }
+            old.requestStop()
+            let deadline = Date().addingTimeInterval(config.drainSeconds + 5)
+            while !old.hasExited && Date() < deadline { try? await Task.sleep(for: .milliseconds(100)) }
+            if !old.hasExited { old.killNow() }
+            lock.withLock { slots[i].nextStart = .distantPast }
+            let started = Date()
+            while Date().timeIntervalSince(started) < config.supervisor.heartbeatTimeoutSeconds {
+                if let p = lock.withLock({ slots[i].process }), p !== old, p.observation.report?.state == .running { break }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    // MARK: - HTTP
+
+    private func respond(_ path: String) async -> HealthServer.Response {
+        switch path {
+        case "/healthz":
+            return .init(status: 200, contentType: "text/plain", body: "ok\n")
+        case "/readyz":
+            let (ready, reasons) = await readiness()
+            return .init(status: ready ? 200 : 503, contentType: "text/plain", body: ready ? "ready\n" : reasons.joined(separator: "\n") + "\n")
+        case "/metrics":
+            let families = lock.withLock { () -> [MetricFamily] in
+                var all = metrics.snapshot()
+                for slot in slots {
+                    if let report = slot.process?.observation.report {
+                        all += PrometheusText.labelling(report.metrics, "worker", report.workerId)
+                    }
+                }
+                return all
+            }
+            return .init(status: 200, contentType: PrometheusText.contentType, body: PrometheusText.render(families))
+        case "/status":
+            return .init(status: 200, contentType: "application/json", body: statusJSON())
+        default:
+            return .init(status: 404, contentType: "text/plain", body: "not found; try /healthz, /readyz, /metrics, /status\n")
+        }
+    }
+
+    /// Ready when not degraded, at least half the workers (and at least one) run, and every
+    /// dependency answers.
+    func readiness() async -> (Bool, [String]) {
+        var reasons: [String] = []
+        let (isDegraded, running, total) = lock.withLock { () -> (Bool, Int, Int) in
+            (degraded, slots.filter { state(of: $0) == "running" }.count, slots.count)
+        }
+        if isDegraded { reasons.append("degraded: workers are crash-looping") }
+        let needed = max(1, (total + 1) / 2)
+        if running < needed { reasons.append("\(running) of \(total) workers running, \(needed) needed") }
+        for check in checks {
+            if let problem = await check.check() { reasons.append("\(check.name): \(problem)") }
+        }
+        return (reasons.isEmpty, reasons)
+    }
+
+    private func statusJSON() -> String {
+        let now = Date()
+        let workers: [JSONValue] = lock.withLock {
+            slots.map { slot in
+                let obs = slot.process?.observation
+                return .object([
+                    "slot": .number(Double(slot.index)),
+                    "worker_id": slot.process.map { .string($0.workerId) } ?? .null,
+                    "pid": slot.process.map { .number(Double($0.pid)) } ?? .null,
+                    "state": .string(state(of: slot)),
+                    "restarts_recent": .number(Double(policy.recentRestarts(slot.restarts, now: now).count)),
+                    "last_reason": slot.lastReason.map { .string($0.rawValue) } ?? .null,
+                    "partitions": .array((obs?.report?.partitions ?? []).map(JSONValue.string)),
+                    "in_flight": .number(Double(obs?.report?.inFlight ?? 0)),
+                    "lag": .number(Double(obs?.report?.lag ?? 0)),
+                    "rss_bytes": .number(Double(obs?.report?.rssBytes ?? 0)),
+                    "last_heartbeat_age_s": obs?.lastHeartbeat.map { .number(now.timeIntervalSince($0)) } ?? .null,
+                ])
+            }
+        }
+        let object: JSONValue = .object(["degraded": .bool(lock.withLock { degraded }), "host": .string(host), "workers": .array(workers)])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? String(decoding: encoder.encode(object), as: UTF8.self)) ?? "{}"
+    }
+}
+
+/// PostgreSQL answers a trivial query within a few seconds.
+public struct PostgresReadiness: ReadinessCheck {
+    public let name = "postgres"
+    public let url: String
+    public init(url: String) { self.url = url }
+
+    public func check() async -> String? {
+        do {
+            let conn = try await PostgresConnection.connect(url, applicationName: "blendd readiness")
+            defer { Task { await conn.close() } }
+            _ = try await conn.query("SELECT 1")
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+}
+
+/// The Kafka cluster returns the jobs topic's metadata.
+public struct KafkaReadiness: ReadinessCheck {
+    public let name = "kafka"
+    let admin: KafkaAdmin
+    let topic: String
+
+    public init(configuration: KafkaConfiguration, topic: String) throws {
+        admin = try KafkaAdmin(configuration: configuration, timeout: .seconds(3))
+        self.topic = topic
+    }
+
+    public func check() async -> String? {
+        do {
+            _ = try await admin.partitions(of: topic)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+}

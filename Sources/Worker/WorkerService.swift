@@ -332,6 +332,11 @@ public final class WorkerService: @unchecked Sendable {
                     """)
             }
             if let pending = try? await store.pendingCount() { metrics.set(MetricNames.outboxPending, Double(pending)) }
+            // Rows of workers that stopped heartbeating long ago age out (any worker may do it).
+            let retention = config.supervisor.deadWorkerRetentionSeconds
+            _ = try? await pool.withConnection { conn in
+                try await conn.execute("DELETE FROM workers WHERE last_heartbeat < now() - make_interval(secs => \(retention))")
+            }
             try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
         }
     }

@@ -19,6 +19,8 @@ struct Blendd: AsyncParsableCommand {
             EnqueueCommand.self,
             DevCommand.self,
             WorkerCommand.self,
+            SuperviseCommand.self,
+            StatusCommand.self,
         ]
     )
 
