@@ -211,6 +211,7 @@ public final class Supervisor: @unchecked Sendable {
             return .init(status: ready ? 200 : 503, contentType: "text/plain", body: ready ? "ready\n" : reasons.joined(separator: "\n") + "\n")
         case "/metrics":
             let families = lock.withLock { () -> [MetricFamily] in
+                updateGauges(now: Date())
                 var all = metrics.snapshot()
                 for slot in slots {
                     if let report = slot.process?.observation.report {

@@ -72,8 +72,8 @@ struct StatusCommand: AsyncParsableCommand {
         for row in fleet { print("  " + row) }
         let address = supervisor ?? config.supervisor.listen
         print("")
-        guard let url = URL(string: "http://\(address)/status"), let data = try? Data(contentsOf: url),
-              let status = try? JSONDecoder().decode(JSONValue.self, from: data), case .object(let fields) = status else {
+        guard let (code, body) = HTTPGet.fetch(address: address, path: "/status"), code == 200,
+              let status = try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)), case .object(let fields) = status else {
             print("local supervisor at \(address): not reachable")
             return
         }

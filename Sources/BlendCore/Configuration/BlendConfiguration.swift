@@ -2,6 +2,8 @@
 /// `ConfigurationLoader` from a YAML file, then `BLENDD_*` environment variables, then flags.
 public struct BlendConfiguration: Sendable, Equatable {
     public struct Kafka: Sendable, Equatable {
+        public init() {}
+
         public var bootstrapServers = "localhost:9092"
         public var groupId = "blendd"
         public var jobsTopic = "blend.jobs"
@@ -14,11 +16,15 @@ public struct BlendConfiguration: Sendable, Equatable {
     }
 
     public struct Postgres: Sendable, Equatable {
+        public init() {}
+
         public var url = "postgresql://localhost:5432/blendd"
         public var poolSize = 4
     }
 
     public struct Models: Sendable, Equatable {
+        public init() {}
+
         /// Directory of a PairRM checkpoint; empty = the weight-free consensus ranker.
         public var ranker = ""
         /// Directory of a GenFuser checkpoint; empty = the top-ranked candidate is returned.
@@ -28,6 +34,8 @@ public struct BlendConfiguration: Sendable, Equatable {
     }
 
     public struct Batching: Sendable, Equatable {
+        public init() {}
+
         /// Jobs gathered into one micro-batch.
         public var maxJobs = 8
         /// Pair sequences in one ranker forward pass.
@@ -39,6 +47,8 @@ public struct BlendConfiguration: Sendable, Equatable {
     }
 
     public struct Retry: Sendable, Equatable {
+        public init() {}
+
         public var initialMilliseconds = 200
         public var maxMilliseconds = 30000
         public var multiplier = 2.0
@@ -47,11 +57,15 @@ public struct BlendConfiguration: Sendable, Equatable {
     }
 
     public struct Outbox: Sendable, Equatable {
+        public init() {}
+
         public var pollMilliseconds = 200
         public var batchSize = 100
     }
 
     public struct Supervisor: Sendable, Equatable {
+        public init() {}
+
         public var workers = 1
         public var listen = "127.0.0.1:9464"
         public var heartbeatSeconds = 2.0

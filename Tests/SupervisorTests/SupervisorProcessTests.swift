@@ -1,0 +1,135 @@
+import BlendCore
+import BlendTestSupport
+import Foundation
+import Kafka
+import Supervisor
+import XCTest
+
+/// `blendd supervise` as a real process, supervising real `blendd worker` processes.
+final class SupervisorProcessTests: XCTestCase {
+    var db: TestDatabase!
+    var broker: EmbeddedKafkaBroker!
+    var port: Int = 0
+    var logPath = ""
+
+    override func setUp() async throws {
+        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
+        db = try await TestDatabase.migrated()
+        broker = try EmbeddedKafkaBroker(brokers: 1)
+        for t in ["blend.jobs", "blend.events", "blend.jobs.dlq"] { try broker.createTopic(t, partitions: 2) }
+        port = Int.random(in: 20000...40000)
+        logPath = FileManager.default.temporaryDirectory.appendingPathComponent("supervisor-\(UUID().uuidString).log").path
+    }
+
+    override func tearDown() async throws {
+        try? FileManager.default.removeItem(atPath: logPath)
+        broker = nil
+        try await db?.drop()
+    }
+
+    func startSupervisor(workers: Int, extra: [String] = []) -> pid_t {
+        var env = ProcessInfo.processInfo.environment
+        env["BLENDD_KAFKA_BOOTSTRAP"] = broker.bootstrapServers
+        env["BLENDD_DATABASE_URL"] = db.url
+        env["BLENDD_KAFKA_PROPERTY_SESSION_TIMEOUT_MS"] = "6000"
+        env["BLENDD_KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS"] = "500"
+        let args = [RepositoryLayout.blenddExecutable.path, "supervise", "--workers", "\(workers)", "--listen", "127.0.0.1:\(port)",
+                    "--set", "supervisor.heartbeat_seconds=0.5", "--set", "supervisor.heartbeat_timeout_seconds=3",
+                    "--set", "supervisor.restart_initial_ms=200", "--set", "supervisor.restart_max_ms=2000",
+                    "--set", "shutdown.drain_seconds=5"] + extra
+        return spawnProcess(args, stderrPath: logPath, environment: env)!
+    }
+
+    func get(_ path: String) -> (Int, String)? {
+        HTTPGet.fetch(address: "127.0.0.1:\(port)", path: path)
+    }
+
+    func workers() -> [[String: Any]] {
+        guard let (_, body) = get("/status"), let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return [] }
+        return object["workers"] as? [[String: Any]] ?? []
+    }
+
+    func runningPids() -> [Int32] {
+        workers().filter { $0["state"] as? String == "running" }.compactMap { ($0["pid"] as? NSNumber)?.int32Value }
+    }
+
+    func waitUntil(_ seconds: Double, _ what: String, _ condition: () -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !condition() {
+            guard Date() < deadline else {
+                XCTFail("\(what) not within \(seconds) s; supervisor log:\n\((try? String(contentsOfFile: logPath, encoding: .utf8))?.suffix(3000) ?? "")")
+                throw CancellationError()
+            }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+    }
+
+    func testKilledAndStoppedWorkersAreReplacedAndSIGTERMDrainsEverything() throws {
+        let supervisor = startSupervisor(workers: 2)
+        try waitUntil(30, "two running workers") { runningPids().count == 2 }
+        XCTAssertEqual(get("/healthz")?.0, 200)
+        try waitUntil(15, "ready") { get("/readyz")?.0 == 200 }
+
+        let victim = runningPids()[0]
+        kill(victim, SIGKILL)
+        try waitUntil(10, "a replacement for the killed worker") { let p = runningPids(); return p.count == 2 && !p.contains(victim) }
+
+        let frozen = runningPids()[0]
+        kill(frozen, SIGSTOP)
+        let frozenAt = Date()
+        try waitUntil(15, "the stopped worker replaced as hung") { let p = runningPids(); return p.count == 2 && !p.contains(frozen) }
+        XCTAssertLessThan(Date().timeIntervalSince(frozenAt), 3 + 8, "detected within the heartbeat timeout")
+
+        let metrics = try XCTUnwrap(get("/metrics"))
+        XCTAssertEqual(metrics.0, 200)
+        try assertPrometheusText(metrics.1)
+        XCTAssertTrue(metrics.1.contains(#"blendd_worker_restarts_total{reason="crashed"} 1"#), metrics.1)
+        XCTAssertTrue(metrics.1.contains(#"blendd_worker_restarts_total{reason="hung"} 1"#))
+        XCTAssertTrue(metrics.1.contains(#"blendd_workers{state="running"} 2"#))
+        XCTAssertTrue(metrics.1.contains("blendd_consumer_lag_messages{worker=\""), "worker metrics are included, labelled by worker:\n\(metrics.1)")
+
+        let children = runningPids()
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
+        for pid in children + [frozen] { XCTAssertNotEqual(kill(pid, 0), 0, "worker \(pid) is gone") }
+    }
+
+    func testAWorkerThatAlwaysFailsMakesTheSupervisorDegradedWithoutSpinning() throws {
+        let supervisor = startSupervisor(workers: 1, extra: ["--set", "supervisor.crash_loop_restarts=3", "--worker-command", "/bin/false"])
+        try waitUntil(20, "degraded readiness") {
+            guard let (status, body) = get("/readyz") else { return false }
+            return status == 503 && body.contains("degraded")
+        }
+        let before = cpuSeconds(supervisor)
+        Thread.sleep(forTimeInterval: 4)
+        let used = cpuSeconds(supervisor) - before
+        XCTAssertLessThan(used, 0.5, "the supervisor waits between restarts instead of spinning (\(used) s CPU in 4 s)")
+        let metrics = get("/metrics")?.1 ?? ""
+        XCTAssertTrue(metrics.contains("blendd_supervisor_degraded 1"), metrics)
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
+    }
+
+    private func cpuSeconds(_ pid: pid_t) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // Fields after the command: state is index 0; utime and stime are 11 and 12.
+        let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+        return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Every line is a comment (# HELP/# TYPE) or `name{labels} value` in exposition format 0.0.4.
+    private func assertPrometheusText(_ text: String) throws {
+        let sample = try NSRegularExpression(pattern: #"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")(,[a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*")*\})? (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$"#)
+        let help = try NSRegularExpression(pattern: #"^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary|untyped))$"#)
+        var lines = 0
+        for line in text.split(separator: "\n").map(String.init) {
+            let range = NSRange(line.startIndex..., in: line)
+            let ok = line.hasPrefix("#") ? help.firstMatch(in: line, range: range) != nil : sample.firstMatch(in: line, range: range) != nil
+            XCTAssertTrue(ok, "not exposition format: \(line)")
+            lines += 1
+        }
+        XCTAssertGreaterThan(lines, 10)
+    }
+}
