@@ -56,7 +56,7 @@ let package = Package(
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "CRdKafka", "BlendTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore", "Postgres", "BlendTestSupport"]),
-        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "BlendCore", "Kafka", "BlendTestSupport"]),
+        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "BlendCore", "Kafka", "Postgres", "BlendTestSupport"]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
         .testTarget(name: "CLITests", dependencies: ["blendd"]),
     ]

@@ -2,6 +2,7 @@ import BlendCore
 import BlendTestSupport
 import Foundation
 import Kafka
+import Postgres
 import Supervisor
 import XCTest
 
@@ -64,7 +65,15 @@ final class SupervisorProcessTests: XCTestCase {
         }
     }
 
-    func testKilledAndStoppedWorkersAreReplacedAndSIGTERMDrainsEverything() throws {
+    func testKilledAndStoppedWorkersAreReplacedAndSIGTERMDrainsEverything() async throws {
+        let total = 240
+        let filler = String(repeating: "sphinx of black quartz judge my vow ", count: 40)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        let messages = (0..<total).map { i in
+            let candidates = (0..<8).map { c in #"{"model":"m\#(c)","text":"\#(filler)\#(i) \#(c)"}"# }.joined(separator: ",")
+            return ProducerMessage(topic: "blend.jobs", key: "s-\(i)", value: Array(#"{"job_id":"s-\#(i)","instruction":"Q","candidates":[\#(candidates)]}"#.utf8))
+        }
+        for r in try await producer.send(messages) { _ = try r.get() }
         let supervisor = startSupervisor(workers: 2)
         try waitUntil(30, "two running workers") { runningPids().count == 2 }
         XCTAssertEqual(get("/healthz")?.0, 200)
@@ -88,10 +97,48 @@ final class SupervisorProcessTests: XCTestCase {
         XCTAssertTrue(metrics.1.contains(#"blendd_workers{state="running"} 2"#))
         XCTAssertTrue(metrics.1.contains("blendd_consumer_lag_messages{worker=\""), "worker metrics are included, labelled by worker:\n\(metrics.1)")
 
+        // No job is lost or stored twice across the replacements.
+        let conn = try await PostgresConnection.connect(db.url)
+        let deadline = Date().addingTimeInterval(120)
+        var stored = 0, unsent = -1
+        while Date() < deadline {
+            stored = try await conn.query("SELECT count(*) AS n FROM jobs")[0].decode("n")
+            unsent = try await conn.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0].decode("n")
+            if stored == total && unsent == 0 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        XCTAssertEqual(stored, total)
+        XCTAssertEqual(unsent, 0)
+        let events: Int = try await conn.query("SELECT count(*) AS n FROM outbox WHERE topic = 'blend.events'")[0].decode("n")
+        XCTAssertEqual(events, total, "one event per job")
+        let fleet: Int = try await conn.query("SELECT count(*) AS n FROM workers WHERE state = 'running'")[0].decode("n")
+        XCTAssertGreaterThanOrEqual(fleet, 2, "worker rows are kept current")
+
         let children = runningPids()
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
         for pid in children + [frozen] { XCTAssertNotEqual(kill(pid, 0), 0, "worker \(pid) is gone") }
+        let stopped: Int = try await conn.query("SELECT count(*) AS n FROM workers WHERE state = 'stopped' AND worker_id LIKE '%-w_'")[0].decode("n")
+        XCTAssertEqual(stopped, 2, "both slots drained and recorded their stop")
+        let lag = try await KafkaAdmin(configuration: broker.configuration).consumerGroupLag(groupId: "blendd", topic: "blend.jobs")
+        XCTAssertEqual(lag.map(\.lag).reduce(0, +), 0)
+        await conn.close()
+    }
+
+    func testReadinessFailsWhilePostgresIsDownAndRecovers() async throws {
+        guard ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil else { throw XCTSkip(TestDatabase.skipMessage) }
+        let supervisor = startSupervisor(workers: 1)
+        try waitUntil(30, "ready") { get("/readyz")?.0 == 200 }
+        XCTAssertTrue(stopTestServer())
+        try waitUntil(15, "readiness failing on postgres") {
+            guard let (status, body) = get("/readyz") else { return false }
+            return status == 503 && body.contains("postgres:")
+        }
+        XCTAssertEqual(get("/healthz")?.0, 200, "liveness does not depend on the database")
+        XCTAssertTrue(startTestServer())
+        try waitUntil(30, "ready again") { get("/readyz")?.0 == 200 }
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
     }
 
     func testAWorkerThatAlwaysFailsMakesTheSupervisorDegradedWithoutSpinning() throws {
