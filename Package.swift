@@ -51,7 +51,7 @@ let package = Package(
         // Shared by the test targets only: throwaway databases, repository paths.
         .target(name: "BlendTestSupport", dependencies: ["Postgres"], path: "Sources/BlendTestSupport"),
 
-        .testTarget(name: "BlendCoreTests", dependencies: ["BlendCore"]),
+        .testTarget(name: "BlendCoreTests", dependencies: ["BlendCore", "Yams"]),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "BlendTestSupport"]),
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "CRdKafka", "BlendTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
