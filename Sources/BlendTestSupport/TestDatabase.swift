@@ -21,7 +21,7 @@ public struct TestDatabase: Sendable {
         let conn = try await PostgresConnection.connect(admin)
         try await conn.execute("CREATE DATABASE \(identifier: name)")
         await conn.close()
-        return TestDatabase(name: name, url: replacingDatabase(in: admin, with: name), adminURL: admin)
+        return TestDatabase(name: name, url: PostgresURL.replacingDatabase(in: admin, with: name), adminURL: admin)
     }
 
     /// The database with blendd's schema applied.
@@ -37,15 +37,6 @@ public struct TestDatabase: Sendable {
         let conn = try await PostgresConnection.connect(adminURL)
         try await conn.execute("DROP DATABASE IF EXISTS \(identifier: name) WITH (FORCE)")
         await conn.close()
-    }
-
-    static func replacingDatabase(in url: String, with name: String) -> String {
-        guard let scheme = url.range(of: "://") else { return url + " dbname=\(name)" }
-        let rest = url[scheme.upperBound...]
-        let query = rest.firstIndex(of: "?").map { String(rest[$0...]) } ?? ""
-        let beforeQuery = rest.prefix { $0 != "?" }
-        let authority = beforeQuery.prefix { $0 != "/" }
-        return String(url[..<scheme.upperBound]) + authority + "/" + name + query
     }
 }
 

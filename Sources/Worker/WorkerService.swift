@@ -72,7 +72,9 @@ public final class WorkerService: @unchecked Sendable {
         while !isStopping {
             let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
                                                  maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
-            if batch.isEmpty || isStopping { break }
+            // Claiming the batch and checking for a stop happen under one lock, so `stop()`
+            // either sees this batch in flight (and waits for it) or the batch is never started.
+            guard !batch.isEmpty, claim(batch) else { break }
             do {
                 try await process(batch)
             } catch is CancellationError {
@@ -111,12 +113,16 @@ public final class WorkerService: @unchecked Sendable {
 
     // MARK: - Pipeline
 
-    private func process(_ batch: [KafkaMessage]) async throws {
-        let partitions = Set(batch.map(\.topicPartition))
+    private func claim(_ batch: [KafkaMessage]) -> Bool {
         lock.withLock {
-            inFlightPartitions = partitions
+            guard !_stopping else { return false }
+            inFlightPartitions = Set(batch.map(\.topicPartition))
             inFlightCount = batch.count
+            return true
         }
+    }
+
+    private func process(_ batch: [KafkaMessage]) async throws {
         metrics.set(MetricNames.inFlight, Double(batch.count))
         defer {
             lock.withLock {

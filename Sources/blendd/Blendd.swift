@@ -21,6 +21,7 @@ struct Blendd: AsyncParsableCommand {
             WorkerCommand.self,
             SuperviseCommand.self,
             StatusCommand.self,
+            BenchCommand.self,
         ]
     )
 
