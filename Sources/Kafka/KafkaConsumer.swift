@@ -63,6 +63,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     private var nextAssignment: UInt64 = 1
     private var paused = false
     private var closed = false
+    private var closing: Task<Void, Never>?
 
     /// - Parameter rebalanceHandler: called on the consumer's thread; must return once the
     ///   application has finished or abandoned the work of revoked partitions.
@@ -181,13 +182,20 @@ public final class KafkaConsumer: @unchecked Sendable {
     // MARK: - Closing
 
     /// Stops fetching, commits stored offsets, leaves the group (revoking everything through
-    /// the rebalance handler) and wakes any reader with nil.
+    /// the rebalance handler) and wakes any reader with nil. Every caller returns only once
+    /// the group has been left, so a process can exit right after `close()` returns.
     public func close() async {
-        let first = lock.withLock { () -> Bool in
-            defer { closed = true }
-            return !closed
+        let task = lock.withLock { () -> Task<Void, Never> in
+            if let running = closing { return running }
+            closed = true
+            let started = Task { await self.leaveGroup() }
+            closing = started
+            return started
         }
-        guard first else { return }
+        await task.value
+    }
+
+    private func leaveGroup() async {
         poller?.stop()
         nonisolated(unsafe) let rk = handle
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -106,7 +106,8 @@ final class WorkerOutageTests: XCTestCase {
         let unsent: Int = try await conn.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0].decode("n")
         XCTAssertEqual(unsent, 0, "the outbox was flushed before exit")
         let lag = try await KafkaAdmin(configuration: broker.configuration).consumerGroupLag(groupId: "blendd", topic: "blend.jobs")
-        XCTAssertEqual(lag.map { $0.committed ?? 0 }.reduce(0, +), Int64(storedAtExit), "committed exactly what was stored")
+        let workerLog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        XCTAssertEqual(lag.map { $0.committed ?? 0 }.reduce(0, +), Int64(storedAtExit), "committed exactly what was stored; worker log:\n\(workerLog.suffix(4000))")
         XCTAssertEqual(Int(lag.map(\.lag).reduce(0, +)), total - storedAtExit, "the rest waits for the next worker")
         await conn.close()
         try? FileManager.default.removeItem(atPath: log)
