@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // System libraries from Debian, found through pkg-config.
@@ -24,7 +25,11 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
-        .target(name: "BlendCore", dependencies: ["Yams", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "BlendCore", dependencies: [
+            "Yams",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         .target(name: "Postgres", dependencies: [
             "CLibPQ", "BlendCore",
             .product(name: "Logging", package: "swift-log"),
@@ -36,6 +41,7 @@ let package = Package(
         .target(name: "Inference", dependencies: ["COpenBLAS", "BlendCore"]),
         .target(name: "Worker", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference",
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Supervisor", dependencies: [

@@ -12,6 +12,7 @@ import Postgres
 public final class WorkerService: @unchecked Sendable {
     public let config: BlendConfiguration
     public let metrics: MetricsRegistry
+    private let instruments: WorkerMetrics
     private let logger: Logger
     private let processor: BatchProcessor
     private let pool: PostgresPool
@@ -37,7 +38,7 @@ public final class WorkerService: @unchecked Sendable {
         self.config = config
         self.logger = logger
         metrics = MetricsRegistry()
-        MetricNames.describeWorkerMetrics(metrics)
+        instruments = WorkerMetrics(registry: metrics)
         processor = BatchProcessor(validator: JobValidator(limits: config.limits), ranker: ranker, fuser: fuser, workerId: config.workerId)
         pool = PostgresPool(url: config.postgres.url, maxConnections: config.postgres.poolSize)
         store = ResultStore(pool: pool, eventsTopic: config.kafka.eventsTopic, dlqTopic: config.kafka.dlqTopic)
@@ -123,7 +124,7 @@ public final class WorkerService: @unchecked Sendable {
     }
 
     private func process(_ batch: [KafkaMessage]) async throws {
-        metrics.set(MetricNames.inFlight, Double(batch.count))
+        instruments.inFlight(batch.count)
         defer {
             lock.withLock {
                 inFlightPartitions = []
@@ -132,9 +133,9 @@ public final class WorkerService: @unchecked Sendable {
                 for _ in 0..<batchWaiters { batchDone.signal() }
                 batchWaiters = 0
             }
-            metrics.set(MetricNames.inFlight, 0)
+            instruments.inFlight(0)
         }
-        metrics.observe(MetricNames.batchJobs, Double(batch.count))
+        instruments.batch(size: batch.count)
         let messages = batch.map { m in
             IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
                             key: m.key, value: m.value, timestamp: m.timestamp)
@@ -144,21 +145,22 @@ public final class WorkerService: @unchecked Sendable {
             try await store.existingJobIds(validated.jobIds)
         }
         let outcomes = await processor.process(validated, isStored: stored)
+        instruments.rankedPairs(outcomes.reduce(0) { $0 + ($1.rank?.comparisons.map { $0.count * ($0.count - 1) } ?? 0) })
         let storeStart = Date()
         try await storeDurably(outcomes)
         let storeSeconds = Date().timeIntervalSince(storeStart)
         for (message, outcome) in zip(batch, outcomes) {
             consumer.markDone(message)
             if let status = outcome.status {
-                metrics.increment(MetricNames.jobs, labels: ["status": status.rawValue])
+                instruments.jobFinished(status)
             } else {
-                metrics.increment(MetricNames.redeliveries)
+                instruments.redelivered()
             }
         }
-        metrics.observe(MetricNames.stageDuration, storeSeconds, labels: ["stage": "store"])
+        instruments.stage("store", seconds: storeSeconds)
         for stage in ["queue", "rank", "fuse"] {
             let times = outcomes.compactMap { $0.timingsMs[stage] }
-            if let longest = times.max() { metrics.observe(MetricNames.stageDuration, longest / 1000, labels: ["stage": stage]) }
+            if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
         }
         relayWake.continuation.yield()
         let counts = Dictionary(grouping: outcomes.compactMap(\.status), by: \.rawValue).mapValues(\.count)
@@ -197,7 +199,7 @@ public final class WorkerService: @unchecked Sendable {
     }
 
     private func retried(_ operation: String) -> @Sendable (Error) -> Void {
-        { [metrics] _ in metrics.increment(MetricNames.transientRetries, labels: ["operation": operation]) }
+        { [instruments] _ in instruments.retried(operation) }
     }
 
     /// Called on the consumer's thread before a revocation completes: waits for the batch that
@@ -254,7 +256,7 @@ public final class WorkerService: @unchecked Sendable {
     func publishPendingOnce() async throws -> Int {
         let entries = try await store.claimPending(limit: config.outbox.batchSize)
         guard !entries.isEmpty else {
-            metrics.set(MetricNames.outboxPending, 0)
+            instruments.outboxPending(0)
             return 0
         }
         let messages = entries.map { e in
@@ -267,7 +269,7 @@ public final class WorkerService: @unchecked Sendable {
             switch result {
             case .success:
                 sent.append(entry.id)
-                metrics.increment(MetricNames.eventsPublished, labels: ["topic": entry.topic])
+                instruments.published(topic: entry.topic)
             case .failure(let error):
                 try await store.markFailed(entry.id, error: error.description)
             }
@@ -337,7 +339,7 @@ public final class WorkerService: @unchecked Sendable {
                            in_flight = \(report.inFlight) WHERE worker_id = \(report.workerId)
                     """)
             }
-            if let pending = try? await store.pendingCount() { metrics.set(MetricNames.outboxPending, Double(pending)) }
+            if let pending = try? await store.pendingCount() { instruments.outboxPending(pending) }
             // Rows of workers that stopped heartbeating long ago age out (any worker may do it).
             let retention = config.supervisor.deadWorkerRetentionSeconds
             _ = try? await pool.withConnection { conn in
@@ -349,7 +351,7 @@ public final class WorkerService: @unchecked Sendable {
 
     func currentReport() -> HeartbeatReport {
         let lag = consumer.lag
-        metrics.set(MetricNames.consumerLag, Double(lag))
+        instruments.consumerLag(lag)
         let (state, inFlight, progress) = lock.withLock { (_state, inFlightCount, lastProgress) }
         return HeartbeatReport(workerId: config.workerId, pid: getpid(), state: state,
                                partitions: consumer.assignment.map(\.description).sorted(), inFlight: inFlight,

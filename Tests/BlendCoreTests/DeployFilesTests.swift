@@ -43,7 +43,7 @@ final class DeployFilesTests: XCTestCase {
         let exported: Set<String> = [
             MetricNames.jobs, MetricNames.stageDuration, MetricNames.batchJobs, MetricNames.paddingWaste, MetricNames.outboxPending,
             MetricNames.eventsPublished, MetricNames.consumerLag, MetricNames.inFlight, MetricNames.transientRetries,
-            MetricNames.redeliveries, MetricNames.restarts, MetricNames.workers, MetricNames.uptime, MetricNames.degraded,
+            MetricNames.redeliveries, MetricNames.rankedPairs, MetricNames.restarts, MetricNames.workers, MetricNames.uptime, MetricNames.degraded,
         ]
         let histograms: Set<String> = [MetricNames.stageDuration, MetricNames.batchJobs]
         let regex = try NSRegularExpression(pattern: "blendd_[a-z_]+")
@@ -71,5 +71,32 @@ final class DeployFilesTests: XCTestCase {
                 || name.hasPrefix(ConfigurationLoader.kafkaPropertyEnvironmentPrefix)
             XCTAssertTrue(known, "\(raw) is set in deploy/ but is not a blendd setting")
         }
+    }
+}
+
+final class MetricsRenderingTests: XCTestCase {
+    func testSwiftMetricsInstrumentsLandInTheRegistryAndRenderAsPrometheusText() {
+        let registry = MetricsRegistry()
+        MetricNames.describeWorkerMetrics(registry)
+        let factory = RegistryMetricsFactory(registry: registry)
+        let counter = factory.makeCounter(label: MetricNames.jobs, dimensions: [("status", "completed")])
+        counter.increment(by: 3)
+        factory.makeTimer(label: MetricNames.stageDuration, dimensions: [("stage", "rank")]).recordNanoseconds(20_000_000)
+        factory.makeRecorder(label: MetricNames.inFlight, dimensions: [], aggregate: false).record(Int64(7))
+        let text = PrometheusText.render(PrometheusText.labelling(registry.snapshot(), "worker", "w\"1"))
+        XCTAssertTrue(text.contains("# TYPE blendd_jobs_total counter\nblendd_jobs_total{status=\"completed\",worker=\"w\\\"1\"} 3\n"), text)
+        XCTAssertTrue(text.contains("blendd_stage_duration_seconds_bucket{stage=\"rank\",worker=\"w\\\"1\",le=\"0.025\"} 1\n"), text)
+        XCTAssertTrue(text.contains("blendd_stage_duration_seconds_bucket{stage=\"rank\",worker=\"w\\\"1\",le=\"0.01\"} 0\n"), text)
+        XCTAssertTrue(text.contains("blendd_stage_duration_seconds_count{stage=\"rank\",worker=\"w\\\"1\"} 1\n"), text)
+        XCTAssertTrue(text.contains("blendd_inflight_jobs{worker=\"w\\\"1\"} 7\n"), text)
+    }
+
+    func testHeartbeatReportsRoundTripAsOneLine() throws {
+        let report = HeartbeatReport(workerId: "h-w0", pid: 42, state: .running, partitions: ["blend.jobs[1]"], inFlight: 3,
+                                     lastProgress: Date(timeIntervalSince1970: 1_800_000_000.5), lag: 12, rssBytes: 1 << 20, metrics: [])
+        let line = try report.line()
+        XCTAssertEqual(line.last, 0x0A)
+        XCTAssertEqual(line.filter { $0 == 0x0A }.count, 1)
+        XCTAssertEqual(try HeartbeatReport.parse(line: line.dropLast()), report)
     }
 }

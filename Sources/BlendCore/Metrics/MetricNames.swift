@@ -12,6 +12,7 @@ public enum MetricNames {
     public static let inFlight = "blendd_inflight_jobs"
     public static let transientRetries = "blendd_transient_retries_total"
     public static let redeliveries = "blendd_redelivered_jobs_total"
+    public static let rankedPairs = "blendd_ranked_pairs_total"
     // Supervisor
     public static let restarts = "blendd_worker_restarts_total"
     public static let workers = "blendd_workers"
@@ -33,6 +34,7 @@ public enum MetricNames {
         r.describe(inFlight, .gauge, help: "Jobs being processed now.")
         r.describe(transientRetries, .counter, help: "Retries after transient infrastructure faults, by operation.")
         r.describe(redeliveries, .counter, help: "Redelivered jobs acknowledged without recomputation.")
+        r.describe(rankedPairs, .counter, help: "Ordered candidate pairs compared by the ranker (rate = pairs per second).")
     }
 
     public static func describeSupervisorMetrics(_ r: MetricsRegistry) {

@@ -48,6 +48,11 @@ public final class MetricsRegistry: @unchecked Sendable {
         lock.withLock { values[Key(name: name, labels: labels)] = value }
     }
 
+    /// Adds to a gauge (meters' increment/decrement).
+    public func add(_ name: String, _ delta: Double, labels: [String: String] = [:]) {
+        lock.withLock { values[Key(name: name, labels: labels), default: 0] += delta }
+    }
+
     public func observe(_ name: String, _ value: Double, labels: [String: String] = [:]) {
         lock.withLock {
             guard let bounds = descriptors[name]?.bounds else { return }
