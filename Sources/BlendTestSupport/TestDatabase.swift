@@ -123,3 +123,17 @@ private func testServerControl(_ arguments: [String]) -> Bool {
     let command = getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + pgctl : pgctl
     return runToCompletion(command) == 0
 }
+
+/// A condition in an integration test that did not come true in time.
+public struct ConditionTimedOut: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Polls `condition` every 100 ms until it holds, or throws `ConditionTimedOut` naming `what`.
+public func eventually(within seconds: Double, _ what: String, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while try await !condition() {
+        guard Date() < deadline else { throw ConditionTimedOut(description: "\(what) did not happen within \(seconds) s") }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+}

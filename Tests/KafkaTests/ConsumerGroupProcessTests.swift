@@ -32,11 +32,11 @@ final class ConsumerGroupProcessTests: XCTestCase {
         let a = start("a")
         let b = start("b")
         // Both members are working (each owns some partitions) before one of them dies.
-        try await waitUntil(seconds: 30) { records("a").count > 50 && records("b").count > 50 }
+        try await eventually(within: 30, "both members working") { records("a").count > 50 && records("b").count > 50 }
         kill(a, SIGKILL)
         XCTAssertEqual(waitForExit(a), 128 + SIGKILL)
 
-        try await waitUntil(seconds: 60) { Set(records("a") + records("b")).isSuperset(of: produced) }
+        try await eventually(within: 60, "every message processed") { Set(records("a") + records("b")).isSuperset(of: produced) }
         kill(b, SIGTERM)
         XCTAssertEqual(waitForExit(b), 0, "the survivor leaves the group cleanly")
 
@@ -49,17 +49,6 @@ final class ConsumerGroupProcessTests: XCTestCase {
                 XCTAssertTrue(finished.contains("\(p.partition) \(offset)"), "offset \(offset) of partition \(p.partition) was committed but never finished")
             }
             XCTAssertEqual(p.lag, 0, "the survivor committed everything it finished")
-        }
-    }
-
-    private func waitUntil(seconds: Double, _ condition: () -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while !condition() {
-            guard Date() < deadline else {
-                XCTFail("condition not met within \(seconds) s")
-                throw CancellationError()
-            }
-            try await Task.sleep(for: .milliseconds(100))
         }
     }
 }

@@ -3,18 +3,7 @@ import Foundation
 import Postgres
 import XCTest
 
-final class MigrationRunnerTests: XCTestCase {
-    var db: TestDatabase!
-
-    override func setUp() async throws {
-        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
-        db = try await TestDatabase.create()
-    }
-
-    override func tearDown() async throws {
-        try await db?.drop()
-    }
-
+final class MigrationRunnerTests: DatabaseTestCase {
     func testMigrationsCreateTheSchemaAndRunningThemAgainIsANoOp() async throws {
         let conn = try await PostgresConnection.connect(db.url)
         let runner = try MigrationRunner(directory: RepositoryLayout.migrations)

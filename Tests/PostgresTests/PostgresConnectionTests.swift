@@ -3,18 +3,7 @@ import Foundation
 import Postgres
 import XCTest
 
-final class PostgresConnectionTests: XCTestCase {
-    var db: TestDatabase!
-
-    override func setUp() async throws {
-        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
-        db = try await TestDatabase.create()
-    }
-
-    override func tearDown() async throws {
-        try await db?.drop()
-    }
-
+final class PostgresConnectionTests: DatabaseTestCase {
     func testHostileStringsAreBoundParametersAndRoundTripVerbatim() async throws {
         let conn = try await PostgresConnection.connect(db.url)
         try await conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text NOT NULL)")

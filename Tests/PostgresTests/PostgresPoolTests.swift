@@ -3,18 +3,7 @@ import Foundation
 import Postgres
 import XCTest
 
-final class PostgresPoolTests: XCTestCase {
-    var db: TestDatabase!
-
-    override func setUp() async throws {
-        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
-        db = try await TestDatabase.create()
-    }
-
-    override func tearDown() async throws {
-        try await db?.drop()
-    }
-
+final class PostgresPoolTests: DatabaseTestCase {
     func testPoolNeverOpensMoreThanItsLimitAndServesEveryCaller() async throws {
         let pool = PostgresPool(url: db.url, maxConnections: 3)
         let pids = try await withThrowingTaskGroup(of: Int.self) { group in

@@ -58,7 +58,7 @@ final class WorkerCrashTests: XCTestCase {
 
         let a = startWorker("w-a")
         let b = startWorker("w-b")
-        try await waitUntil(seconds: 60) { try await stored().count >= 60 }
+        try await eventually(within: 60, "60 jobs stored before the kill") { try await stored().count >= 60 }
         kill(a, SIGKILL)
         XCTAssertEqual(waitForExit(a), 128 + SIGKILL)
 
@@ -74,7 +74,7 @@ final class WorkerCrashTests: XCTestCase {
         }
 
         let restarted = startWorker("w-a")
-        try await waitUntil(seconds: 180) {
+        try await eventually(within: 180, "all jobs stored, announced and committed") {
             let unsent: Int = try await conn.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0].decode("n")
             // Duplicates come after their originals: all 500 messages are consumed once the group's lag is 0.
             let lag = try await admin.consumerGroupLag(groupId: "blendd", topic: "blend.jobs").map(\.lag).reduce(0, +)
@@ -116,16 +116,5 @@ final class WorkerCrashTests: XCTestCase {
         XCTAssertEqual(lag.map(\.lag).reduce(0, +), 0)
         await conn.close()
         try await db.drop()
-    }
-
-    private func waitUntil(seconds: Double, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while try await !condition() {
-            guard Date() < deadline else {
-                XCTFail("condition not met within \(seconds) s")
-                throw CancellationError()
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
     }
 }

@@ -43,7 +43,7 @@ final class WorkerOutageTests: XCTestCase {
         func count(_ sql: PostgresQuery) async -> Int? {
             try? await observer.withConnection { try await $0.query(sql)[0].decode(0, as: Int.self) }
         }
-        try await waitUntil(seconds: 60) { (await count("SELECT count(*) FROM jobs") ?? 0) >= 12 }
+        try await eventually(within: 60, "12 jobs stored before the outage") { (await count("SELECT count(*) FROM jobs") ?? 0) >= 12 }
         XCTAssertTrue(stopTestServer(), "pg_ctl stop")
         try await Task.sleep(for: .seconds(8))
         let retriesWhileDown = service.metrics.value(MetricNames.transientRetries, labels: ["operation": "store"]) ?? 0
@@ -51,7 +51,7 @@ final class WorkerOutageTests: XCTestCase {
         XCTAssertTrue(startTestServer(), "pg_ctl start")
         XCTAssertGreaterThan(retriesWhileDown, 0, "the worker retried while the database was down")
 
-        try await waitUntil(seconds: 120) {
+        try await eventually(within: 120, "all jobs stored and announced after the outage") {
             let jobs = await count("SELECT count(*) FROM jobs")
             let unsent = await count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
             return jobs == total && unsent == 0
@@ -95,7 +95,7 @@ final class WorkerOutageTests: XCTestCase {
         let pid = spawnProcess([RepositoryLayout.blenddExecutable.path, "worker"], stderrPath: log, environment: env)!
         let conn = try await PostgresConnection.connect(db.url)
         func stored() async throws -> Int { try await conn.query("SELECT count(*) AS n FROM jobs")[0].decode("n") }
-        try await waitUntil(seconds: 60) { try await stored() >= 8 }
+        try await eventually(within: 60, "a first batch stored") { try await stored() >= 8 }
         let signalled = Date()
         kill(pid, SIGTERM)
         XCTAssertEqual(waitForExit(pid), 0, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
@@ -112,16 +112,5 @@ final class WorkerOutageTests: XCTestCase {
         await conn.close()
         try? FileManager.default.removeItem(atPath: log)
         try await db.drop()
-    }
-
-    private func waitUntil(seconds: Double, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while try await !condition() {
-            guard Date() < deadline else {
-                XCTFail("condition not met within \(seconds) s")
-                throw CancellationError()
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
     }
 }
