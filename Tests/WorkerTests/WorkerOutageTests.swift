@@ -9,7 +9,7 @@ import XCTest
 
 /// Infrastructure faults in the middle of a run.
 final class WorkerOutageTests: XCTestCase {
-    func testPostgresDownForSecondsPausesRetriesAndResumesWithoutLossOrDuplicates() async throws {
+    func testPostgresDownForTenSecondsPausesRetriesAndResumesWithoutLossOrDuplicates() async throws {
         guard TestDatabase.serverURL != nil, ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil else {
             throw XCTSkip(TestDatabase.skipMessage)
         }
@@ -45,7 +45,7 @@ final class WorkerOutageTests: XCTestCase {
         }
         try await eventually(within: 60, "12 jobs stored before the outage") { (await count("SELECT count(*) FROM jobs") ?? 0) >= 12 }
         XCTAssertTrue(stopTestServer(), "pg_ctl stop")
-        try await Task.sleep(for: .seconds(8))
+        try await Task.sleep(for: .seconds(10))
         let retriesWhileDown = service.metrics.value(MetricNames.transientRetries, labels: ["operation": "store"]) ?? 0
             + (service.metrics.value(MetricNames.transientRetries, labels: ["operation": "lookup"]) ?? 0)
         XCTAssertTrue(startTestServer(), "pg_ctl start")
