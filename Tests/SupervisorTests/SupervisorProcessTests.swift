@@ -128,6 +128,24 @@ final class SupervisorProcessTests: XCTestCase {
         await conn.close()
     }
 
+    func testSIGHUPReplacesWorkersOneAtATime() throws {
+        let supervisor = startSupervisor(workers: 2)
+        try waitUntil(30, "two running workers") { runningPids().count == 2 }
+        let before = Set(runningPids())
+        kill(supervisor, SIGHUP)
+        var fewest = 2
+        try waitUntil(60, "both workers replaced") {
+            let now = runningPids()
+            fewest = min(fewest, now.count)
+            return now.count == 2 && before.isDisjoint(with: now)
+        }
+        XCTAssertGreaterThanOrEqual(fewest, 1, "a rolling restart never leaves the slot set without a running worker")
+        let restarts = get("/metrics")?.1 ?? ""
+        XCTAssertFalse(restarts.contains("blendd_worker_restarts_total{"), "a roll is not counted as failures:\n\(restarts)")
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
+    }
+
     func testReadinessFailsWhilePostgresIsDownAndRecovers() async throws {
         guard ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil else { throw XCTSkip(TestDatabase.skipMessage) }
         let supervisor = startSupervisor(workers: 1)
