@@ -1,0 +1,127 @@
+import Foundation
+import XCTest
+@testable import Inference
+
+/// Every kernel against a plain loop on seeded random inputs. Tolerances are relative to
+/// Float32 rounding over the reduction length (sums of up to 1024 terms).
+final class NumericsKernelTests: XCTestCase {
+    struct Seeded: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    func random(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
+        var rng = Seeded(state: seed)
+        return Tensor(shape: shape, storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -scale...scale, using: &rng) })
+    }
+
+    func assertClose(_ a: [Float], _ b: [Float], tolerance: Float, _ what: String) {
+        XCTAssertEqual(a.count, b.count, what)
+        var worst: Float = 0
+        for (x, y) in zip(a, b) { worst = max(worst, abs(x - y)) }
+        XCTAssertLessThanOrEqual(worst, tolerance, "\(what): max abs difference \(worst)")
+    }
+
+    func testMatmulInEveryTransposeAgainstALoop() {
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (64, 128, 33), (17, 1024, 9)] {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = random(ta ? [k, m] : [m, k], seed: UInt64(m * 31 + k))
+                let b = random(tb ? [n, k] : [k, n], seed: UInt64(n * 17 + k))
+                var expected = [Float](repeating: 0, count: m * n)
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s: Double = 0
+                        for p in 0..<k {
+                            let av = ta ? a.storage[p * m + i] : a.storage[i * k + p]
+                            let bv = tb ? b.storage[j * k + p] : b.storage[p * n + j]
+                            s += Double(av) * Double(bv)
+                        }
+                        expected[i * n + j] = Float(s)
+                    }
+                }
+                let c = Kernels.matmul(a, b, transposeA: ta, transposeB: tb)
+                XCTAssertEqual(c.shape, [m, n])
+                assertClose(c.storage, expected, tolerance: 1e-5 * Float(k).squareRoot() * 4, "matmul \(m)x\(k)x\(n) tA=\(ta) tB=\(tb)")
+            }
+        }
+    }
+
+    func testLinearUsesPyTorchWeightLayoutAndKeepsLeadingDimensions() {
+        let x = random([2, 3, 8], seed: 1), w = random([5, 8], seed: 2), b = random([5], seed: 3)
+        let y = Kernels.linear(x, weight: w, bias: b)
+        XCTAssertEqual(y.shape, [2, 3, 5])
+        var expected: [Float] = []
+        for r in 0..<6 {
+            for o in 0..<5 {
+                var s = b.storage[o]
+                for i in 0..<8 { s += x.storage[r * 8 + i] * w.storage[o * 8 + i] }
+                expected.append(s)
+            }
+        }
+        assertClose(y.storage, expected, tolerance: 1e-5, "linear")
+    }
+
+    func testLayerNormAndRMSNormAgainstLoops() {
+        let x = random([40, 96], seed: 4, scale: 3), g = random([96], seed: 5), b = random([96], seed: 6)
+        var ln: [Float] = [], rms: [Float] = []
+        for r in 0..<40 {
+            let row = Array(x.storage[(r * 96)..<((r + 1) * 96)]).map(Double.init)
+            let mean = row.reduce(0, +) / 96
+            let variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 96
+            let ms = row.map { $0 * $0 }.reduce(0, +) / 96
+            for i in 0..<96 {
+                ln.append(Float((row[i] - mean) / (variance + 1e-7).squareRoot()) * g.storage[i] + b.storage[i])
+                rms.append(Float(row[i] / (ms + 1e-6).squareRoot()) * g.storage[i])
+            }
+        }
+        assertClose(Kernels.layerNorm(x, gamma: g, beta: b, eps: 1e-7).storage, ln, tolerance: 2e-5, "layerNorm")
+        assertClose(Kernels.rmsNorm(x, gamma: g, eps: 1e-6).storage, rms, tolerance: 2e-5, "rmsNorm")
+    }
+
+    func testSoftmaxWithAdditiveMaskAndFullyMaskedRows() {
+        let x = random([20, 13], seed: 7, scale: 8)
+        let mask: [Float] = (0..<13).map { $0 % 4 == 3 ? -Float.greatestFiniteMagnitude : 0 }
+        var expected: [Float] = []
+        for r in 0..<20 {
+            let row = (0..<13).map { Double(x.storage[r * 13 + $0]) + (mask[$0] < 0 ? -1e30 : 0) }
+            let m = row.max()!
+            let e = row.map { exp($0 - m) }
+            let s = e.reduce(0, +)
+            expected += e.map { Float($0 / s) }
+        }
+        let y = Kernels.softmax(x, additiveMask: mask)
+        assertClose(y.storage, expected, tolerance: 1e-6, "softmax")
+        for r in 0..<20 { XCTAssertEqual(y[row: r].reduce(0, +), 1, accuracy: 1e-5) }
+        let allMasked = Kernels.softmax(Tensor(shape: [1, 3], storage: [1, 2, 3]), additiveMask: [-.infinity, -.infinity, -.infinity])
+        XCTAssertEqual(allMasked.storage, [0, 0, 0])
+    }
+
+    func testGELUFormsAndTanhAgainstDoublePrecision() {
+        let x = random([33, 50], seed: 8, scale: 6)
+        let erfForm = x.storage.map { v in Float(0.5 * Double(v) * (1 + erf(Double(v) / 2.0.squareRoot()))) }
+        let tanhForm = x.storage.map { v -> Float in
+            let d = Double(v)
+            return Float(0.5 * d * (1 + Foundation.tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d))))
+        }
+        assertClose(Kernels.geluErf(x).storage, erfForm, tolerance: 2e-6, "gelu erf")
+        assertClose(Kernels.geluTanh(x).storage, tanhForm, tolerance: 2e-6, "gelu tanh")
+        assertClose(Kernels.tanh(x).storage, x.storage.map { Float(Foundation.tanh(Double($0))) }, tolerance: 1e-6, "tanh")
+        // The two GELUs differ: T5 and DeBERTa must not be swapped.
+        XCTAssertGreaterThan(zip(Kernels.geluErf(x).storage, Kernels.geluTanh(x).storage).map { abs($0 - $1) }.max()!, 1e-4)
+    }
+
+    func testGatherRowsIsEmbeddingLookup() {
+        let table = random([10, 4], seed: 9)
+        let g = Kernels.gatherRows(table, [3, 0, 3, 9])
+        XCTAssertEqual(g.shape, [4, 4])
+        XCTAssertEqual(Array(g[row: 0]), Array(table[row: 3]))
+        XCTAssertEqual(Array(g[row: 2]), Array(table[row: 3]))
+        XCTAssertEqual(Array(g[row: 3]), Array(table[row: 9]))
+    }
+}
