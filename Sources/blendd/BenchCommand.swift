@@ -10,7 +10,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure throughput on this machine.",
-        subcommands: [BenchPipelineCommand.self]
+        subcommands: [BenchPipelineCommand.self, BenchKernelsCommand.self]
     )
 }
 
@@ -112,5 +112,85 @@ struct BenchPipelineCommand: AsyncParsableCommand {
         print(String(format: "  pipeline end to end        %9.0f jobs/s (validate, consensus rank, top-1, store with comparisons and outbox)", pipelineRate))
         print(String(format: "  pipeline / raw consume     %9.3f", pipelineRate / consumeRate))
         print(String(format: "  pipeline / raw insert      %9.3f", pipelineRate / insertRate))
+    }
+}
+
+/// The machine's numeric ceiling: sgemm GFLOP/s and the row kernels' throughput, each beside a
+/// plain single-threaded loop measured in the same run.
+struct BenchKernelsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "sgemm GFLOP/s and LayerNorm/softmax/GELU throughput against naive loops.",
+        discussion: "Set OPENBLAS_CORETYPE before starting on CPUs Debian's OpenBLAS misdetects (scripts/dev.sh and the image do)."
+    )
+
+    @Option(help: "Seconds to spend per measurement.") var seconds = 1.0
+
+    func run() throws {
+        NumericsThreading.configure(threads: 0)
+        print("blendd bench kernels: \(NumericsThreading.threads) cores, OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset")")
+        for (m, k, n) in [(512, 512, 512), (1024, 1024, 1024), (512, 1024, 4096), (2048, 1024, 1024)] {
+            let a = Tensor(shape: [m, k], storage: (0..<(m * k)).map { Float($0 % 13) * 0.01 })
+            let b = Tensor(shape: [n, k], storage: (0..<(n * k)).map { Float($0 % 7) * 0.01 })
+            let blas = rate(seconds) { _ = Kernels.matmul(a, b, transposeB: true) } * 2 * Double(m * k * n) / 1e9
+            // The naive loop is measured on a slice of rows and scaled: it is far too slow for full sizes.
+            let rows = max(1, 32 * 512 / m)
+            let naive = rate(seconds) { naiveMatmul(a, b, rows: rows) } * 2 * Double(rows * k * n) / 1e9
+            print(String(format: "  sgemm %4d×%4d×%4d  %8.1f GFLOP/s   naive loop %6.2f GFLOP/s   ratio %7.1f×", m, k, n, blas, naive, blas / naive))
+        }
+        let x = Tensor(shape: [512, 1024], storage: (0..<(512 * 1024)).map { Float($0 % 101) * 0.02 - 1 })
+        let g = Tensor(shape: [1024], storage: [Float](repeating: 1, count: 1024)), z = Tensor(zeros: [1024])
+        let elements = Double(x.count)
+        for (name, kernel, naive) in [
+            ("layerNorm", { _ = Kernels.layerNorm(x, gamma: g, beta: z, eps: 1e-7) }, { naiveLayerNorm(x) }),
+            ("softmax  ", { _ = Kernels.softmax(x) }, { naiveSoftmax(x) }),
+            ("gelu erf ", { _ = Kernels.geluErf(x) }, { _ = x.storage.map { v in 0.5 * v * (1 + erff(v * 0.70710678)) } }),
+        ] as [(String, () -> Void, () -> Void)] {
+            let fast = rate(seconds, kernel) * elements / 1e6, slow = rate(seconds, naive) * elements / 1e6
+            print(String(format: "  %@ %8.1f M elements/s   naive loop %8.1f M/s   ratio %5.1f×", name, fast, slow, fast / slow))
+        }
+    }
+
+    private func rate(_ seconds: Double, _ work: () -> Void) -> Double {
+        work()
+        var runs = 0
+        let start = Date()
+        while Date().timeIntervalSince(start) < seconds { work(); runs += 1 }
+        return Double(runs) / Date().timeIntervalSince(start)
+    }
+
+    private func naiveMatmul(_ a: Tensor, _ b: Tensor, rows: Int) {
+        let k = a.columns, n = b.rows
+        var c = [Float](repeating: 0, count: rows * n)
+        for i in 0..<rows { for j in 0..<n { var s: Float = 0; for p in 0..<k { s += a.storage[i * k + p] * b.storage[j * k + p] }; c[i * n + j] = s } }
+        withExtendedLifetime(c) {}
+    }
+
+    private func naiveLayerNorm(_ x: Tensor) {
+        var out = x.storage
+        let n = x.columns
+        for r in 0..<x.rows {
+            var mean: Float = 0
+            for i in 0..<n { mean += x.storage[r * n + i] }
+            mean /= Float(n)
+            var v: Float = 0
+            for i in 0..<n { v += (x.storage[r * n + i] - mean) * (x.storage[r * n + i] - mean) }
+            let inv = 1 / (v / Float(n) + 1e-7).squareRoot()
+            for i in 0..<n { out[r * n + i] = (x.storage[r * n + i] - mean) * inv }
+        }
+        withExtendedLifetime(out) {}
+    }
+
+    private func naiveSoftmax(_ x: Tensor) {
+        var out = x.storage
+        let n = x.columns
+        for r in 0..<x.rows {
+            var m = -Float.infinity
+            for i in 0..<n { m = max(m, x.storage[r * n + i]) }
+            var s: Float = 0
+            for i in 0..<n { out[r * n + i] = expf(x.storage[r * n + i] - m); s += out[r * n + i] }
+            for i in 0..<n { out[r * n + i] /= s }
+        }
+        withExtendedLifetime(out) {}
     }
 }
