@@ -25,6 +25,10 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // A C interface over Debian's libsentencepiece (C++).
+        .target(name: "CSentencePiece",
+                linkerSettings: [.linkedLibrary("sentencepiece")]),
+
         .target(name: "BlendCore", dependencies: [
             "Yams",
             .product(name: "Logging", package: "swift-log"),
@@ -38,7 +42,7 @@ let package = Package(
             "CRdKafka", "BlendCore",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Inference", dependencies: ["COpenBLAS", "BlendCore"]),
+        .target(name: "Inference", dependencies: ["COpenBLAS", "CSentencePiece", "BlendCore"]),
         .target(name: "Worker", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference",
             .product(name: "Metrics", package: "swift-metrics"),
@@ -65,5 +69,6 @@ let package = Package(
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "BlendCore", "Kafka", "Postgres", "BlendTestSupport"]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
         .testTarget(name: "CLITests", dependencies: ["blendd"]),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )
