@@ -124,4 +124,73 @@ final class NumericsKernelTests: XCTestCase {
         XCTAssertEqual(Array(g[row: 2]), Array(table[row: 3]))
         XCTAssertEqual(Array(g[row: 3]), Array(table[row: 9]))
     }
+
+    func testBatchedMatmulInEveryTransposeAgainstALoop() {
+        let batch = 3, m = 5, k = 7, n = 4
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = random(ta ? [batch, k, m] : [batch, m, k], seed: 21)
+            let b = random(tb ? [batch, n, k] : [batch, k, n], seed: 22)
+            let c = Kernels.batchedMatmul(a, b, transposeA: ta, transposeB: tb)
+            XCTAssertEqual(c.shape, [batch, m, n])
+            var expected = [Float](repeating: 0, count: batch * m * n)
+            for s in 0..<batch {
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var sum: Float = 0
+                        for p in 0..<k {
+                            let x = ta ? a.storage[s * k * m + p * m + i] : a.storage[s * m * k + i * k + p]
+                            let y = tb ? b.storage[s * n * k + j * k + p] : b.storage[s * k * n + p * n + j]
+                            sum += x * y
+                        }
+                        expected[s * m * n + i * n + j] = sum
+                    }
+                }
+            }
+            assertClose(c.storage, expected, tolerance: 1e-5, "batchedMatmul ta=\(ta) tb=\(tb)")
+        }
+    }
+
+    func testStridedSGEMMReadsAndWritesColumnSlicesInPlace() {
+        // A head slice: columns 4..<8 of a [6, 12] activation times columns 4..<8 of another, transposed,
+        // accumulated into columns 2..<8 of a [6, 10] output (beta = 1 keeps what is there).
+        let a = random([6, 12], seed: 31), b = random([6, 12], seed: 32)
+        var c = random([6, 10], seed: 33)
+        let before = c
+        a.storage.withUnsafeBufferPointer { pa in
+            b.storage.withUnsafeBufferPointer { pb in
+                c.storage.withUnsafeMutableBufferPointer { pc in
+                    Kernels.sgemm(transposeB: true, m: 6, n: 6, k: 4, a: pa.baseAddress! + 4, lda: 12,
+                                  b: pb.baseAddress! + 4, ldb: 12, beta: 1, c: pc.baseAddress! + 2, ldc: 10)
+                }
+            }
+        }
+        for i in 0..<6 {
+            for j in 0..<10 {
+                var expected = before.storage[i * 10 + j]
+                if j >= 2 && j < 8 {
+                    for p in 0..<4 { expected += a.storage[i * 12 + 4 + p] * b.storage[(j - 2) * 12 + 4 + p] }
+                }
+                XCTAssertEqual(c.storage[i * 10 + j], expected, accuracy: 1e-5, "(\(i), \(j))")
+            }
+        }
+    }
+
+    func testScatterRowsInvertsGatherAndConcatJoinsColumns() {
+        let table = random([6, 3], seed: 41)
+        var target = Tensor(zeros: [6, 3])
+        let rows = [4, 1, 5, 0, 2, 3]
+        Kernels.scatterRows(Kernels.gatherRows(table, rows), into: &target, rows: rows)
+        XCTAssertEqual(target, table)
+
+        let left = random([2, 3], seed: 42), right = random([2, 2], seed: 43)
+        let joined = Kernels.concatColumns([left, right])
+        XCTAssertEqual(joined.shape, [2, 5])
+        XCTAssertEqual(Array(joined[row: 1]), Array(left[row: 1]) + Array(right[row: 1]))
+
+        var sum = random([33, 17], seed: 44)
+        let addend = random([33, 17], seed: 45)
+        let expected = zip(sum.storage, addend.storage).map { $0 + $1 }
+        Kernels.addInPlace(&sum, addend)
+        XCTAssertEqual(sum.storage, expected)
+    }
 }

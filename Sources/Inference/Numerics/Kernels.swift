@@ -46,6 +46,20 @@ public enum Kernels {
         }
     }
 
+    /// y += x element-wise (residual connections); shapes must hold the same number of values.
+    public static func addInPlace(_ y: inout Tensor, _ x: Tensor) {
+        precondition(y.count == x.count, "addInPlace: \(x.shape) into \(y.shape)")
+        let n = y.columns, rows = y.rows
+        y.storage.withUnsafeMutableBufferPointer { py in
+            x.storage.withUnsafeBufferPointer { px in
+                NumericsThreading.forEachRow(rows) { r in
+                    SIMDMath.add(UnsafeMutableBufferPointer(rebasing: py[(r * n)..<((r + 1) * n)]),
+                                 UnsafeBufferPointer(rebasing: px[(r * n)..<((r + 1) * n)]))
+                }
+            }
+        }
+    }
+
     /// LayerNorm over the last dimension: (x − mean) / sqrt(var + eps) · γ + β.
     public static func layerNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, eps: Float) -> Tensor {
         precondition(gamma.count == x.columns && beta.count == x.columns, "layerNorm: γ/β \(gamma.shape) do not fit \(x.shape)")

@@ -1,0 +1,176 @@
+import Foundation
+
+/// The DeBERTa-v2/v3 encoder as HF `modeling_deberta_v2` computes it with v3's settings
+/// (log-bucketed relative positions, shared key/query projections for the c2p and p2c terms,
+/// post-LN blocks, erf GELU), run over *packed* sequences: the tokens of every sequence of a
+/// batch are stacked into one [tokens, hidden] matrix for the dense layers, and attention runs
+/// per sequence over its own length. No padding is computed, so results never depend on which
+/// sequences share a batch and no mask is needed.
+public final class DebertaEncoder: Sendable {
+    struct Layer: Sendable {
+        /// query, key and value projections stacked into one [3·hidden, hidden] weight: one GEMM per layer.
+        let qkvWeight: Tensor
+        let qkvBias: Tensor
+        let attentionOutWeight: Tensor
+        let attentionOutBias: Tensor
+        let attentionNormGamma: Tensor
+        let attentionNormBeta: Tensor
+        let intermediateWeight: Tensor
+        let intermediateBias: Tensor
+        let outputWeight: Tensor
+        let outputBias: Tensor
+        let outputNormGamma: Tensor
+        let outputNormBeta: Tensor
+        /// key_proj / query_proj of the normalized relative table, [2·span, hidden]: they depend on
+        /// weights only, so they are computed once at load instead of in every forward pass.
+        let positionKeys: Tensor
+        let positionQueries: Tensor
+    }
+
+    public let configuration: DebertaConfiguration
+    let wordEmbeddings: Tensor
+    let embeddingNormGamma: Tensor
+    let embeddingNormBeta: Tensor
+    let layers: [Layer]
+
+    /// Reads the backbone's tensors (names as HF saves `DebertaV2Model`, under `reader`'s prefix).
+    public init(configuration c: DebertaConfiguration, reader: WeightReader) throws {
+        configuration = c
+        let h = c.hiddenSize, span = c.attentionSpan
+        wordEmbeddings = try reader.take("embeddings.word_embeddings.weight", [c.vocabularySize, h])
+        embeddingNormGamma = try reader.take("embeddings.LayerNorm.weight", [h])
+        embeddingNormBeta = try reader.take("embeddings.LayerNorm.bias", [h])
+        let relative = try reader.take("encoder.rel_embeddings.weight", [2 * span, h])
+        let relativeNormed = Kernels.layerNorm(relative, gamma: try reader.take("encoder.LayerNorm.weight", [h]),
+                                               beta: try reader.take("encoder.LayerNorm.bias", [h]), eps: c.layerNormEps)
+        var layers: [Layer] = []
+        for l in 0..<c.layers {
+            let p = "encoder.layer.\(l)."
+            func take(_ name: String, _ shape: [Int]) throws -> Tensor { try reader.take(p + name, shape) }
+            let qw = try take("attention.self.query_proj.weight", [h, h]), qb = try take("attention.self.query_proj.bias", [h])
+            let kw = try take("attention.self.key_proj.weight", [h, h]), kb = try take("attention.self.key_proj.bias", [h])
+            let vw = try take("attention.self.value_proj.weight", [h, h]), vb = try take("attention.self.value_proj.bias", [h])
+            layers.append(Layer(
+                qkvWeight: Tensor(shape: [3 * h, h], storage: qw.storage + kw.storage + vw.storage),
+                qkvBias: Tensor(shape: [3 * h], storage: qb.storage + kb.storage + vb.storage),
+                attentionOutWeight: try take("attention.output.dense.weight", [h, h]),
+                attentionOutBias: try take("attention.output.dense.bias", [h]),
+                attentionNormGamma: try take("attention.output.LayerNorm.weight", [h]),
+                attentionNormBeta: try take("attention.output.LayerNorm.bias", [h]),
+                intermediateWeight: try take("intermediate.dense.weight", [c.intermediateSize, h]),
+                intermediateBias: try take("intermediate.dense.bias", [c.intermediateSize]),
+                outputWeight: try take("output.dense.weight", [h, c.intermediateSize]),
+                outputBias: try take("output.dense.bias", [h]),
+                outputNormGamma: try take("output.LayerNorm.weight", [h]),
+                outputNormBeta: try take("output.LayerNorm.bias", [h]),
+                positionKeys: Kernels.linear(relativeNormed, weight: kw, bias: kb),
+                positionQueries: Kernels.linear(relativeNormed, weight: qw, bias: qb)))
+        }
+        self.layers = layers
+    }
+
+    /// Last-layer hidden states of every sequence, stacked: rows `offsets[s] ..< offsets[s] + lengths[s]`
+    /// belong to sequence `s`.
+    public func forward(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
+        var offsets: [Int] = []
+        var ids: [Int] = []
+        for s in sequences {
+            offsets.append(ids.count)
+            ids += s
+        }
+        let lengths = sequences.map(\.count)
+        var x = Kernels.layerNorm(Kernels.gatherRows(wordEmbeddings, ids), gamma: embeddingNormGamma,
+                                  beta: embeddingNormBeta, eps: configuration.layerNormEps)
+        for layer in layers {
+            x = forward(layer, x, offsets: offsets, lengths: lengths)
+        }
+        return (x, offsets)
+    }
+
+    private func forward(_ layer: Layer, _ x: Tensor, offsets: [Int], lengths: [Int]) -> Tensor {
+        let eps = configuration.layerNormEps
+        let qkv = Kernels.linear(x, weight: layer.qkvWeight, bias: layer.qkvBias)
+        let context = attention(qkv, layer: layer, offsets: offsets, lengths: lengths)
+        var attended = Kernels.linear(context, weight: layer.attentionOutWeight, bias: layer.attentionOutBias)
+        Kernels.addInPlace(&attended, x)
+        attended = Kernels.layerNorm(attended, gamma: layer.attentionNormGamma, beta: layer.attentionNormBeta, eps: eps)
+        let inner = Kernels.geluErf(Kernels.linear(attended, weight: layer.intermediateWeight, bias: layer.intermediateBias))
+        var out = Kernels.linear(inner, weight: layer.outputWeight, bias: layer.outputBias)
+        Kernels.addInPlace(&out, attended)
+        return Kernels.layerNorm(out, gamma: layer.outputNormGamma, beta: layer.outputNormBeta, eps: eps)
+    }
+
+    /// Disentangled self-attention of every sequence and head:
+    /// score(i, j) = [Qᵢ·Kⱼ + Qᵢ·PK[δ(i,j)] + Kⱼ·PQ[δ(i,j)]] / √(3d), δ(i,j) = clamp(bucket(i−j) + span, 0, 2·span−1).
+    /// The c2p and p2c products are computed only for the δ a sequence of this length can reach.
+    private func attention(_ qkv: Tensor, layer: Layer, offsets: [Int], lengths: [Int]) -> Tensor {
+        let c = configuration
+        let h = c.hiddenSize, d = c.headSize, ld = 3 * h
+        let scale = 1 / (Float(d * 3)).squareRoot()
+        var context = Tensor(zeros: [qkv.rows, h])
+        qkv.storage.withUnsafeBufferPointer { pqkv in
+            layer.positionKeys.storage.withUnsafeBufferPointer { ppk in
+                layer.positionQueries.storage.withUnsafeBufferPointer { ppq in
+                    context.storage.withUnsafeMutableBufferPointer { pctx in
+                        for (offset, length) in zip(offsets, lengths) where length > 0 {
+                            let table = deltaTable(length: length)
+                            let lo = table.first!, width = table.last! - lo + 1
+                            var scores = [Float](repeating: 0, count: length * length)
+                            var c2p = [Float](repeating: 0, count: length * width)
+                            var p2c = [Float](repeating: 0, count: length * width)
+                            for head in 0..<c.heads {
+                                let q = pqkv.baseAddress! + offset * ld + head * d
+                                let k = q + h, v = q + 2 * h
+                                scores.withUnsafeMutableBufferPointer { ps in
+                                    c2p.withUnsafeMutableBufferPointer { pc in
+                                        p2c.withUnsafeMutableBufferPointer { pp in
+                                            Kernels.sgemm(transposeB: true, m: length, n: length, k: d, a: q, lda: ld, b: k, ldb: ld,
+                                                          c: ps.baseAddress!, ldc: length)
+                                            Kernels.sgemm(transposeB: true, m: length, n: width, k: d, a: q, lda: ld,
+                                                          b: ppk.baseAddress! + lo * h + head * d, ldb: h, c: pc.baseAddress!, ldc: width)
+                                            Kernels.sgemm(transposeB: true, m: length, n: width, k: d, a: k, lda: ld,
+                                                          b: ppq.baseAddress! + lo * h + head * d, ldb: h, c: pp.baseAddress!, ldc: width)
+                                            let cBase = UnsafePointer(pc.baseAddress!), pBase = UnsafePointer(pp.baseAddress!)
+                                            let sBase = ps.baseAddress!
+                                            table.withUnsafeBufferPointer { pt in
+                                                NumericsThreading.forEachRow(length) { i in
+                                                    let row = sBase + i * length
+                                                    let crow = cBase + i * width
+                                                    var maxValue = -Float.infinity
+                                                    for j in 0..<length {
+                                                        let delta = pt[i - j + length - 1] - lo
+                                                        let value = (row[j] + crow[delta] + pBase[j * width + delta]) * scale
+                                                        row[j] = value
+                                                        if value > maxValue { maxValue = value }
+                                                    }
+                                                    var total: Float = 0
+                                                    for j in 0..<length {
+                                                        let e = expf(row[j] - maxValue)
+                                                        row[j] = e
+                                                        total += e
+                                                    }
+                                                    let inverse = 1 / total
+                                                    for j in 0..<length { row[j] *= inverse }
+                                                }
+                                            }
+                                            Kernels.sgemm(m: length, n: d, k: length, a: UnsafePointer(sBase), lda: length, b: v, ldb: ld,
+                                                          c: pctx.baseAddress! + offset * h + head * d, ldc: h)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return context
+    }
+
+    /// δ for every i − j of a sequence of `length` tokens, indexed by i − j + length − 1 (ascending in i − j,
+    /// so the first and last entries bound the rows of the relative table the sequence reads).
+    func deltaTable(length: Int) -> [Int] {
+        let span = configuration.attentionSpan
+        return (-(length - 1)...(length - 1)).map { min(max(configuration.bucket($0) + span, 0), 2 * span - 1) }
+    }
+}
