@@ -9,8 +9,10 @@ struct RankCommand: AsyncParsableCommand {
         abstract: "Rank the candidates of jobs in a file and print ranks and scores.",
         discussion: """
         FILE holds jobs as for `blendd validate` (JSON, JSON array or JSON Lines; `-` for stdin). \
-        Each job is ranked with its own rank mode unless --mode is given. Without a ranker \
-        checkpoint (models.ranker) the weight-free consensus ranker is used, and the output says so.
+        Each job is ranked with its own rank mode unless --mode is given. The ranker is the PairRM \
+        checkpoint of --model (or models.ranker): a directory as published on the hub, \
+        llm-blender/PairRM or llm-blender/PairRM-hf. Without one the weight-free consensus ranker \
+        is used, and the output says so.
         """
     )
 
@@ -19,6 +21,9 @@ struct RankCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Override every job's rank mode: \(RankMode.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "mode"))
     var mode: String?
+
+    @Option(help: ArgumentHelp("PairRM checkpoint directory (overrides models.ranker).", valueName: "dir"))
+    var model: String?
 
     @Flag(help: "Also print each job's pairwise comparison matrix ℓ(row, column).")
     var matrix = false
@@ -29,7 +34,8 @@ struct RankCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        let config = try options.loadOrFail()
+        var config = try options.loadOrFail()
+        if let model { config.models.ranker = model }
         var forcedMode: RankMode?
         if let mode {
             guard let m = RankMode(rawValue: mode) else {
@@ -98,10 +104,15 @@ struct RankCommand: AsyncParsableCommand {
 /// Builds the configured models, or the weight-free fallbacks when none are configured.
 enum ModelFactory {
     static func ranker(for config: BlendConfiguration) throws -> any CandidateRanker {
-        guard config.models.ranker.isEmpty else {
-            throw CLIError("models.ranker is set to \(config.models.ranker), but this build has no PairRM loader yet; unset it to use the consensus ranker")
+        guard !config.models.ranker.isEmpty else { return ConsensusRanker() }
+        NumericsThreading.configure(threads: config.models.threads)
+        do {
+            let model = try PairRMModel(directory: config.models.ranker)
+            return PairRMRanker(model: model, planner: TokenBudgetPlanner(maxSequences: config.batching.maxPairs,
+                                                                          maxTokens: config.batching.maxTokens))
+        } catch {
+            throw CLIError("cannot load the PairRM checkpoint in \(config.models.ranker) (models.ranker): \(error)")
         }
-        return ConsensusRanker()
     }
 
     static func fuser(for config: BlendConfiguration) throws -> any CandidateFuser {

@@ -106,4 +106,24 @@ final class CommandLineTests: XCTestCase {
         let bad = try run(["rank", "--mode", "median", "-"], stdin: Data(jobs.utf8))
         XCTAssertEqual(bad.status, 2)
     }
+
+    func testRankWithAPairRMCheckpointPrintsTheReferenceMatrix() throws {
+        let fixtures = Self.repositoryRoot.appendingPathComponent("Tests/Fixtures")
+        let reference = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("reference/reference.json"))) as! [String: Any]
+        let job = (reference["pairrm_jobs"] as! [[String: Any]])[1]
+        let candidates = (job["candidates"] as! [String]).enumerated().map { ["model": "m\($0)", "text": $1] }
+        let line = try JSONSerialization.data(withJSONObject: ["job_id": "p1", "instruction": job["source"]!, "candidates": candidates])
+        let r = try run(["rank", "--model", fixtures.appendingPathComponent("pairrm-tiny").path, "--json", "--matrix", "-"], stdin: line)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        XCTAssertTrue((object["ranker"] as? String)?.hasPrefix("pairrm:pairrm-tiny@") == true, r.stdout)
+        let matrix = try XCTUnwrap(object["matrix"] as? [[Double]])
+        for (ours, theirs) in zip(matrix.joined(), (job["matrix"] as! [[Double]]).joined()) {
+            XCTAssertEqual(ours, theirs, accuracy: 1e-4)
+        }
+
+        let missing = try run(["rank", "--model", "/nonexistent/pairrm", "-"], stdin: line)
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("/nonexistent/pairrm"), missing.stderr)
+    }
 }
