@@ -4,11 +4,16 @@ import Foundation
 /// `model.safetensors`, sharded safetensors with `model.safetensors.index.json`, `pytorch_model.bin`, or
 /// sharded `.bin` files with `pytorch_model.bin.index.json`. Tensors are converted to Float32 when taken.
 public final class WeightStore: @unchecked Sendable {
-    public enum Format: String, Sendable { case safetensors, shardedSafetensors = "sharded safetensors", pytorch, shardedPytorch = "sharded pytorch" }
+    public enum Format: String, Sendable {
+        case safetensors, shardedSafetensors = "sharded safetensors", pytorch, shardedPytorch = "sharded pytorch"
+        /// Tensors built in memory (benchmarks on random weights of a real model's shape).
+        case memory = "in memory"
+    }
 
     private enum Source {
         case safetensors(SafetensorsFile)
         case torch(TorchCheckpoint)
+        case memory([String: Tensor])
     }
 
     public let directory: String
@@ -52,6 +57,11 @@ public final class WeightStore: @unchecked Sendable {
         return WeightStore(directory: directory, format: .pytorch, files: [.torch(try TorchCheckpoint(path: file))])
     }
 
+    /// A store over tensors already in memory.
+    public static func inMemory(_ tensors: [String: Tensor]) -> WeightStore {
+        WeightStore(directory: "", format: .memory, files: [.memory(tensors)])
+    }
+
     private static func shardNames(index: String) throws -> [String] {
         guard let data = FileManager.default.contents(atPath: index) else {
             throw CheckpointError.unreadable(path: index, reason: "no such file")
@@ -77,6 +87,8 @@ public final class WeightStore: @unchecked Sendable {
                 for (name, entry) in f.entries { sources[name] = file; shapes[name] = entry.shape }
             case let .torch(t):
                 for (name, ref) in t.tensors { sources[name] = file; shapes[name] = ref.shape }
+            case let .memory(tensors):
+                for (name, tensor) in tensors { sources[name] = file; shapes[name] = tensor.shape }
             }
         }
         self.sources = sources
@@ -89,6 +101,7 @@ public final class WeightStore: @unchecked Sendable {
         case nil: return nil
         case let .safetensors(f)?: return f.tensor(name)
         case let .torch(t)?: return try t.tensor(name)
+        case let .memory(tensors)?: return tensors[name]
         }
     }
 

@@ -199,4 +199,45 @@ enum SIMDMath {
         }
         while i < y.count { y[i] += v[i]; i += 1 }
     }
+
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= count {
+            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = acc.sum()
+        while i < count { total += a[i] * b[i]; i += 1 }
+        return total
+    }
+
+    /// y += alpha · x.
+    static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let sum = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) + alpha * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: sum, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { y[i] += alpha * x[i]; i += 1 }
+    }
+
+    /// Softmax of `count` values in place (max-subtracted, in Float32 as PyTorch computes it).
+    static func softmaxInPlace(_ row: UnsafeMutablePointer<Float>, count: Int) {
+        var maxValue = -Float.infinity
+        for j in 0..<count where row[j] > maxValue { maxValue = row[j] }
+        guard maxValue > -Float.infinity else {
+            for j in 0..<count { row[j] = 0 }
+            return
+        }
+        var total: Float = 0
+        for j in 0..<count {
+            let e = expf(row[j] - maxValue)
+            row[j] = e
+            total += e
+        }
+        let inverse = 1 / total
+        for j in 0..<count { row[j] *= inverse }
+    }
 }

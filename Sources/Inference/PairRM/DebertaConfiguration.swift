@@ -45,6 +45,16 @@ public struct DebertaConfiguration: Sendable, Equatable {
         return try fromModelConfig(json, path: path, ranker: nil)
     }
 
+    /// PairRM on a published DeBERTa-v3 backbone (e.g. `microsoft/deberta-v3-large`) with the hub
+    /// checkpoint's vocabulary (128 005 rows) and marker ids: the shape benchmarks build random weights for.
+    public static func pairRM(backbone: String) throws -> DebertaConfiguration {
+        var config = try fromRankerConfig(["ranker_type": "pairranker", "model_name": backbone], path: "built-in \(backbone)",
+                                          directory: "/nonexistent")
+        config.vocabularySize = 128_005
+        (config.sourcePrefixId, config.candidate1PrefixId, config.candidate2PrefixId, config.candidatePrefixId) = (128_001, 128_002, 128_003, 128_004)
+        return config
+    }
+
     static func readObject(_ path: String) throws -> [String: Any] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CheckpointError.unreadable(path: path, reason: "no such file")

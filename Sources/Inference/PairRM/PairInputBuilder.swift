@@ -6,6 +6,13 @@ public struct PairInput: Sendable, Equatable {
     public var sourcePosition: Int
     public var candidate1Position: Int
     public var candidate2Position: Int
+
+    public init(ids: [Int], sourcePosition: Int, candidate1Position: Int, candidate2Position: Int) {
+        self.ids = ids
+        self.sourcePosition = sourcePosition
+        self.candidate1Position = candidate1Position
+        self.candidate2Position = candidate2Position
+    }
 }
 
 /// Builds PairRM inputs (spec §1.4) with two deliberate differences from the reference:

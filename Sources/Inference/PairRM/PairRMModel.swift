@@ -1,74 +1,41 @@
 import Foundation
 
-/// PairRM (spec §1): the DeBERTa-v3 encoder, the three markers and the head
-/// Linear(2h→h) → tanh → Linear(h→tasks) applied to [h_source; h_candidate1] and
-/// [h_source; h_candidate2]; the pair logit is the task mean of u₁ − u₂ (> 0: candidate 1 is better).
-/// Loads `llm-blender/PairRM` (RankerConfig layout) and `llm-blender/PairRM-hf` directories unchanged.
-public final class PairRMModel: Sendable {
+/// PairRM's network (spec §1.5): the DeBERTa-v3 encoder and the head Linear(2h→h) → tanh → Linear(h→tasks)
+/// applied to [h_source; h_candidate1] and [h_source; h_candidate2]; the pair logit is the task mean of
+/// u₁ − u₂ (> 0: candidate 1 is better).
+public final class PairRMNetwork: Sendable {
     public let configuration: DebertaConfiguration
-    public let tokenizer: Tokenizer
     public let encoder: DebertaEncoder
-    public let inputBuilder: PairInputBuilder
     let headInnerWeight: Tensor
     let headInnerBias: Tensor
     let headOuterWeight: Tensor
     let headOuterBias: Tensor
-    /// Names the checkpoint in results: `pairrm:<directory name>@<fingerprint of config and weight files>`.
-    public let label: String
 
-    public static let weightPrefix = "pretrained_model."
+    public static let backbonePrefix = "pretrained_model."
 
-    public init(directory: String) throws {
-        var config = try DebertaConfiguration.load(directory: directory)
-        let store = try WeightStore.open(directory: directory)
-        // The published checkpoint resized its vocabulary after adding the markers: the embedding is authoritative.
-        if let shape = store.shape(of: Self.weightPrefix + "embeddings.word_embeddings.weight"), shape.count == 2 {
-            config.vocabularySize = shape[0]
-        }
-        let tokenizer = try Tokenizer.load(directory: directory)
-        guard tokenizer.family == .debertaV2 else {
-            throw CheckpointError.config(path: directory, reason: "PairRM needs a DeBERTa-v2 tokenizer (spm.model), found \(tokenizer.family.rawValue)")
-        }
-        func marker(_ configured: Int?, _ token: String) throws -> Int {
-            if let configured { return configured }
-            guard let id = tokenizer.id(of: token), tokenizer.addedTokens.contains(where: { $0.id == id }) else {
-                throw CheckpointError.config(path: directory, reason: "the tokenizer has no added token \(token) (PairRM's markers are in added_tokens.json)")
-            }
-            return id
-        }
-        config.sourcePrefixId = try marker(config.sourcePrefixId, "<|source|>")
-        config.candidate1PrefixId = try marker(config.candidate1PrefixId, "<|candidate1|>")
-        config.candidate2PrefixId = try marker(config.candidate2PrefixId, "<|candidate2|>")
-        config.candidatePrefixId = try marker(config.candidatePrefixId, "<|candidate|>")
-        if tokenizer.count > config.vocabularySize {
-            throw CheckpointError.config(path: directory, reason: "the tokenizer has \(tokenizer.count) ids but the embedding only \(config.vocabularySize) rows")
-        }
-
-        let reader = store.reader(prefix: "")
-        reader.ignore { $0.hasSuffix("position_ids") }
-        let backbone = store.reader(prefix: Self.weightPrefix)
-        backbone.ignore { !$0.hasPrefix(Self.weightPrefix) || $0.hasSuffix("position_ids") }
+    /// Takes the backbone under `pretrained_model.` and the head as the hub checkpoints name them;
+    /// every missing, mis-shaped or unexpected tensor is reported in one error.
+    public init(configuration config: DebertaConfiguration, store: WeightStore) throws {
+        let prefix = Self.backbonePrefix
+        let head = store.reader(prefix: "")
+        head.ignore { $0.hasPrefix(prefix) || $0.hasSuffix("position_ids") }
+        let backbone = store.reader(prefix: prefix)
+        backbone.ignore { !$0.hasPrefix(prefix) || $0.hasSuffix("position_ids") }
         let h = config.hiddenSize
         encoder = try DebertaEncoder(configuration: config, reader: backbone)
-        headInnerWeight = try reader.take("head_layer.1.weight", [h, 2 * h])
-        headInnerBias = try reader.take("head_layer.1.bias", [h])
-        headOuterWeight = try reader.take("head_layer.4.weight", [config.tasks, h])
-        headOuterBias = try reader.take("head_layer.4.bias", [config.tasks])
-        reader.ignore { $0.hasPrefix(Self.weightPrefix) }
-        // Report backbone and head problems together.
+        headInnerWeight = try head.take("head_layer.1.weight", [h, 2 * h])
+        headInnerBias = try head.take("head_layer.1.bias", [h])
+        headOuterWeight = try head.take("head_layer.4.weight", [config.tasks, h])
+        headOuterBias = try head.take("head_layer.4.bias", [config.tasks])
         var problems: [CheckpointError.TensorProblem] = []
-        for r in [backbone, reader] {
-            do { try r.finish() } catch CheckpointError.tensors(let found) { problems += found }
+        for reader in [backbone, head] {
+            do { try reader.finish() } catch CheckpointError.tensors(let found) { problems += found }
         }
         if !problems.isEmpty { throw CheckpointError.tensors(problems) }
-
-        self.configuration = config
-        self.tokenizer = tokenizer
-        self.inputBuilder = PairInputBuilder(tokenizer: tokenizer, configuration: config)
-        self.label = "pairrm:\((directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "model")@\(Self.fingerprint(directory: directory, store: store))"
+        configuration = config
     }
 
-    /// Pair logits ℓ(left, right) for pairs assembled by `inputBuilder`, in one packed forward pass.
+    /// Pair logits ℓ(left, right) in one packed forward pass.
     public func logits(_ pairs: [PairInput]) -> [Float] {
         guard !pairs.isEmpty else { return [] }
         let (hidden, offsets) = encoder.forward(pairs.map(\.ids))
@@ -94,9 +61,57 @@ public final class PairRMModel: Sendable {
             return sum / Float(tasks)
         }
     }
+}
 
-    /// FNV-1a over config.json and the weight files' names and sizes: cheap to compute on a 1.7 GB
-    /// checkpoint and different whenever the files are replaced by other ones.
+/// PairRM as published: network, tokenizer and input builder, loaded from an `llm-blender/PairRM`
+/// (RankerConfig layout) or `llm-blender/PairRM-hf` directory unchanged.
+public final class PairRMModel: Sendable {
+    public let configuration: DebertaConfiguration
+    public let tokenizer: Tokenizer
+    public let network: PairRMNetwork
+    public let inputBuilder: PairInputBuilder
+    /// Names the checkpoint in results: `pairrm:<directory name>@<fingerprint of config and tensor names/shapes>`.
+    public let label: String
+
+    public var encoder: DebertaEncoder { network.encoder }
+
+    public init(directory: String) throws {
+        var config = try DebertaConfiguration.load(directory: directory)
+        let store = try WeightStore.open(directory: directory)
+        // The published checkpoint resized its vocabulary after adding the markers: the embedding is authoritative.
+        if let shape = store.shape(of: PairRMNetwork.backbonePrefix + "embeddings.word_embeddings.weight"), shape.count == 2 {
+            config.vocabularySize = shape[0]
+        }
+        let tokenizer = try Tokenizer.load(directory: directory)
+        guard tokenizer.family == .debertaV2 else {
+            throw CheckpointError.config(path: directory, reason: "PairRM needs a DeBERTa-v2 tokenizer (spm.model), found \(tokenizer.family.rawValue)")
+        }
+        func marker(_ configured: Int?, _ token: String) throws -> Int {
+            if let configured { return configured }
+            guard let id = tokenizer.id(of: token), tokenizer.addedTokens.contains(where: { $0.id == id }) else {
+                throw CheckpointError.config(path: directory, reason: "the tokenizer has no added token \(token) (PairRM's markers are in added_tokens.json)")
+            }
+            return id
+        }
+        config.sourcePrefixId = try marker(config.sourcePrefixId, "<|source|>")
+        config.candidate1PrefixId = try marker(config.candidate1PrefixId, "<|candidate1|>")
+        config.candidate2PrefixId = try marker(config.candidate2PrefixId, "<|candidate2|>")
+        config.candidatePrefixId = try marker(config.candidatePrefixId, "<|candidate|>")
+        if tokenizer.count > config.vocabularySize {
+            throw CheckpointError.config(path: directory, reason: "the tokenizer has \(tokenizer.count) ids but the embedding only \(config.vocabularySize) rows")
+        }
+        network = try PairRMNetwork(configuration: config, store: store)
+        self.configuration = config
+        self.tokenizer = tokenizer
+        self.inputBuilder = PairInputBuilder(tokenizer: tokenizer, configuration: config)
+        self.label = "pairrm:\((directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "model")@\(Self.fingerprint(directory: directory, store: store))"
+    }
+
+    /// Pair logits ℓ(left, right) for pairs assembled by `inputBuilder`, in one packed forward pass.
+    public func logits(_ pairs: [PairInput]) -> [Float] { network.logits(pairs) }
+
+    /// FNV-1a over config.json and the checkpoint's tensor names and shapes: cheap on a 1.7 GB checkpoint,
+    /// and different when the directory holds another model.
     static func fingerprint(directory: String, store: WeightStore) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         func mix(_ bytes: some Sequence<UInt8>) { for b in bytes { hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3 } }

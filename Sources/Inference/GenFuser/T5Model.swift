@@ -1,0 +1,312 @@
+import Dispatch
+import Foundation
+
+/// A T5 v1.1 encoder-decoder (HF `T5ForConditionalGeneration` with Flan-T5's settings): shared
+/// embedding, pre-norm blocks with RMSNorm, attention without 1/√d scaling, relative position
+/// bias from block 0 of each stack, gated-GELU (tanh) FFN, no biases, untied lm_head.
+///
+/// The encoder runs over packed sequences (no padding computed). The decoder advances any set of
+/// rows one token at a time; each row keeps its own self-attention cache and reads the
+/// cross-attention keys/values of its job, computed once per job and shared by all its beams.
+public final class T5Model: Sendable {
+    struct Attention: Sendable {
+        /// q, k, v stacked [3·inner, d] (self-attention) or q alone [inner, d] with k, v stacked [2·inner, d] (cross).
+        let query: Tensor
+        let keyValue: Tensor
+        let output: Tensor
+    }
+
+    struct EncoderBlock: Sendable {
+        let attentionNorm: Tensor
+        let attention: Attention
+        let feedForwardNorm: Tensor
+        /// wi_0 and wi_1 stacked [2·ff, d]: one GEMM for both halves of the gate.
+        let feedForwardIn: Tensor
+        let feedForwardOut: Tensor
+    }
+
+    struct DecoderBlock: Sendable {
+        let selfAttentionNorm: Tensor
+        let selfAttention: Attention
+        let crossAttentionNorm: Tensor
+        let crossAttention: Attention
+        let feedForwardNorm: Tensor
+        let feedForwardIn: Tensor
+        let feedForwardOut: Tensor
+    }
+
+    public let configuration: T5Configuration
+    let shared: Tensor
+    let encoderBlocks: [EncoderBlock]
+    let encoderBias: Tensor
+    let encoderFinalNorm: Tensor
+    let decoderBlocks: [DecoderBlock]
+    let decoderBias: Tensor
+    let decoderFinalNorm: Tensor
+    let outputLayer: Tensor
+
+    public convenience init(directory: String) throws {
+        try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory))
+    }
+
+    /// Takes the tensors by their HF names; every missing, mis-shaped or unexpected tensor is reported at once.
+    public init(configuration c: T5Configuration, store: WeightStore) throws {
+        configuration = c
+        let reader = store.reader()
+        // The hub's .bin files also carry the stacks' tied copies of `shared`.
+        reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
+        let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
+        shared = try reader.take("shared.weight", [c.vocabularySize, d])
+        func selfAttention(_ p: String) throws -> Attention {
+            let q = try reader.take(p + "q.weight", [inner, d]), k = try reader.take(p + "k.weight", [inner, d])
+            let v = try reader.take(p + "v.weight", [inner, d])
+            return Attention(query: Tensor(shape: [3 * inner, d], storage: q.storage + k.storage + v.storage),
+                             keyValue: Tensor(zeros: [0, d]), output: try reader.take(p + "o.weight", [d, inner]))
+        }
+        func crossAttention(_ p: String) throws -> Attention {
+            let k = try reader.take(p + "k.weight", [inner, d]), v = try reader.take(p + "v.weight", [inner, d])
+            return Attention(query: try reader.take(p + "q.weight", [inner, d]),
+                             keyValue: Tensor(shape: [2 * inner, d], storage: k.storage + v.storage),
+                             output: try reader.take(p + "o.weight", [d, inner]))
+        }
+        func feedForward(_ p: String) throws -> (Tensor, Tensor) {
+            let gate = try reader.take(p + "wi_0.weight", [ff, d]), linear = try reader.take(p + "wi_1.weight", [ff, d])
+            return (Tensor(shape: [2 * ff, d], storage: gate.storage + linear.storage), try reader.take(p + "wo.weight", [d, ff]))
+        }
+        encoderBias = try reader.take("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", [c.relativeBuckets, c.heads])
+        encoderBlocks = try (0..<c.encoderLayers).map { l in
+            let p = "encoder.block.\(l).layer."
+            let (ffIn, ffOut) = try feedForward(p + "1.DenseReluDense.")
+            return EncoderBlock(attentionNorm: try reader.take(p + "0.layer_norm.weight", [d]),
+                                attention: try selfAttention(p + "0.SelfAttention."),
+                                feedForwardNorm: try reader.take(p + "1.layer_norm.weight", [d]),
+                                feedForwardIn: ffIn, feedForwardOut: ffOut)
+        }
+        encoderFinalNorm = try reader.take("encoder.final_layer_norm.weight", [d])
+        decoderBias = try reader.take("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", [c.relativeBuckets, c.heads])
+        decoderBlocks = try (0..<c.decoderLayers).map { l in
+            let p = "decoder.block.\(l).layer."
+            let (ffIn, ffOut) = try feedForward(p + "2.DenseReluDense.")
+            return DecoderBlock(selfAttentionNorm: try reader.take(p + "0.layer_norm.weight", [d]),
+                                selfAttention: try selfAttention(p + "0.SelfAttention."),
+                                crossAttentionNorm: try reader.take(p + "1.layer_norm.weight", [d]),
+                                crossAttention: try crossAttention(p + "1.EncDecAttention."),
+                                feedForwardNorm: try reader.take(p + "2.layer_norm.weight", [d]),
+                                feedForwardIn: ffIn, feedForwardOut: ffOut)
+        }
+        decoderFinalNorm = try reader.take("decoder.final_layer_norm.weight", [d])
+        if c.tiedEmbeddings {
+            reader.ignore { $0 == "lm_head.weight" }
+            // Tied: the decoder output is rescaled by d^−½ before `shared`; folding the factor into a copy is exact enough
+            // and keeps the step a single GEMM.
+            let scale = 1 / Float(d).squareRoot()
+            outputLayer = Tensor(shape: shared.shape, storage: shared.storage.map { $0 * scale })
+        } else {
+            outputLayer = try reader.take("lm_head.weight", [c.vocabularySize, d])
+        }
+        try reader.finish()
+    }
+
+    // MARK: Encoder
+
+    /// Final encoder states of every sequence, stacked; rows `offsets[s] ..< offsets[s] + sequences[s].count`.
+    public func encode(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
+        var offsets: [Int] = []
+        var ids: [Int] = []
+        for s in sequences {
+            offsets.append(ids.count)
+            ids += s
+        }
+        let lengths = sequences.map(\.count)
+        let eps = configuration.layerNormEps
+        var x = Kernels.gatherRows(shared, ids)
+        for block in encoderBlocks {
+            let h = Kernels.rmsNorm(x, gamma: block.attentionNorm, eps: eps)
+            let qkv = Kernels.linear(h, weight: block.attention.query, bias: nil)
+            let context = encoderAttention(qkv, offsets: offsets, lengths: lengths)
+            Kernels.addInPlace(&x, Kernels.linear(context, weight: block.attention.output, bias: nil))
+            Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
+                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
+        }
+        return (Kernels.rmsNorm(x, gamma: encoderFinalNorm, eps: eps), offsets)
+    }
+
+    /// wo(gelu_tanh(wi_0·x) ⊙ wi_1·x).
+    func feedForward(_ x: Tensor, weightIn: Tensor, weightOut: Tensor) -> Tensor {
+        let ff = configuration.feedForwardSize
+        let both = Kernels.linear(x, weight: weightIn, bias: nil)
+        var gated = Tensor(zeros: [x.rows, ff])
+        both.storage.withUnsafeBufferPointer { pb in
+            gated.storage.withUnsafeMutableBufferPointer { pg in
+                let gatedBase = pg.baseAddress!
+                NumericsThreading.forEachRow(x.rows) { r in
+                    let row = pb.baseAddress! + r * 2 * ff
+                    let out = gatedBase + r * ff
+                    for i in 0..<ff {
+                        let v = row[i]
+                        out[i] = 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v))) * row[ff + i]
+                    }
+                }
+            }
+        }
+        return Kernels.linear(gated, weight: weightOut, bias: nil)
+    }
+
+    /// Bidirectional self-attention per sequence and head: softmax(Q·Kᵀ + bias[bucket(j − i)])·V, unscaled.
+    private func encoderAttention(_ qkv: Tensor, offsets: [Int], lengths: [Int]) -> Tensor {
+        let c = configuration
+        let inner = c.innerSize, d = c.headSize, ld = 3 * inner
+        var context = Tensor(zeros: [qkv.rows, inner])
+        qkv.storage.withUnsafeBufferPointer { pqkv in
+            context.storage.withUnsafeMutableBufferPointer { pctx in
+                for (offset, length) in zip(offsets, lengths) where length > 0 {
+                    // bias[h][j − i + length − 1]
+                    let buckets = (-(length - 1)...(length - 1)).map { c.bucket($0, bidirectional: true) }
+                    var scores = [Float](repeating: 0, count: length * length)
+                    for head in 0..<c.heads {
+                        let table = buckets.map { encoderBias.storage[$0 * c.heads + head] }
+                        let q = pqkv.baseAddress! + offset * ld + head * d
+                        scores.withUnsafeMutableBufferPointer { ps in
+                            Kernels.sgemm(transposeB: true, m: length, n: length, k: d, a: q, lda: ld, b: q + inner, ldb: ld,
+                                          c: ps.baseAddress!, ldc: length)
+                            let sBase = ps.baseAddress!
+                            table.withUnsafeBufferPointer { pt in
+                                NumericsThreading.forEachRow(length) { i in
+                                    let row = sBase + i * length
+                                    for j in 0..<length { row[j] += pt[j - i + length - 1] }
+                                    SIMDMath.softmaxInPlace(row, count: length)
+                                }
+                            }
+                            Kernels.sgemm(m: length, n: d, k: length, a: UnsafePointer(sBase), lda: length, b: q + 2 * inner, ldb: ld,
+                                          c: pctx.baseAddress! + offset * inner + head * d, ldc: inner)
+                        }
+                    }
+                }
+            }
+        }
+        return context
+    }
+
+    // MARK: Decoder
+
+    /// Cross-attention keys and values of one encoded job for every decoder layer, [length, inner] each.
+    public struct EncodedSource: Sendable {
+        public let length: Int
+        let keys: [[Float]]
+        let values: [[Float]]
+    }
+
+    /// Encodes the jobs' inputs and precomputes each job's cross-attention keys and values.
+    public func encodeSources(_ sequences: [[Int]]) -> [EncodedSource] {
+        let (hidden, offsets) = encode(sequences)
+        let inner = configuration.innerSize
+        var keys = [[[Float]]](repeating: [], count: sequences.count)
+        var values = keys
+        for block in decoderBlocks {
+            let kv = Kernels.linear(hidden, weight: block.crossAttention.keyValue, bias: nil)
+            for (s, offset) in offsets.enumerated() {
+                var k = [Float](), v = [Float]()
+                k.reserveCapacity(sequences[s].count * inner)
+                v.reserveCapacity(sequences[s].count * inner)
+                for r in offset..<(offset + sequences[s].count) {
+                    k += kv.storage[(r * 2 * inner)..<(r * 2 * inner + inner)]
+                    v += kv.storage[(r * 2 * inner + inner)..<((r + 1) * 2 * inner)]
+                }
+                keys[s].append(k)
+                values[s].append(v)
+            }
+        }
+        return sequences.indices.map { EncodedSource(length: sequences[$0].count, keys: keys[$0], values: values[$0]) }
+    }
+
+    /// One decoding row (a greedy sequence or one beam): its self-attention cache per layer. Rows are values;
+    /// beams that share a parent share its cache storage until one of them appends (copy on write).
+    public struct DecoderRow: Sendable {
+        public let source: Int
+        public internal(set) var length = 0
+        var keys: [[Float]]
+        var values: [[Float]]
+
+        public init(source: Int, layers: Int) {
+            self.source = source
+            keys = Array(repeating: [], count: layers)
+            values = Array(repeating: [], count: layers)
+        }
+    }
+
+    public func makeRow(source: Int) -> DecoderRow { DecoderRow(source: source, layers: configuration.decoderLayers) }
+
+    /// Feeds one token to each row and returns next-token logits, [rows, vocabulary].
+    public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource]) -> Tensor {
+        precondition(rows.count == tokens.count, "one token per row")
+        let c = configuration, inner = c.innerSize, eps = c.layerNormEps
+        var x = Kernels.gatherRows(shared, tokens)
+        for (l, block) in decoderBlocks.enumerated() {
+            // Self-attention over the row's own past, with the causal relative bias.
+            let qkv = Kernels.linear(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps), weight: block.selfAttention.query, bias: nil)
+            for r in rows.indices {
+                let base = r * 3 * inner
+                rows[r].keys[l] += qkv.storage[(base + inner)..<(base + 2 * inner)]
+                rows[r].values[l] += qkv.storage[(base + 2 * inner)..<(base + 3 * inner)]
+            }
+            let selfContext = rowAttention(queries: qkv, queryStride: 3 * inner, rows: rows.count) { r in
+                (rows[r].keys[l], rows[r].values[l], true)
+            }
+            Kernels.addInPlace(&x, Kernels.linear(selfContext, weight: block.selfAttention.output, bias: nil))
+            // Cross-attention over the row's job's encoder states.
+            let q = Kernels.linear(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps), weight: block.crossAttention.query, bias: nil)
+            let crossContext = rowAttention(queries: q, queryStride: inner, rows: rows.count) { r in
+                (sources[rows[r].source].keys[l], sources[rows[r].source].values[l], false)
+            }
+            Kernels.addInPlace(&x, Kernels.linear(crossContext, weight: block.crossAttention.output, bias: nil))
+            Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
+                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
+        }
+        for r in rows.indices { rows[r].length += 1 }
+        return Kernels.linear(Kernels.rmsNorm(x, gamma: decoderFinalNorm, eps: eps), weight: outputLayer, bias: nil)
+    }
+
+    /// Single-query attention of each row over `memory(r)` (keys, values as [length, inner]); with `causalBias`
+    /// the query sits at the last position and the decoder's relative bias applies.
+    private func rowAttention(queries: Tensor, queryStride: Int, rows: Int,
+                              memory: (Int) -> (keys: [Float], values: [Float], causalBias: Bool)) -> Tensor {
+        let c = configuration, inner = c.innerSize, d = c.headSize, heads = c.heads
+        var context = Tensor(zeros: [rows, inner])
+        let items = (0..<rows).map(memory)
+        let bias = decoderBias
+        queries.storage.withUnsafeBufferPointer { pq in
+            context.storage.withUnsafeMutableBufferPointer { pc in
+                let out = pc.baseAddress!
+                let work = rows * heads
+                let workers = min(NumericsThreading.threads, max(1, work * (items.first?.keys.count ?? 0) / 65_536))
+                let run = { (w: Int) in
+                    for item in stride(from: w, to: work, by: workers) {
+                        let r = item / heads, head = item % heads
+                        let (keys, values, causal) = items[r]
+                        let length = keys.count / inner
+                        let q = pq.baseAddress! + r * queryStride + head * d
+                        var scores = [Float](repeating: 0, count: length)
+                        keys.withUnsafeBufferPointer { pk in
+                            for j in 0..<length { scores[j] = SIMDMath.dot(q, pk.baseAddress! + j * inner + head * d, count: d) }
+                        }
+                        if causal {
+                            for j in 0..<length {
+                                scores[j] += bias.storage[c.bucket(j - (length - 1), bidirectional: false) * heads + head]
+                            }
+                        }
+                        scores.withUnsafeMutableBufferPointer { SIMDMath.softmaxInPlace($0.baseAddress!, count: length) }
+                        let o = out + r * inner + head * d
+                        values.withUnsafeBufferPointer { pv in
+                            for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * d, into: o, count: d) }
+                        }
+                    }
+                }
+                if workers == 1 { run(0) } else {
+                    nonisolated(unsafe) let shared = run
+                    DispatchQueue.concurrentPerform(iterations: workers) { shared($0) }
+                }
+            }
+        }
+        return context
+    }
+}

@@ -1,0 +1,196 @@
+import ArgumentParser
+import Foundation
+import Inference
+
+/// PairRM's forward pass on random weights of a published shape: pairs/s, tokens/s and the
+/// fraction of the machine's sgemm rate, beside PyTorch fp32 on the same batches in the same run.
+struct BenchRankCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rank",
+        abstract: "PairRM pairs/s and tokens/s at several lengths on random weights, beside a PyTorch fp32 baseline.",
+        discussion: """
+        Builds PairRM's network with random weights of --backbone's shape (DeBERTa-v3-large by \
+        default, as llm-blender/PairRM), times batches of --pairs pairs of each length and prints \
+        the achieved GFLOP/s as a fraction of the sgemm rate measured just before. The baseline is \
+        scripts/bench/pairrm_torch.py (HF transformers' DebertaV2Model + the same head) run with \
+        python3 on the same batches; it is skipped with a message when torch is absent.
+        """
+    )
+
+    @Option(help: "Backbone whose shape the random weights take.") var backbone = "microsoft/deberta-v3-large"
+    @Option(help: "Use only this many encoder layers (quicker runs; figures stay comparable with the baseline).") var layers: Int?
+    @Option(help: "Comma-separated pair lengths in tokens.") var lengths = "256,512,1024"
+    @Option(help: "Pairs per forward batch.") var pairs = 4
+    @Option(help: "Minimum seconds timed per length (after one warm-up batch).") var seconds = 10.0
+    @Option(help: "Compute threads (0: one per core); the baseline gets the same number.") var threads = 0
+    @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/pairrm_torch.py from the working directory).", valueName: "path"))
+    var baselineScript: String?
+    @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+
+    func run() throws {
+        NumericsThreading.configure(threads: threads)
+        let cores = threads > 0 ? threads : NumericsThreading.threads
+        let lengthList = try lengths.split(separator: ",").map { part -> Int in
+            guard let n = Int(part.trimmingCharacters(in: .whitespaces)), n >= 8 else { throw ValidationError("bad length \(part)") }
+            return n
+        }
+        var config = try DebertaConfiguration.pairRM(backbone: backbone)
+        if let layers { config.layers = layers }
+        print("blendd bench rank: \(backbone) shape (hidden \(config.hiddenSize), \(config.layers) layers, \(config.heads) heads), random fp32 weights, \(cores) threads, \(pairs) pairs per batch")
+
+        let peak = sgemmRate(hidden: config.hiddenSize, inner: config.intermediateSize)
+        print(String(format: "  sgemm reference rate: %.1f GFLOP/s (a [2048×%d]·[%d×%d] product, the FFN's shape)", peak, config.hiddenSize, config.hiddenSize, config.intermediateSize))
+
+        let buildStart = Date()
+        let network = try PairRMNetwork(configuration: config, store: .inMemory(Self.randomWeights(config)))
+        print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(buildStart)))
+
+        var ours: [Int: Double] = [:]
+        for length in lengthList {
+            let batch = (0..<pairs).map { p in Self.pair(length: length, seed: UInt64(length * 131 + p)) }
+            _ = network.logits(batch)  // warm-up
+            var runs = 0
+            let start = Date()
+            repeat {
+                _ = network.logits(batch)
+                runs += 1
+            } while Date().timeIntervalSince(start) < seconds
+            let elapsed = Date().timeIntervalSince(start)
+            let pairsPerSecond = Double(runs * pairs) / elapsed
+            ours[length] = pairsPerSecond
+            let gflops = pairsPerSecond * Self.flopsPerPair(config, length: length) / 1e9
+            print(String(format: "  blendd   L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm", length, pairsPerSecond,
+                         pairsPerSecond * Double(length), gflops, 100 * gflops / peak))
+        }
+        let rss = Self.peakResidentBytes()
+        print(String(format: "  blendd   peak resident memory %.2f GB", Double(rss) / 1e9))
+
+        guard !noBaseline else { return }
+        let script = baselineScript ?? "scripts/bench/pairrm_torch.py"
+        guard FileManager.default.fileExists(atPath: script) else {
+            print("  PyTorch baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
+            return
+        }
+        var arguments = [script, "--backbone", backbone, "--lengths", lengths, "--pairs", String(pairs), "--seconds", String(seconds),
+                         "--threads", String(cores)]
+        if let layers { arguments += ["--layers", String(layers)] }
+        let (status, output, errors) = try Self.runPython(arguments)
+        guard status == 0 else {
+            print("  \(errors.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "exit status \(status)")")
+            return
+        }
+        for line in output.split(separator: "\n") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { continue }
+            if let length = object["length"] as? Int, let runs = object["runs"] as? Int, let secs = object["seconds"] as? Double {
+                let rate = Double(runs * pairs) / secs
+                let gflops = rate * Self.flopsPerPair(config, length: length) / 1e9
+                print(String(format: "  pytorch  L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm   blendd/pytorch %.2f×",
+                             length, rate, rate * Double(length), gflops, 100 * gflops / peak, (ours[length] ?? 0) / rate))
+            } else if let bytes = object["peak_rss_bytes"] as? Int {
+                print(String(format: "  pytorch  peak resident memory %.2f GB (torch %@, %d threads)   blendd/pytorch %.2f×", Double(bytes) / 1e9,
+                             object["torch"] as? String ?? "?", object["threads"] as? Int ?? 0, Double(rss) / Double(bytes)))
+            }
+        }
+    }
+
+    /// Multiply-adds ×2 of one pair: the dense layers per token, plus the attention products per head
+    /// (QKᵀ and PV over L², c2p and p2c over the reachable relative rows).
+    static func flopsPerPair(_ c: DebertaConfiguration, length: Int) -> Double {
+        let h = Double(c.hiddenSize), inner = Double(c.intermediateSize), l = Double(length)
+        let buckets = c.bucket(length - 1)
+        let width = Double(min(2 * buckets + 1, 2 * c.attentionSpan))
+        let dense = l * 2 * (4 * h * h + 2 * h * inner)
+        let attention = 2 * (2 * l * l + 2 * l * width) * h
+        return Double(c.layers) * (dense + attention)
+    }
+
+    static func pair(length: Int, seed: UInt64) -> PairInput {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        let ids = (0..<length).map { _ -> Int in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return 5 + Int((state >> 33) % 127_995)
+        }
+        return PairInput(ids: ids, sourcePosition: 1, candidate1Position: length / 3 + 1, candidate2Position: 2 * length / 3 + 1)
+    }
+
+    /// Uniform ±0.02 for matrices, LayerNorm γ = 1 and β = 0, in the hub's names.
+    static func randomWeights(_ c: DebertaConfiguration) -> [String: Tensor] {
+        var tensors: [String: Tensor] = [:]
+        var state: UInt64 = 42
+        func random(_ shape: [Int]) -> Tensor {
+            let count = shape.reduce(1, *)
+            var values = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                values[i] = (Float(state >> 40) / Float(1 << 24) - 0.5) * 0.04
+            }
+            return Tensor(shape: shape, storage: values)
+        }
+        let h = c.hiddenSize, p = PairRMNetwork.backbonePrefix
+        func norm(_ name: String) {
+            tensors[name + ".weight"] = Tensor(shape: [h], storage: [Float](repeating: 1, count: h))
+            tensors[name + ".bias"] = Tensor(zeros: [h])
+        }
+        func linear(_ name: String, _ out: Int, _ input: Int) {
+            tensors[name + ".weight"] = random([out, input])
+            tensors[name + ".bias"] = Tensor(zeros: [out])
+        }
+        tensors[p + "embeddings.word_embeddings.weight"] = random([c.vocabularySize, h])
+        norm(p + "embeddings.LayerNorm")
+        tensors[p + "encoder.rel_embeddings.weight"] = random([2 * c.attentionSpan, h])
+        norm(p + "encoder.LayerNorm")
+        for l in 0..<c.layers {
+            let q = p + "encoder.layer.\(l)."
+            for proj in ["query_proj", "key_proj", "value_proj"] { linear(q + "attention.self." + proj, h, h) }
+            linear(q + "attention.output.dense", h, h)
+            norm(q + "attention.output.LayerNorm")
+            linear(q + "intermediate.dense", c.intermediateSize, h)
+            linear(q + "output.dense", h, c.intermediateSize)
+            norm(q + "output.LayerNorm")
+        }
+        linear("head_layer.1", h, 2 * h)
+        linear("head_layer.4", c.tasks, h)
+        return tensors
+    }
+
+    func sgemmRate(hidden: Int, inner: Int) -> Double {
+        let a = Tensor(shape: [2048, hidden], storage: (0..<(2048 * hidden)).map { Float($0 % 13) * 0.01 })
+        let b = Tensor(shape: [inner, hidden], storage: (0..<(inner * hidden)).map { Float($0 % 7) * 0.01 })
+        _ = Kernels.matmul(a, b, transposeB: true)
+        var runs = 0
+        let start = Date()
+        repeat {
+            _ = Kernels.matmul(a, b, transposeB: true)
+            runs += 1
+        } while Date().timeIntervalSince(start) < 2
+        return Double(runs) * 2 * Double(2048 * hidden * inner) / Date().timeIntervalSince(start) / 1e9
+    }
+
+    static func peakResidentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb * 1024
+    }
+
+    static func runPython(_ arguments: [String]) throws -> (Int32, String, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3"] + arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Drain stderr concurrently so a chatty baseline cannot fill the pipe and stall.
+        nonisolated(unsafe) var errors = Data()
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            errors = err.fileHandleForReading.readDataToEndOfFile()
+            drained.signal()
+        }
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
+    }
+}
