@@ -47,4 +47,62 @@ final class T5ParityTests: XCTestCase {
         XCTAssertEqual(a, b)
         XCTAssertEqual(a, c)
     }
+
+    /// The reference's rows hold the decoder start, then tokens up to EOS, then fill: the tokens we compare.
+    static func generatedTokens(_ row: [Int], eos: Int) -> [Int] {
+        var tokens: [Int] = []
+        for t in row.dropFirst() {
+            tokens.append(t)
+            if t == eos { break }
+        }
+        return tokens
+    }
+
+    func testGreedyAndBeamSearchGenerateTheReferenceIdsForABatchOfMixedLengths() throws {
+        let generator = T5Generator(model: Self.model)
+        let eos = Self.model.configuration.eosId
+        for case let generation in reference.t5_generate {
+            let s = generation.settings
+            let settings = GenerationSettings(maxNewTokens: generation.max_new_tokens, minNewTokens: s.min_new_tokens ?? 0,
+                                              numBeams: s.num_beams, lengthPenalty: s.length_penalty ?? 1,
+                                              earlyStopping: s.early_stopping ?? false)
+            let results = generator.generate(batch, settings: Array(repeating: settings, count: batch.count))
+            for (r, expected) in generation.ids.enumerated() {
+                XCTAssertEqual(results[r].tokens, Self.generatedTokens(expected, eos: eos), "\(s) prompt \(r)")
+            }
+        }
+    }
+
+    func testJobsWithDifferentSettingsDecodeTogetherAsTheyWouldAlone() throws {
+        let generator = T5Generator(model: Self.model)
+        let settings = [GenerationSettings(maxNewTokens: 20, numBeams: 4), GenerationSettings(maxNewTokens: 6),
+                        GenerationSettings(maxNewTokens: 20, numBeams: 3, lengthPenalty: 0.8, earlyStopping: true),
+                        GenerationSettings(maxNewTokens: 12, doSample: true, temperature: 0.7, topP: 0.9, topK: 50, seed: 11)]
+        let together = generator.generate(batch, settings: settings)
+        for r in batch.indices {
+            XCTAssertEqual(together[r], generator.generate([batch[r]], settings: [settings[r]])[0], "prompt \(r)")
+        }
+        XCTAssertLessThanOrEqual(together[1].tokens.count, 6)
+        // Sampling reproduces with its seed and changes with another.
+        let again = generator.generate([batch[3]], settings: [settings[3]])[0]
+        XCTAssertEqual(again, together[3])
+        var other = settings[3]
+        other.seed = 12
+        let draws = (0..<4).map { seed -> [Int] in
+            other.seed = UInt64(100 + seed)
+            return generator.generate([batch[3]], settings: [other])[0].tokens
+        }
+        XCTAssertGreaterThan(Set(draws).count, 1, "different seeds draw different sequences")
+    }
+
+    func testStreamingReportsEachGreedyTokenAsItIsChosen() throws {
+        let generator = T5Generator(model: Self.model)
+        var streamed: [Int] = []
+        let result = generator.generate([batch[0]], settings: [GenerationSettings(maxNewTokens: 20)]) { job, token in
+            XCTAssertEqual(job, 0)
+            streamed.append(token)
+        }
+        XCTAssertEqual(streamed, result[0].tokens)
+        XCTAssertEqual(streamed, Self.generatedTokens(reference.t5_generate[0].ids[0], eos: Self.model.configuration.eosId))
+    }
 }

@@ -1,0 +1,253 @@
+import BlendCore
+import Foundation
+
+/// How one job decodes, with Hugging Face `generate()` semantics and defaults.
+public struct GenerationSettings: Sendable, Equatable {
+    public var maxNewTokens = 128
+    public var minNewTokens = 0
+    public var numBeams = 1
+    public var lengthPenalty = 1.0
+    public var earlyStopping = false
+    public var doSample = false
+    public var temperature = 1.0
+    public var topP = 1.0
+    /// Sampling's top-k filter; 0 = off.
+    public var topK = 0
+    public var seed: UInt64 = 0
+
+    public init(maxNewTokens: Int = 128, minNewTokens: Int = 0, numBeams: Int = 1, lengthPenalty: Double = 1.0,
+                earlyStopping: Bool = false, doSample: Bool = false, temperature: Double = 1.0, topP: Double = 1.0,
+                topK: Int = 0, seed: UInt64 = 0) {
+        self.maxNewTokens = maxNewTokens
+        self.minNewTokens = minNewTokens
+        self.numBeams = numBeams
+        self.lengthPenalty = lengthPenalty
+        self.earlyStopping = earlyStopping
+        self.doSample = doSample
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.seed = seed
+    }
+
+    /// A job's fuse options; `seed` orders sampling when the job gives none.
+    public init(options: BlendJob.FuseOptions, seed: UInt64) {
+        self.init(maxNewTokens: options.maxNewTokens, minNewTokens: options.minNewTokens, numBeams: options.numBeams,
+                  lengthPenalty: options.lengthPenalty, earlyStopping: options.earlyStopping, doSample: options.doSample,
+                  temperature: options.temperature, topP: options.topP, topK: options.sampleTopK, seed: options.seed ?? seed)
+    }
+
+    /// Why these settings cannot run, or nil.
+    public var problem: String? {
+        if maxNewTokens < 1 { return "max_new_tokens must be at least 1" }
+        if numBeams < 1 { return "num_beams must be at least 1" }
+        if doSample && numBeams > 1 { return "sampling with beams is not supported; use num_beams 1 to sample" }
+        if doSample && !(temperature > 0) { return "temperature must be positive" }
+        if doSample && !(topP > 0 && topP <= 1) { return "top_p must be in (0, 1]" }
+        return nil
+    }
+}
+
+/// A generated sequence: tokens after the decoder start, ending with EOS when the model produced it.
+public struct GeneratedSequence: Sendable, Equatable {
+    public var tokens: [Int]
+    /// The beam score (sum of log-probabilities over length^penalty) for beam search; nil otherwise.
+    public var score: Float?
+}
+
+/// Decodes many jobs together: every step feeds one token to each live row (a greedy or sampled
+/// sequence, or a beam) of every unfinished job in one decoder pass. A job leaves the batch the
+/// step it finishes; its result is what HF's batched `generate()` returns for it.
+public final class T5Generator: Sendable {
+    public let model: T5Model
+
+    public init(model: T5Model) { self.model = model }
+
+    /// `onToken(job, token)` sees each token chosen for greedy and sampled jobs as it is produced.
+    public func generate(_ prompts: [[Int]], settings: [GenerationSettings],
+                         onToken: ((Int, Int) -> Void)? = nil) -> [GeneratedSequence] {
+        precondition(prompts.count == settings.count, "one settings value per prompt")
+        for s in settings { precondition(s.problem == nil, s.problem ?? "") }
+        let sources = model.encodeSources(prompts)
+        let start = model.configuration.decoderStartId
+        var jobs: [DecodingJob] = settings.enumerated().map { index, s in
+            DecodingJob(settings: s, eos: model.configuration.eosId, rows: [model.makeRow(source: index)], feed: [start])
+        }
+        let vocabulary = model.configuration.vocabularySize
+        while true {
+            let active = jobs.indices.filter { !jobs[$0].done }
+            if active.isEmpty { break }
+            var rows: [T5Model.DecoderRow] = []
+            var tokens: [Int] = []
+            var ranges: [Range<Int>] = []
+            for j in active {
+                ranges.append(rows.count..<(rows.count + jobs[j].rows.count))
+                rows += jobs[j].rows
+                tokens += jobs[j].feed
+                jobs[j].rows = []  // rows has the only reference, so appending to the caches does not copy them
+            }
+            let logits = model.decodeStep(&rows, tokens: tokens, sources: sources)
+            for (j, range) in zip(active, ranges) {
+                jobs[j].rows = Array(rows[range])
+                let slice = logits.storage[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]
+                let chosen = jobs[j].advance(logits: Array(slice), vocabulary: vocabulary)
+                if let onToken, let chosen { onToken(j, chosen) }
+            }
+        }
+        return jobs.map(\.result)
+    }
+}
+
+/// One job's decoding state.
+struct DecodingJob {
+    let settings: GenerationSettings
+    let eos: Int
+    var rows: [T5Model.DecoderRow]
+    /// The token each row is fed next.
+    var feed: [Int]
+    var done = false
+    /// Tokens generated so far in every live row.
+    var generated = 0
+
+    // Greedy and sampling.
+    var sequence: [Int] = []
+    var random: SplitMix64
+
+    // Beam search (HF ≥ 4.50 vectorized semantics).
+    var running: [[Int]] = [[]]
+    var runningScores: [Float] = [0]
+    var finished: [(tokens: [Int], score: Float)] = []
+    var improvementPossible = true
+
+    init(settings: GenerationSettings, eos: Int, rows: [T5Model.DecoderRow], feed: [Int]) {
+        self.settings = settings
+        self.eos = eos
+        self.rows = rows
+        self.feed = feed
+        random = SplitMix64(seed: settings.seed)
+    }
+
+    var result: GeneratedSequence {
+        if settings.numBeams > 1 {
+            let best = finished.first ?? (running.first.map { ($0, runningScores[0]) } ?? ([], 0))
+            return GeneratedSequence(tokens: best.tokens, score: best.score)
+        }
+        return GeneratedSequence(tokens: sequence, score: nil)
+    }
+
+    /// Consumes the logits of this job's rows; returns the token chosen for a single-row job.
+    mutating func advance(logits: [Float], vocabulary: Int) -> Int? {
+        if settings.numBeams > 1 {
+            beamStep(logits: logits, vocabulary: vocabulary)
+            return nil
+        }
+        var scores = logits
+        if generated < settings.minNewTokens { scores[eos] = -.infinity }
+        let token = settings.doSample ? sample(&scores) : Self.argmax(scores)
+        sequence.append(token)
+        generated += 1
+        feed = [token]
+        if token == eos || generated >= settings.maxNewTokens { done = true }
+        return token
+    }
+
+    static func argmax(_ v: [Float]) -> Int {
+        var best = 0
+        for i in v.indices where v[i] > v[best] { best = i }
+        return best
+    }
+
+    /// HF's warpers in order (temperature, top-k, top-p), then a draw from the seeded generator.
+    mutating func sample(_ scores: inout [Float]) -> Int {
+        if settings.temperature != 1 { for i in scores.indices { scores[i] /= Float(settings.temperature) } }
+        var order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        if settings.topK > 0 && settings.topK < order.count { order = Array(order.prefix(settings.topK)) }
+        let maxValue = scores[order[0]]
+        var probabilities = order.map { expf(scores[$0] - maxValue) }
+        let total = probabilities.reduce(0, +)
+        for i in probabilities.indices { probabilities[i] /= total }
+        if settings.topP < 1 {
+            // Keep the smallest prefix of the sorted tokens whose mass reaches top_p (at least one token).
+            var mass: Float = 0
+            var keep = 0
+            while keep < probabilities.count {
+                mass += probabilities[keep]
+                keep += 1
+                if mass >= Float(settings.topP) { break }
+            }
+            order = Array(order.prefix(keep))
+            probabilities = Array(probabilities.prefix(keep))
+            let kept = probabilities.reduce(0, +)
+            for i in probabilities.indices { probabilities[i] /= kept }
+        }
+        let u = Float(Double(random.next() >> 11) / Double(1 << 53))
+        var cumulative: Float = 0
+        for (k, p) in probabilities.enumerated() {
+            cumulative += p
+            if u < cumulative { return order[k] }
+        }
+        return order[order.count - 1]
+    }
+
+    /// One step of beam search as transformers' `_beam_search`: the top 2·B continuations of all beams,
+    /// finished hypotheses scored with length `generated + 1` (EOS included), the best B unfinished ones
+    /// continue, and the early-stop heuristic compares the best running score against the worst kept one.
+    mutating func beamStep(logits: [Float], vocabulary: Int) {
+        let beams = settings.numBeams, keep = 2 * beams
+        let penalty = settings.lengthPenalty
+        let maxLength = settings.maxNewTokens
+        // Top 2B of log_softmax + running score over all beams, ties to the lower flat index.
+        var top: [(score: Float, beam: Int, token: Int)] = []
+        for b in runningScores.indices {
+            let row = logits[(b * vocabulary)..<((b + 1) * vocabulary)]
+            let maxValue = row.max() ?? 0
+            var total: Float = 0
+            for v in row { total += expf(v - maxValue) }
+            let logTotal = logf(total) + maxValue
+            for (t, v) in row.enumerated() {
+                var lp = v - logTotal
+                if t == eos && generated < settings.minNewTokens { lp = -.infinity }
+                let score = lp + runningScores[b]
+                if top.count == keep && !(score > top[keep - 1].score) { continue }
+                var at = top.count
+                while at > 0 && score > top[at - 1].score { at -= 1 }
+                top.insert((score, b, t), at: at)
+                if top.count > keep { top.removeLast() }
+            }
+        }
+        let lastStep = generated + 1 >= maxLength
+        let hits = top.map { $0.token == eos || lastStep }
+
+        // Finished hypotheses: only the first B continuations may finish, and not once the job cannot improve.
+        let full = settings.earlyStopping && finished.count == beams
+        if improvementPossible && !full {
+            let divisor = Float(pow(Double(generated + 1), penalty))
+            var merged = finished
+            for k in 0..<min(beams, top.count) where hits[k] {
+                merged.append((running[top[k].beam] + [top[k].token], top[k].score / divisor))
+            }
+            // Stable: earlier entries win ties, as torch.topk over [kept, new] returns them.
+            let order = merged.indices.sorted { merged[$0].score != merged[$1].score ? merged[$0].score > merged[$1].score : $0 < $1 }
+            finished = order.prefix(beams).map { merged[$0] }
+        }
+
+        // The best B continuations that did not finish go on.
+        let adjusted = top.indices.map { top[$0].score + (hits[$0] ? -1.0e9 : 0) }
+        let next = top.indices.sorted { adjusted[$0] != adjusted[$1] ? adjusted[$0] > adjusted[$1] : $0 < $1 }.prefix(beams)
+        let parents = next.map { top[$0].beam }
+        let oldRows = rows
+        rows = parents.map { oldRows[$0] }
+        running = next.map { running[top[$0].beam] + [top[$0].token] }
+        runningScores = next.map { adjusted[$0] }
+        feed = next.map { top[$0].token }
+        generated += 1
+
+        if improvementPossible {
+            let best = runningScores[0] / Float(pow(Double(generated), penalty))
+            let worst: Float = finished.count == beams ? finished.map(\.score).min()! : -1.0e9
+            improvementPossible = best > worst
+        }
+        if !improvementPossible || (settings.earlyStopping && finished.count == beams) || lastStep { done = true }
+        if done { rows = [] }
+    }
+}
