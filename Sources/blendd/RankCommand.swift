@@ -116,9 +116,12 @@ enum ModelFactory {
     }
 
     static func fuser(for config: BlendConfiguration) throws -> any CandidateFuser {
-        guard config.models.fuser.isEmpty else {
-            throw CLIError("models.fuser is set to \(config.models.fuser), but this build has no GenFuser loader yet; unset it to return the top-ranked candidate")
+        guard !config.models.fuser.isEmpty else { return TopCandidateFuser() }
+        NumericsThreading.configure(threads: config.models.threads)
+        do {
+            return try GenFuser(directory: config.models.fuser, maxJobsPerBatch: config.batching.maxJobs)
+        } catch {
+            throw CLIError("cannot load the GenFuser checkpoint in \(config.models.fuser) (models.fuser): \(error)")
         }
-        return TopCandidateFuser()
     }
 }

@@ -126,4 +126,29 @@ final class CommandLineTests: XCTestCase {
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.stderr.contains("/nonexistent/pairrm"), missing.stderr)
     }
+
+    func testFuseWithAGenFuserCheckpointAndStreaming() throws {
+        let fixtures = Self.repositoryRoot.appendingPathComponent("Tests/Fixtures")
+        let model = fixtures.appendingPathComponent("t5-tiny").path
+        let job = #"{"job_id":"f1","instruction":"Answer kindly.","input":"I love you!","candidates":[{"model":"a","text":"I love you too!"},{"model":"b","text":"I hate you!"}],"fuse":{"max_new_tokens":12}}"#
+        let greedy = try run(["fuse", "--model", model, "--beams", "1", "--json", "-"], stdin: Data(job.utf8))
+        XCTAssertEqual(greedy.status, 0, greedy.stderr)
+        let object = try JSONSerialization.jsonObject(with: Data(greedy.stdout.utf8)) as! [String: Any]
+        XCTAssertTrue((object["fuser"] as? String)?.hasPrefix("genfuser:t5-tiny@") == true, greedy.stdout)
+        XCTAssertLessThanOrEqual(object["generated_tokens"] as? Int ?? 99, 12)
+        let text = try XCTUnwrap(object["text"] as? String)
+        XCTAssertFalse(text.isEmpty)
+
+        let streamed = try run(["fuse", "--model", model, "--stream", "-"], stdin: Data(job.utf8))
+        XCTAssertEqual(streamed.status, 0, streamed.stderr)
+        XCTAssertEqual(streamed.stdout, "f1: \(text)\n", "streaming prints the greedy text as it grows")
+
+        let beams = try run(["fuse", "--model", model, "-"], stdin: Data(job.utf8))
+        XCTAssertEqual(beams.status, 0, beams.stderr)
+        XCTAssertTrue(beams.stdout.hasPrefix("f1  fuser genfuser:t5-tiny@"), beams.stdout)
+
+        let none = try run(["fuse", "-"], stdin: Data(job.utf8))
+        XCTAssertEqual(none.status, 1)
+        XCTAssertTrue(none.stderr.contains("--model"), none.stderr)
+    }
 }

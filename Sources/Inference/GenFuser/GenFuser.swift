@@ -1,0 +1,86 @@
+import BlendCore
+import Dispatch
+import Foundation
+
+/// GenFuser behind the `CandidateFuser` API: builds each job's prompt, decodes all jobs of a call
+/// together (each with its own beams and limits) and decodes the output with special tokens skipped.
+/// A job whose prompt or settings are bad fails alone.
+public final class GenFuser: CandidateFuser {
+    public let model: T5Model
+    public let tokenizer: Tokenizer
+    public let promptBuilder: FusionPromptBuilder
+    public let generator: T5Generator
+    public let label: String
+    /// Jobs decoded in one batch; more are decoded in successive batches.
+    public let maxJobsPerBatch: Int
+    private let queue = DispatchQueue(label: "blendd.genfuser")
+
+    public init(directory: String, maxJobsPerBatch: Int = 8) throws {
+        model = try T5Model(directory: directory)
+        tokenizer = try Tokenizer.load(directory: directory)
+        guard tokenizer.family == .t5 else {
+            throw CheckpointError.config(path: directory, reason: "GenFuser needs a T5 tokenizer (spiece.model), found \(tokenizer.family.rawValue)")
+        }
+        if tokenizer.count > model.configuration.vocabularySize {
+            throw CheckpointError.config(path: directory, reason: "the tokenizer has \(tokenizer.count) ids but the model only \(model.configuration.vocabularySize)")
+        }
+        promptBuilder = FusionPromptBuilder(tokenizer: tokenizer)
+        generator = T5Generator(model: model)
+        self.maxJobsPerBatch = max(1, maxJobsPerBatch)
+        let name = (directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "model"
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        let config = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("config.json")) ?? Data()
+        for b in config { hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        label = "genfuser:\(name)@\(String(format: "%08x", UInt32(truncatingIfNeeded: hash ^ (hash >> 32))))"
+    }
+
+    public func fuse(_ requests: [FuseRequest]) async -> [Result<FuseOutcome, FusionError>] {
+        await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: self.fuseNow(requests)) }
+        }
+    }
+
+    /// `fuse` on the calling thread; `onToken(request, text so far)` streams greedy jobs.
+    public func fuseNow(_ requests: [FuseRequest], onText: ((Int, String) -> Void)? = nil) -> [Result<FuseOutcome, FusionError>] {
+        var results = [Result<FuseOutcome, FusionError>?](repeating: nil, count: requests.count)
+        var ready: [(index: Int, ids: [Int], settings: GenerationSettings)] = []
+        for (i, request) in requests.enumerated() {
+            let settings = GenerationSettings(options: request.options, seed: Self.seed(of: request.jobId))
+            if let problem = settings.problem {
+                results[i] = .failure(FusionError(jobId: request.jobId, message: problem))
+                continue
+            }
+            guard !request.candidates.isEmpty else {
+                results[i] = .failure(FusionError(jobId: request.jobId, message: "no candidates were selected for fusion"))
+                continue
+            }
+            do {
+                let ids = try promptBuilder.inputIds(instruction: request.instruction, input: request.input, candidates: request.candidates)
+                ready.append((i, ids, settings))
+            } catch {
+                results[i] = .failure(FusionError(jobId: request.jobId, message: "cannot tokenize the fusion prompt: \(error)"))
+            }
+        }
+        for start in stride(from: 0, to: ready.count, by: maxJobsPerBatch) {
+            let batch = Array(ready[start..<min(start + maxJobsPerBatch, ready.count)])
+            var streamed = [[Int]](repeating: [], count: batch.count)
+            let outputs = generator.generate(batch.map(\.ids), settings: batch.map(\.settings), onToken: onText.map { callback in
+                { job, token in
+                    streamed[job].append(token)
+                    callback(batch[job].index, self.tokenizer.decode(streamed[job]))
+                }
+            })
+            for (entry, output) in zip(batch, outputs) {
+                results[entry.index] = .success(FuseOutcome(text: tokenizer.decode(output.tokens), generatedTokens: output.tokens.count))
+            }
+        }
+        return results.map { $0! }
+    }
+
+    /// A stable per-job seed for sampling when the job gives none (FNV-1a of the job id).
+    static func seed(of jobId: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in jobId.utf8 { hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return hash
+    }
+}
