@@ -89,4 +89,30 @@ final class BatchProcessorTests: XCTestCase {
         XCTAssertEqual(outcomes[0].event?.data.error, outcomes[0].error)
         XCTAssertNil(outcomes[0].fusion)
     }
+
+    func testTheFixtureCheckpointsRankAndFuseABatch() async throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+        let ranker = try PairRMRanker(directory: fixtures.appendingPathComponent("pairrm-tiny").path)
+        let fuser = try GenFuser(directory: fixtures.appendingPathComponent("t5-tiny").path)
+        let p = BatchProcessor(validator: JobValidator(), ranker: ranker, fuser: fuser, workerId: "w1")
+        let outcomes = await p.process(p.validate([
+            message(job("m-1", fuse: #"{"top_k": 2, "max_new_tokens": 8}"#), offset: 1),
+            message(job("m-2", fuse: #"{"top_k": 3, "max_new_tokens": 8, "num_beams": 1}"#), offset: 2),
+            message(job("m-3", fuse: #"{"top_k": 2, "max_new_tokens": 8, "num_beams": 2, "do_sample": true}"#), offset: 3),
+        ]), isStored: [])
+        // The contract already refuses beam sampling, so the third job is rejected before any model runs.
+        XCTAssertEqual(outcomes.map(\.status), [.completed, .completed, .rejected], outcomes.map { $0.error ?? "" }.joined(separator: "; "))
+        for ok in outcomes.prefix(2) {
+            let rank = try XCTUnwrap(ok.rank)
+            XCTAssertNotNil(rank.comparisons, "max_logits keeps the pairwise matrix")
+            let fusion = try XCTUnwrap(ok.fusion)
+            XCTAssertTrue(fusion.fuser.hasPrefix("genfuser:t5-tiny@"))
+            XCTAssertGreaterThan(fusion.generatedTokens, 0)
+            XCTAssertLessThanOrEqual(fusion.generatedTokens, 8)
+            XCTAssertEqual(fusion.sourceIndexes.map { rank.ranks[$0] }, fusion.sourceIndexes.map { rank.ranks[$0] }.sorted())
+        }
+        // Both jobs have the same candidates and source, so the same ranking, whatever their batch-mates.
+        XCTAssertEqual(outcomes[0].rank?.ranks, outcomes[1].rank?.ranks)
+        XCTAssertEqual(outcomes[2].rejection?.violations.map(\.code), [.optionOutOfRange])
+    }
 }
