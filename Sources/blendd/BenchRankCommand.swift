@@ -42,7 +42,7 @@ struct BenchRankCommand: ParsableCommand {
         print(String(format: "  sgemm reference rate: %.1f GFLOP/s (a [2048×%d]·[%d×%d] product, the FFN's shape)", peak, config.hiddenSize, config.hiddenSize, config.intermediateSize))
 
         let buildStart = Date()
-        let network = try PairRMNetwork(configuration: config, store: .inMemory(Self.randomWeights(config)))
+        let network = try PairRMNetwork(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)))
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(buildStart)))
 
         var ours: [Int: Double] = [:]
@@ -62,7 +62,7 @@ struct BenchRankCommand: ParsableCommand {
             print(String(format: "  blendd   L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm", length, pairsPerSecond,
                          pairsPerSecond * Double(length), gflops, 100 * gflops / peak))
         }
-        let rss = Self.peakResidentBytes()
+        let rss = RandomWeights.peakResidentBytes()
         print(String(format: "  blendd   peak resident memory %.2f GB", Double(rss) / 1e9))
 
         guard !noBaseline else { return }
@@ -113,31 +113,15 @@ struct BenchRankCommand: ParsableCommand {
         return PairInput(ids: ids, sourcePosition: 1, candidate1Position: length / 3 + 1, candidate2Position: 2 * length / 3 + 1)
     }
 
-    /// Uniform ±0.02 for matrices, LayerNorm γ = 1 and β = 0, in the hub's names.
-    static func randomWeights(_ c: DebertaConfiguration) -> [String: Tensor] {
-        var tensors: [String: Tensor] = [:]
-        var state: UInt64 = 42
-        func random(_ shape: [Int]) -> Tensor {
-            let count = shape.reduce(1, *)
-            var values = [Float](repeating: 0, count: count)
-            for i in 0..<count {
-                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                values[i] = (Float(state >> 40) / Float(1 << 24) - 0.5) * 0.04
-            }
-            return Tensor(shape: shape, storage: values)
-        }
+    /// The hub's tensor names and shapes; `RandomWeights` fills them (LayerNorm γ = 1, β = 0).
+    static func weightShapes(_ c: DebertaConfiguration) -> [String: [Int]] {
+        var shapes: [String: [Int]] = [:]
         let h = c.hiddenSize, p = PairRMNetwork.backbonePrefix
-        func norm(_ name: String) {
-            tensors[name + ".weight"] = Tensor(shape: [h], storage: [Float](repeating: 1, count: h))
-            tensors[name + ".bias"] = Tensor(zeros: [h])
-        }
-        func linear(_ name: String, _ out: Int, _ input: Int) {
-            tensors[name + ".weight"] = random([out, input])
-            tensors[name + ".bias"] = Tensor(zeros: [out])
-        }
-        tensors[p + "embeddings.word_embeddings.weight"] = random([c.vocabularySize, h])
+        func norm(_ name: String) { shapes[name + ".weight"] = [h]; shapes[name + ".bias"] = [h] }
+        func linear(_ name: String, _ out: Int, _ input: Int) { shapes[name + ".weight"] = [out, input]; shapes[name + ".bias"] = [out] }
+        shapes[p + "embeddings.word_embeddings.weight"] = [c.vocabularySize, h]
         norm(p + "embeddings.LayerNorm")
-        tensors[p + "encoder.rel_embeddings.weight"] = random([2 * c.attentionSpan, h])
+        shapes[p + "encoder.rel_embeddings.weight"] = [2 * c.attentionSpan, h]
         norm(p + "encoder.LayerNorm")
         for l in 0..<c.layers {
             let q = p + "encoder.layer.\(l)."
@@ -150,7 +134,7 @@ struct BenchRankCommand: ParsableCommand {
         }
         linear("head_layer.1", h, 2 * h)
         linear("head_layer.4", c.tasks, h)
-        return tensors
+        return shapes
     }
 
     func sgemmRate(hidden: Int, inner: Int) -> Double {
@@ -164,13 +148,6 @@ struct BenchRankCommand: ParsableCommand {
             runs += 1
         } while Date().timeIntervalSince(start) < 2
         return Double(runs) * 2 * Double(2048 * hidden * inner) / Date().timeIntervalSince(start) / 1e9
-    }
-
-    static func peakResidentBytes() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
-        return kb * 1024
     }
 
     static func runPython(_ arguments: [String]) throws -> (Int32, String, String) {

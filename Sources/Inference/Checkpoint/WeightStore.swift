@@ -6,14 +6,14 @@ import Foundation
 public final class WeightStore: @unchecked Sendable {
     public enum Format: String, Sendable {
         case safetensors, shardedSafetensors = "sharded safetensors", pytorch, shardedPytorch = "sharded pytorch"
-        /// Tensors built in memory (benchmarks on random weights of a real model's shape).
-        case memory = "in memory"
+        /// Tensors made on demand (benchmarks on random weights of a real model's shape).
+        case synthetic
     }
 
     private enum Source {
         case safetensors(SafetensorsFile)
         case torch(TorchCheckpoint)
-        case memory([String: Tensor])
+        case synthetic(shapes: [String: [Int]], make: @Sendable (String, [Int]) -> Tensor)
     }
 
     public let directory: String
@@ -57,9 +57,9 @@ public final class WeightStore: @unchecked Sendable {
         return WeightStore(directory: directory, format: .pytorch, files: [.torch(try TorchCheckpoint(path: file))])
     }
 
-    /// A store over tensors already in memory.
-    public static func inMemory(_ tensors: [String: Tensor]) -> WeightStore {
-        WeightStore(directory: "", format: .memory, files: [.memory(tensors)])
+    /// A store whose tensors are made when taken, so a model of several GB is never held twice.
+    public static func synthetic(shapes: [String: [Int]], make: @escaping @Sendable (String, [Int]) -> Tensor) -> WeightStore {
+        WeightStore(directory: "", format: .synthetic, files: [.synthetic(shapes: shapes, make: make)])
     }
 
     private static func shardNames(index: String) throws -> [String] {
@@ -87,8 +87,8 @@ public final class WeightStore: @unchecked Sendable {
                 for (name, entry) in f.entries { sources[name] = file; shapes[name] = entry.shape }
             case let .torch(t):
                 for (name, ref) in t.tensors { sources[name] = file; shapes[name] = ref.shape }
-            case let .memory(tensors):
-                for (name, tensor) in tensors { sources[name] = file; shapes[name] = tensor.shape }
+            case let .synthetic(all, _):
+                for (name, shape) in all { sources[name] = file; shapes[name] = shape }
             }
         }
         self.sources = sources
@@ -101,7 +101,7 @@ public final class WeightStore: @unchecked Sendable {
         case nil: return nil
         case let .safetensors(f)?: return f.tensor(name)
         case let .torch(t)?: return try t.tensor(name)
-        case let .memory(tensors)?: return tensors[name]
+        case let .synthetic(all, make)?: return make(name, all[name]!)
         }
     }
 

@@ -23,6 +23,17 @@ public struct T5Configuration: Sendable, Equatable {
 
     public var innerSize: Int { heads * headSize }
 
+    /// The published Flan-T5 shapes (`base`, `large`, `xl`), for benchmarks on random weights.
+    public static func flanT5(_ size: String) -> T5Configuration? {
+        let shapes: [String: (d: Int, ff: Int, heads: Int, layers: Int)] = [
+            "base": (768, 2048, 12, 12), "large": (1024, 2816, 16, 24), "xl": (2048, 5120, 32, 24),
+        ]
+        guard let s = shapes[size] else { return nil }
+        return T5Configuration(vocabularySize: 32128, modelSize: s.d, headSize: 64, feedForwardSize: s.ff, encoderLayers: s.layers,
+                               decoderLayers: s.layers, heads: s.heads, relativeBuckets: 32, relativeMaxDistance: 128,
+                               layerNormEps: 1e-6, gatedGELU: true, tiedEmbeddings: false, decoderStartId: 0, eosId: 1, padId: 0)
+    }
+
     public static func load(directory: String) throws -> T5Configuration {
         let path = (directory as NSString).appendingPathComponent("config.json")
         let json = try DebertaConfiguration.readObject(path)

@@ -1,0 +1,146 @@
+import ArgumentParser
+import Foundation
+import Inference
+
+/// GenFuser's encoder and decoding speed on random weights of Flan-T5 shapes, beside PyTorch fp32
+/// running the same work in the same run.
+struct BenchFuseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fuse",
+        abstract: "GenFuser encoder tokens/s, decoding tokens/s at batch 1 and 8, beam-4 time per job and peak memory, beside PyTorch.",
+        discussion: """
+        For each --shapes entry (Flan-T5 base, large, xl; gen_fuser_3b is xl) builds T5 with random fp32 \
+        weights and times: the encoder on 8 prompts of --prompt-tokens; greedy generation of exactly \
+        --new-tokens at batch 1 and 8 (decoding tokens/s excludes the encoder time measured for the same \
+        prompts); beam search with 4 beams for one job. scripts/bench/genfuser_torch.py runs the same work \
+        with transformers' T5ForConditionalGeneration in a separate process; it is skipped with a message \
+        when torch is absent. xl needs about 12 GB for each side.
+        """
+    )
+
+    @Option(help: "Comma-separated shapes: base, large, xl.") var shapes = "large"
+    @Option(help: "Tokens per prompt.") var promptTokens = 128
+    @Option(help: "Tokens generated per job (EOS is suppressed so every run decodes exactly this many).") var newTokens = 16
+    @Option(help: "Compute threads (0: one per core); the baseline gets the same number.") var threads = 0
+    @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/genfuser_torch.py from the working directory).", valueName: "path"))
+    var baselineScript: String?
+    @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+
+    func run() throws {
+        NumericsThreading.configure(threads: threads)
+        let cores = threads > 0 ? threads : NumericsThreading.threads
+        for shape in shapes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            guard let config = T5Configuration.flanT5(shape) else { throw ValidationError("unknown shape \(shape); use base, large or xl") }
+            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random fp32 weights, \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens")
+            let ours = try measureOurs(config)
+            printRow("blendd ", ours, baseline: nil)
+            guard !noBaseline else { continue }
+            let script = baselineScript ?? "scripts/bench/genfuser_torch.py"
+            guard FileManager.default.fileExists(atPath: script) else {
+                print("  PyTorch baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
+                continue
+            }
+            let (status, output, errors) = try BenchRankCommand.runPython([script, "--shape", shape, "--prompt-tokens", String(promptTokens),
+                                                                          "--new-tokens", String(newTokens), "--threads", String(cores)])
+            guard status == 0, let line = output.split(separator: "\n").last,
+                  let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                print("  \(errors.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "PyTorch baseline failed with status \(status)")")
+                continue
+            }
+            func number(_ key: String) -> Double { (object[key] as? Double) ?? Double(object[key] as? Int ?? 0) }
+            let theirs = Figures(encoder8: number("encoder_seconds_8"), encoder1: number("encoder_seconds_1"),
+                                 generate1: number("generate_seconds_1"), generate8: number("generate_seconds_8"),
+                                 beam4: number("beam4_seconds"), peakBytes: Int(number("peak_rss_bytes")))
+            printRow("pytorch", theirs, baseline: ours)
+        }
+    }
+
+    struct Figures {
+        var encoder8: Double
+        var encoder1: Double
+        var generate1: Double
+        var generate8: Double
+        var beam4: Double
+        var peakBytes: Int
+    }
+
+    private func printRow(_ name: String, _ f: Figures, baseline: Figures?) {
+        let encoder = Double(8 * promptTokens) / f.encoder8
+        let decode1 = Double(newTokens) / max(1e-9, f.generate1 - f.encoder1)
+        let decode8 = Double(8 * newTokens) / max(1e-9, f.generate8 - f.encoder8)
+        var line = String(format: "  %@  encoder %7.1f tokens/s   decode b=1 %6.2f tokens/s   b=8 %6.2f tokens/s   beam-4 job %6.2f s   peak %5.2f GB",
+                          name, encoder, decode1, decode8, f.beam4, Double(f.peakBytes) / 1e9)
+        if let b = baseline {
+            let ours = (Double(8 * promptTokens) / b.encoder8, Double(newTokens) / max(1e-9, b.generate1 - b.encoder1),
+                        Double(8 * newTokens) / max(1e-9, b.generate8 - b.encoder8))
+            line += String(format: "\n           blendd/pytorch: encoder %.2f×  decode b=1 %.2f×  b=8 %.2f×  beam-4 %.2f× faster  memory %.2f×",
+                           ours.0 / encoder, ours.1 / decode1, ours.2 / decode8, f.beam4 / b.beam4, Double(b.peakBytes) / Double(max(1, f.peakBytes)))
+        }
+        print(line)
+    }
+
+    private func measureOurs(_ config: T5Configuration) throws -> Figures {
+        let start = Date()
+        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)))
+        print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(start)))
+        var state: UInt64 = 1
+        let prompts = (0..<8).map { _ in
+            (0..<promptTokens).map { _ -> Int in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return 5 + Int((state >> 33) % 31_995)
+            }
+        }
+        let generator = T5Generator(model: model)
+        _ = generator.generate([Array(prompts[0].prefix(8))], settings: [GenerationSettings(maxNewTokens: 2)])  // warm-up
+        func timed(_ work: () -> Void) -> Double {
+            let t = Date()
+            work()
+            return Date().timeIntervalSince(t)
+        }
+        let exact = GenerationSettings(maxNewTokens: newTokens, minNewTokens: newTokens)
+        var beam = exact
+        beam.numBeams = 4
+        let encoder8 = timed { _ = model.encodeSources(prompts) }
+        let encoder1 = timed { _ = model.encodeSources([prompts[0]]) }
+        let generate1 = timed { _ = generator.generate([prompts[0]], settings: [exact]) }
+        let generate8 = timed { _ = generator.generate(prompts, settings: Array(repeating: exact, count: 8)) }
+        let beam4 = timed { _ = generator.generate([prompts[0]], settings: [beam]) }
+        return Figures(encoder8: encoder8, encoder1: encoder1, generate1: generate1, generate8: generate8, beam4: beam4,
+                       peakBytes: RandomWeights.peakResidentBytes())
+    }
+
+    /// The HF names and shapes of a T5 v1.1 checkpoint.
+    static func weightShapes(_ c: T5Configuration) -> [String: [Int]] {
+        let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
+        var shapes: [String: [Int]] = ["shared.weight": [c.vocabularySize, d], "lm_head.weight": [c.vocabularySize, d],
+                                       "encoder.final_layer_norm.weight": [d], "decoder.final_layer_norm.weight": [d]]
+        func attention(_ p: String) {
+            for m in ["q", "k", "v"] { shapes[p + m + ".weight"] = [inner, d] }
+            shapes[p + "o.weight"] = [d, inner]
+        }
+        func feedForward(_ p: String) {
+            shapes[p + "wi_0.weight"] = [ff, d]
+            shapes[p + "wi_1.weight"] = [ff, d]
+            shapes[p + "wo.weight"] = [d, ff]
+        }
+        for stack in ["encoder", "decoder"] {
+            shapes["\(stack).block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = [c.relativeBuckets, c.heads]
+            let layers = stack == "encoder" ? c.encoderLayers : c.decoderLayers
+            for l in 0..<layers {
+                let p = "\(stack).block.\(l).layer."
+                attention(p + "0.SelfAttention.")
+                shapes[p + "0.layer_norm.weight"] = [d]
+                if stack == "encoder" {
+                    feedForward(p + "1.DenseReluDense.")
+                    shapes[p + "1.layer_norm.weight"] = [d]
+                } else {
+                    attention(p + "1.EncDecAttention.")
+                    shapes[p + "1.layer_norm.weight"] = [d]
+                    feedForward(p + "2.DenseReluDense.")
+                    shapes[p + "2.layer_norm.weight"] = [d]
+                }
+            }
+        }
+        return shapes
+    }
+}

@@ -1,0 +1,31 @@
+import Inference
+
+/// Random weights for benchmarks on a published model's shape: matrices uniform in ±0.02 (seeded per
+/// tensor name, so runs repeat), normalization weights 1 and biases 0, made only when the model takes them.
+enum RandomWeights {
+    static func store(shapes: [String: [Int]]) -> WeightStore {
+        .synthetic(shapes: shapes) { name, shape in
+            let count = shape.reduce(1, *)
+            if name.hasSuffix(".bias") { return Tensor(zeros: shape) }
+            if name.contains("LayerNorm") || name.contains("layer_norm") {
+                return Tensor(shape: shape, storage: [Float](repeating: 1, count: count))
+            }
+            var state: UInt64 = 0xcbf2_9ce4_8422_2325
+            for b in name.utf8 { state = (state ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+            var values = [Float](repeating: 0, count: count)
+            for i in 0..<count {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                values[i] = (Float(state >> 40) / Float(1 << 24) - 0.5) * 0.04
+            }
+            return Tensor(shape: shape, storage: values)
+        }
+    }
+
+    /// Peak resident memory of this process so far (VmHWM), in bytes.
+    static func peakResidentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        return kb * 1024
+    }
+}
