@@ -42,7 +42,10 @@ let package = Package(
             "CRdKafka", "BlendCore",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "Inference", dependencies: ["COpenBLAS", "CSentencePiece", "BlendCore"]),
+        // Optimized in debug builds too: the kernels' SIMD code is ~100× slower unoptimized, which would make
+        // the model parity tests (and `swift run` in debug) crawl.
+        .target(name: "Inference", dependencies: ["COpenBLAS", "CSentencePiece", "BlendCore"],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(name: "Worker", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference",
             .product(name: "Metrics", package: "swift-metrics"),

@@ -193,4 +193,28 @@ final class NumericsKernelTests: XCTestCase {
         Kernels.addInPlace(&sum, addend)
         XCTAssertEqual(sum.storage, expected)
     }
+
+    func testVectorExpTanhErfAgainstLibm() {
+        var worstExp: Float = 0, worstTanh: Float = 0, worstErf: Float = 0
+        var x: Float = -87
+        while x < 88 {
+            let lanes = VectorMath.V((0..<8).map { x + Float($0) * 0.0137 })
+            let e = VectorMath.exp(lanes), t = VectorMath.tanh(lanes * 0.1), r = VectorMath.erf(lanes * 0.05)
+            for k in 0..<8 {
+                let v = lanes[k]
+                worstExp = max(worstExp, abs(e[k] - expf(v)) / expf(v))
+                worstTanh = max(worstTanh, abs(t[k] - tanhf(v * 0.1)))
+                worstErf = max(worstErf, abs(r[k] - erff(v * 0.05)))
+            }
+            x += 0.0917
+        }
+        XCTAssertLessThanOrEqual(worstExp, 4e-7, "exp relative error")
+        XCTAssertLessThanOrEqual(worstTanh, 3e-7, "tanh absolute error")
+        XCTAssertLessThanOrEqual(worstErf, 5e-7, "erf absolute error")
+        let special = VectorMath.exp(VectorMath.V(-.infinity, -100, -87.3, 0, 1, -1, 88, 0.5))
+        XCTAssertEqual(special[0], 0)
+        XCTAssertEqual(special[1], 0)
+        XCTAssertEqual(special[3], 1)
+        XCTAssertEqual(special[4], expf(1), accuracy: 1e-6)
+    }
 }

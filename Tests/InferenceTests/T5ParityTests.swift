@@ -80,7 +80,10 @@ final class T5ParityTests: XCTestCase {
                         GenerationSettings(maxNewTokens: 12, doSample: true, temperature: 0.7, topP: 0.9, topK: 50, seed: 11)]
         let together = generator.generate(batch, settings: settings)
         for r in batch.indices {
-            XCTAssertEqual(together[r], generator.generate([batch[r]], settings: [settings[r]])[0], "prompt \(r)")
+            // Tokens identical; beam scores equal up to GEMM rounding, which depends on the batch's row count.
+            let alone = generator.generate([batch[r]], settings: [settings[r]])[0]
+            XCTAssertEqual(together[r].tokens, alone.tokens, "prompt \(r)")
+            XCTAssertEqual(together[r].score ?? 0, alone.score ?? 0, accuracy: 1e-5, "prompt \(r)")
         }
         XCTAssertLessThanOrEqual(together[1].tokens.count, 6)
         // Sampling reproduces with its seed and changes with another.

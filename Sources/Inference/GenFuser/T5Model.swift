@@ -142,10 +142,9 @@ public final class T5Model: Sendable {
                 NumericsThreading.forEachRow(x.rows) { r in
                     let row = pb.baseAddress! + r * 2 * ff
                     let out = gatedBase + r * ff
-                    for i in 0..<ff {
-                        let v = row[i]
-                        out[i] = 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v))) * row[ff + i]
-                    }
+                    out.update(from: row, count: ff)
+                    VectorMath.apply(out, count: ff, VectorMath.geluTanh)
+                    for i in 0..<ff { out[i] *= row[ff + i] }
                 }
             }
         }

@@ -109,20 +109,7 @@ public enum Kernels {
             NumericsThreading.forEachRow(x.rows) { r in
                 let row = UnsafeMutableBufferPointer(rebasing: py[(r * n)..<((r + 1) * n)])
                 if let mask { for i in 0..<n { row[i] += mask[i] } }
-                var maxValue = -Float.infinity
-                for v in row where v > maxValue { maxValue = v }
-                guard maxValue > -Float.infinity else {
-                    for i in 0..<n { row[i] = 0 }
-                    return
-                }
-                var total: Float = 0
-                for i in 0..<n {
-                    let e = expf(row[i] - maxValue)
-                    row[i] = e
-                    total += e
-                }
-                let inv = 1 / total
-                for i in 0..<n { row[i] *= inv }
+                SIMDMath.softmaxInPlace(row.baseAddress!, count: n)
             }
         }
         return y
@@ -130,15 +117,25 @@ public enum Kernels {
 
     /// GELU with the exact erf form (DeBERTa's `gelu`).
     public static func geluErf(_ x: Tensor) -> Tensor {
-        map(x) { v in 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+        mapVector(x, VectorMath.geluErf)
     }
 
     /// GELU with the tanh approximation (T5's `gelu_new`).
     public static func geluTanh(_ x: Tensor) -> Tensor {
-        map(x) { v in 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v))) }
+        mapVector(x, VectorMath.geluTanh)
     }
 
-    public static func tanh(_ x: Tensor) -> Tensor { map(x) { tanhf($0) } }
+    public static func tanh(_ x: Tensor) -> Tensor { mapVector(x, VectorMath.tanh) }
+
+    static func mapVector(_ x: Tensor, _ f: @escaping (VectorMath.V) -> VectorMath.V) -> Tensor {
+        var y = x
+        let n = x.columns
+        y.storage.withUnsafeMutableBufferPointer { py in
+            let base = py.baseAddress!
+            NumericsThreading.forEachRow(x.rows) { r in VectorMath.apply(base + r * n, count: n, f) }
+        }
+        return y
+    }
 
     /// Rows of `table` selected by `ids`: embedding lookup and gather.
     public static func gatherRows(_ table: Tensor, _ ids: [Int]) -> Tensor {
@@ -231,13 +228,8 @@ enum SIMDMath {
             for j in 0..<count { row[j] = 0 }
             return
         }
-        var total: Float = 0
-        for j in 0..<count {
-            let e = expf(row[j] - maxValue)
-            row[j] = e
-            total += e
-        }
-        let inverse = 1 / total
-        for j in 0..<count { row[j] *= inverse }
+        VectorMath.apply(row, count: count) { VectorMath.exp($0 - maxValue) }
+        let inverse = 1 / sum(UnsafeBufferPointer(start: row, count: count))
+        VectorMath.apply(row, count: count) { $0 * inverse }
     }
 }

@@ -136,21 +136,11 @@ public final class DebertaEncoder: Sendable {
                                                 NumericsThreading.forEachRow(length) { i in
                                                     let row = sBase + i * length
                                                     let crow = cBase + i * width
-                                                    var maxValue = -Float.infinity
                                                     for j in 0..<length {
                                                         let delta = pt[i - j + length - 1] - lo
-                                                        let value = (row[j] + crow[delta] + pBase[j * width + delta]) * scale
-                                                        row[j] = value
-                                                        if value > maxValue { maxValue = value }
+                                                        row[j] = (row[j] + crow[delta] + pBase[j * width + delta]) * scale
                                                     }
-                                                    var total: Float = 0
-                                                    for j in 0..<length {
-                                                        let e = expf(row[j] - maxValue)
-                                                        row[j] = e
-                                                        total += e
-                                                    }
-                                                    let inverse = 1 / total
-                                                    for j in 0..<length { row[j] *= inverse }
+                                                    SIMDMath.softmaxInPlace(row, count: length)
                                                 }
                                             }
                                             Kernels.sgemm(m: length, n: d, k: length, a: UnsafePointer(sBase), lda: length, b: v, ldb: ld,
