@@ -152,34 +152,40 @@ public final class T5Model: Sendable {
     }
 
     /// Bidirectional self-attention per sequence and head: softmax(Q·Kᵀ + bias[bucket(j − i)])·V, unscaled.
+    /// Each (sequence, head) is one task on one core; tasks run in parallel.
     private func encoderAttention(_ qkv: Tensor, offsets: [Int], lengths: [Int]) -> Tensor {
         let c = configuration
         let inner = c.innerSize, d = c.headSize, ld = 3 * inner
         var context = Tensor(zeros: [qkv.rows, inner])
+        // bias[s][head][j − i + length − 1]
+        let biases = lengths.map { length in
+            (0..<c.heads).map { head in
+                (-(max(length, 1) - 1)...(max(length, 1) - 1)).map { encoderBias.storage[c.bucket($0, bidirectional: true) * c.heads + head] }
+            }
+        }
+        let order = lengths.indices.sorted { lengths[$0] > lengths[$1] }
+        let items = order.flatMap { s in (0..<c.heads).map { (s, $0) } }
         qkv.storage.withUnsafeBufferPointer { pqkv in
             context.storage.withUnsafeMutableBufferPointer { pctx in
-                for (offset, length) in zip(offsets, lengths) where length > 0 {
-                    // bias[h][j − i + length − 1]
-                    let buckets = (-(length - 1)...(length - 1)).map { c.bucket($0, bidirectional: true) }
-                    var scores = [Float](repeating: 0, count: length * length)
-                    for head in 0..<c.heads {
-                        let table = buckets.map { encoderBias.storage[$0 * c.heads + head] }
-                        let q = pqkv.baseAddress! + offset * ld + head * d
-                        scores.withUnsafeMutableBufferPointer { ps in
-                            Kernels.sgemm(transposeB: true, m: length, n: length, k: d, a: q, lda: ld, b: q + inner, ldb: ld,
-                                          c: ps.baseAddress!, ldc: length)
-                            let sBase = ps.baseAddress!
-                            table.withUnsafeBufferPointer { pt in
-                                NumericsThreading.forEachRow(length) { i in
-                                    let row = sBase + i * length
-                                    for j in 0..<length { row[j] += pt[j - i + length - 1] }
-                                    SIMDMath.softmaxInPlace(row, count: length)
-                                }
-                            }
-                            Kernels.sgemm(m: length, n: d, k: length, a: UnsafePointer(sBase), lda: length, b: q + 2 * inner, ldb: ld,
-                                          c: pctx.baseAddress! + offset * inner + head * d, ldc: inner)
+                let ctxBase = pctx.baseAddress!
+                NumericsThreading.forEachItem(items.count) { item in
+                    let (s, head) = items[item]
+                    let offset = offsets[s], length = lengths[s]
+                    guard length > 0 else { return }
+                    let scores = UnsafeMutablePointer<Float>.allocate(capacity: length * length)
+                    defer { scores.deallocate() }
+                    let q = pqkv.baseAddress! + offset * ld + head * d
+                    Kernels.sgemmSerial(transposeB: true, m: length, n: length, k: d, a: q, lda: ld, b: q + inner, ldb: ld,
+                                        c: scores, ldc: length)
+                    biases[s][head].withUnsafeBufferPointer { pt in
+                        for i in 0..<length {
+                            let row = scores + i * length, bias = pt.baseAddress! + length - 1 - i
+                            for j in 0..<length { row[j] += bias[j] }
+                            SIMDMath.softmaxInPlace(row, count: length)
                         }
                     }
+                    Kernels.sgemmSerial(m: length, n: d, k: length, a: scores, lda: length, b: q + 2 * inner, ldb: ld,
+                                        c: ctxBase + offset * inner + head * d, ldc: inner)
                 }
             }
         }
@@ -278,7 +284,7 @@ public final class T5Model: Sendable {
                 let out = pc.baseAddress!
                 let work = rows * heads
                 let workers = min(NumericsThreading.threads, max(1, work * (items.first?.keys.count ?? 0) / 65_536))
-                let run = { (w: Int) in
+                NumericsThreading.parallel(workers) { w in
                     for item in stride(from: w, to: work, by: workers) {
                         let r = item / heads, head = item % heads
                         let (keys, values, causal) = items[r]
@@ -299,10 +305,6 @@ public final class T5Model: Sendable {
                             for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * d, into: o, count: d) }
                         }
                     }
-                }
-                if workers == 1 { run(0) } else {
-                    nonisolated(unsafe) let shared = run
-                    DispatchQueue.concurrentPerform(iterations: workers) { shared($0) }
                 }
             }
         }

@@ -2,14 +2,61 @@ import COpenBLAS
 
 extension Kernels {
     /// C = alpha · op(A) · op(B) + beta · C on raw row-major memory with explicit leading dimensions, so
-    /// per-head slices of a [rows, hidden] activation are multiplied in place without copying.
+    /// per-head slices of a [rows, hidden] activation are multiplied in place without copying. Runs on the
+    /// calling thread; callers that are already parallel (attention heads) use this one.
     @inline(__always)
+    static func sgemmSerial(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                            a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                            beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// `sgemmSerial` split over the compute workers: by rows of C when there are enough of them, else by
+    /// columns (decoder steps multiply a few rows by large weights). Each part is an independent product,
+    /// so the result does not depend on the split beyond the GEMM's own rounding.
     static func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
                       a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                       beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         guard m > 0, n > 0, k > 0 else { return }
-        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        let threads = NumericsThreading.threads
+        let work = m * n * k
+        guard threads > 1, work >= 1 << 18 else {
+            sgemmSerial(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        if m == 1 && transposeB && !transposeA && alpha == 1 && beta == 0 {
+            // One row times a [n, k] weight (a decoder step at batch 1): a matrix-vector product, memory-bound,
+            // split into row blocks of the weight.
+            let parts = min(threads, max(1, n / 64))
+            NumericsThreading.parallel(parts) { w in
+                let start = n * w / parts, end = n * (w + 1) / parts
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(end - start), Int32(k), 1, b + start * ldb, Int32(ldb),
+                            a, 1, 0, c + start, 1)
+            }
+            return
+        }
+        if m >= 32 * threads {
+            NumericsThreading.parallel(threads) { w in
+                let start = m * w / threads, end = m * (w + 1) / threads
+                sgemmSerial(transposeA: transposeA, transposeB: transposeB, m: end - start, n: n, k: k, alpha: alpha,
+                            a: transposeA ? a + start : a + start * lda, lda: lda, b: b, ldb: ldb, beta: beta,
+                            c: c + start * ldc, ldc: ldc)
+            }
+        } else {
+            // Column blocks of 16 keep each part's panel aligned for the kernel.
+            let blocks = (n + 15) / 16
+            let parts = min(threads, blocks)
+            NumericsThreading.parallel(parts) { w in
+                let start = min(n, blocks * w / parts * 16), end = min(n, blocks * (w + 1) / parts * 16)
+                guard end > start else { return }
+                sgemmSerial(transposeA: transposeA, transposeB: transposeB, m: m, n: end - start, k: k, alpha: alpha,
+                            a: a, lda: lda, b: transposeB ? b + start * ldb : b + start, ldb: ldb, beta: beta,
+                            c: c + start, ldc: ldc)
+            }
+        }
     }
 
     /// [batch, m, k] · [batch, k, n] (or with either operand transposed in its last two dimensions).

@@ -15,9 +15,8 @@ public enum Kernels {
         a.storage.withUnsafeBufferPointer { pa in
             b.storage.withUnsafeBufferPointer { pb in
                 c.storage.withUnsafeMutableBufferPointer { pc in
-                    cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                                Int32(m), Int32(n), Int32(k), 1, pa.baseAddress, Int32(a.shape[1]),
-                                pb.baseAddress, Int32(b.shape[1]), 0, pc.baseAddress, Int32(n))
+                    sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: pa.baseAddress!, lda: a.shape[1],
+                          b: pb.baseAddress!, ldb: b.shape[1], c: pc.baseAddress!, ldc: n)
                 }
             }
         }

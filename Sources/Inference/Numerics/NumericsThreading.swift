@@ -1,36 +1,62 @@
 import COpenBLAS
 import Dispatch
 import Foundation
+import Synchronization
 
-/// How compute is split over cores. Our row-wise kernels run rows in parallel with
-/// `concurrentPerform`; OpenBLAS runs its own threads inside each GEMM. The two never run at
-/// the same time (a forward pass alternates GEMMs and row kernels on one task), so both may
-/// use every core: OpenBLAS is given `threads` and so is our pool. Small jobs stay on the
-/// calling thread, since waking workers costs more than a few thousand floats of work.
+/// How compute is split over cores: by us, never by OpenBLAS. OpenBLAS runs single-threaded in
+/// whichever thread calls it, and we split every GEMM (by rows of C, or by columns when there are
+/// few rows) and every row kernel over `threads` workers with `concurrentPerform`. With two thread
+/// pools, OpenBLAS's workers spin between GEMMs while ours run the row kernels and attention, and
+/// on a small machine they steal each other's cores (measured: ~7% of the time in sched_yield and
+/// a slower encoder). One pool also lets attention run heads in parallel, each head's small GEMMs
+/// on one core, which is faster than splitting a 128×128 product over threads.
 public enum NumericsThreading {
     /// Rows of work below which a kernel does not fan out.
     static let minimumRowsPerThread = 8
 
-    public static var threads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
+    private static let configured = Atomic<Int>(0)
+    private static let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
 
-    /// Sets OpenBLAS's thread count (0 = one per core); called once at start-up.
+    /// Workers for compute; one per core unless `configure` chose otherwise.
+    public static var threads: Int {
+        _ = blasSingleThreaded
+        let n = configured.load(ordering: .relaxed)
+        return n > 0 ? n : max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Sets the number of compute workers (0 = one per core); called once at start-up.
     public static func configure(threads requested: Int) {
-        openblas_set_num_threads(Int32(requested > 0 ? requested : threads))
+        _ = blasSingleThreaded
+        configured.store(max(0, requested), ordering: .relaxed)
+    }
+
+    /// Runs `body(worker)` for `workers` workers in parallel (inline when there is one).
+    static func parallel(_ workers: Int, _ body: (Int) -> Void) {
+        guard workers > 1 else {
+            body(0)
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            // Workers touch disjoint data only, so sharing the (non-Sendable) closure is race-free.
+            nonisolated(unsafe) let perWorker = body
+            DispatchQueue.concurrentPerform(iterations: workers) { perWorker($0) }
+        }
     }
 
     static func forEachRow(_ rows: Int, _ body: (Int) -> Void) {
         let workers = min(threads, rows / minimumRowsPerThread)
-        guard workers > 1 else {
-            for r in 0..<rows { body(r) }
-            return
+        parallel(max(1, workers)) { w in
+            let count = max(1, workers)
+            let start = rows * w / count, end = rows * (w + 1) / count
+            for r in start..<end { body(r) }
         }
-        withoutActuallyEscaping(body) { body in
-            // Each worker touches its own rows only, so sharing the (non-Sendable) closure is race-free.
-            nonisolated(unsafe) let perRow = body
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let start = rows * w / workers, end = rows * (w + 1) / workers
-                for r in start..<end { perRow(r) }
-            }
+    }
+
+    /// `body(item)` for items 0..<count, strided over the workers (items of similar cost).
+    static func forEachItem(_ count: Int, _ body: (Int) -> Void) {
+        let workers = min(threads, count)
+        parallel(max(1, workers)) { w in
+            for item in stride(from: w, to: count, by: max(1, workers)) { body(item) }
         }
     }
 }

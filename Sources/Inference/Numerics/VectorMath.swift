@@ -6,7 +6,8 @@ enum VectorMath {
     typealias V = SIMD8<Float>
 
     static func exp(_ input: V) -> V {
-        let x = input.clamped(lowerBound: V(repeating: -87.3), upperBound: V(repeating: 88.37))
+        var x = input.replacing(with: -87.3, where: input .< -87.3)
+        x.replace(with: 88.37, where: x .> 88.37)
         let n = (x * 1.442_695_04 + 0.5).rounded(.down)
         let r = x - n * 0.693_359_375 + n * 2.121_944_4e-4
         var p = V(repeating: 1.987_569_15e-4)
@@ -16,8 +17,11 @@ enum VectorMath {
         p = p * r + 0.166_666_655
         p = p * r + 0.500_000_01
         let y = p * (r * r) + r + 1
-        let exponent = (SIMD8<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-        let scale = unsafeBitCast(exponent, to: V.self)
+        // 2ⁿ from the bits: adding 1.5·2²³ puts the integer n in the low mantissa bits (|n| ≤ 127), which
+        // avoids the generic (unvectorized) Float→Int32 conversion.
+        let magic = V(repeating: 12_582_912)
+        let integer = unsafeBitCast(n + magic, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
+        let scale = unsafeBitCast((integer &+ 127) &<< 23, to: V.self)
         // Below −87.3 the true value underflows; masked positions (−∞) must give exactly 0.
         return (y * scale).replacing(with: 0, where: input .< -87.3)
     }

@@ -102,53 +102,51 @@ public final class DebertaEncoder: Sendable {
 
     /// Disentangled self-attention of every sequence and head:
     /// score(i, j) = [Qᵢ·Kⱼ + Qᵢ·PK[δ(i,j)] + Kⱼ·PQ[δ(i,j)]] / √(3d), δ(i,j) = clamp(bucket(i−j) + span, 0, 2·span−1).
-    /// The c2p and p2c products are computed only for the δ a sequence of this length can reach.
+    /// The c2p and p2c products are computed only for the δ a sequence of this length can reach. Each
+    /// (sequence, head) is one task on one core; tasks run in parallel.
     private func attention(_ qkv: Tensor, layer: Layer, offsets: [Int], lengths: [Int]) -> Tensor {
         let c = configuration
         let h = c.hiddenSize, d = c.headSize, ld = 3 * h
         let scale = 1 / (Float(d * 3)).squareRoot()
         var context = Tensor(zeros: [qkv.rows, h])
+        let tables = lengths.map { deltaTable(length: $0) }
+        // Longest sequences first, so the strided split over workers stays balanced.
+        let order = lengths.indices.sorted { lengths[$0] > lengths[$1] }
+        let items = order.flatMap { s in (0..<c.heads).map { (s, $0) } }
         qkv.storage.withUnsafeBufferPointer { pqkv in
             layer.positionKeys.storage.withUnsafeBufferPointer { ppk in
                 layer.positionQueries.storage.withUnsafeBufferPointer { ppq in
                     context.storage.withUnsafeMutableBufferPointer { pctx in
-                        for (offset, length) in zip(offsets, lengths) where length > 0 {
-                            let table = deltaTable(length: length)
+                        let ctxBase = pctx.baseAddress!
+                        NumericsThreading.forEachItem(items.count) { item in
+                            let (s, head) = items[item]
+                            let offset = offsets[s], length = lengths[s], table = tables[s]
+                            guard length > 0 else { return }
                             let lo = table.first!, width = table.last! - lo + 1
-                            var scores = [Float](repeating: 0, count: length * length)
-                            var c2p = [Float](repeating: 0, count: length * width)
-                            var p2c = [Float](repeating: 0, count: length * width)
-                            for head in 0..<c.heads {
-                                let q = pqkv.baseAddress! + offset * ld + head * d
-                                let k = q + h, v = q + 2 * h
-                                scores.withUnsafeMutableBufferPointer { ps in
-                                    c2p.withUnsafeMutableBufferPointer { pc in
-                                        p2c.withUnsafeMutableBufferPointer { pp in
-                                            Kernels.sgemm(transposeB: true, m: length, n: length, k: d, a: q, lda: ld, b: k, ldb: ld,
-                                                          c: ps.baseAddress!, ldc: length)
-                                            Kernels.sgemm(transposeB: true, m: length, n: width, k: d, a: q, lda: ld,
-                                                          b: ppk.baseAddress! + lo * h + head * d, ldb: h, c: pc.baseAddress!, ldc: width)
-                                            Kernels.sgemm(transposeB: true, m: length, n: width, k: d, a: k, lda: ld,
-                                                          b: ppq.baseAddress! + lo * h + head * d, ldb: h, c: pp.baseAddress!, ldc: width)
-                                            let cBase = UnsafePointer(pc.baseAddress!), pBase = UnsafePointer(pp.baseAddress!)
-                                            let sBase = ps.baseAddress!
-                                            table.withUnsafeBufferPointer { pt in
-                                                NumericsThreading.forEachRow(length) { i in
-                                                    let row = sBase + i * length
-                                                    let crow = cBase + i * width
-                                                    for j in 0..<length {
-                                                        let delta = pt[i - j + length - 1] - lo
-                                                        row[j] = (row[j] + crow[delta] + pBase[j * width + delta]) * scale
-                                                    }
-                                                    SIMDMath.softmaxInPlace(row, count: length)
-                                                }
-                                            }
-                                            Kernels.sgemm(m: length, n: d, k: length, a: UnsafePointer(sBase), lda: length, b: v, ldb: ld,
-                                                          c: pctx.baseAddress! + offset * h + head * d, ldc: h)
-                                        }
+                            let scores = UnsafeMutablePointer<Float>.allocate(capacity: length * length + 2 * length * width)
+                            defer { scores.deallocate() }
+                            let c2p = scores + length * length, p2c = c2p + length * width
+                            let q = pqkv.baseAddress! + offset * ld + head * d
+                            let k = q + h, v = q + 2 * h
+                            Kernels.sgemmSerial(transposeB: true, m: length, n: length, k: d, a: q, lda: ld, b: k, ldb: ld, c: scores, ldc: length)
+                            Kernels.sgemmSerial(transposeB: true, m: length, n: width, k: d, a: q, lda: ld,
+                                                b: ppk.baseAddress! + lo * h + head * d, ldb: h, c: c2p, ldc: width)
+                            Kernels.sgemmSerial(transposeB: true, m: length, n: width, k: d, a: k, lda: ld,
+                                                b: ppq.baseAddress! + lo * h + head * d, ldb: h, c: p2c, ldc: width)
+                            table.withUnsafeBufferPointer { pt in
+                                for i in 0..<length {
+                                    let row = scores + i * length, crow = c2p + i * width
+                                    // δ(i, j) for j = 0..<length runs down the table from i + length − 1.
+                                    let deltas = pt.baseAddress! + i + length - 1
+                                    for j in 0..<length {
+                                        let delta = deltas[-j] - lo
+                                        row[j] = (row[j] + crow[delta] + p2c[j * width + delta]) * scale
                                     }
+                                    SIMDMath.softmaxInPlace(row, count: length)
                                 }
                             }
+                            Kernels.sgemmSerial(m: length, n: d, k: length, a: scores, lda: length, b: v, ldb: ld,
+                                                c: ctxBase + offset * h + head * d, ldc: h)
                         }
                     }
                 }
