@@ -37,6 +37,8 @@ struct WorkerMetrics: Sendable {
 
     func consumerLag(_ messages: Int64) { Gauge(label: MetricNames.consumerLag, factory: factory).record(messages) }
 
+    func paddingAvoided(_ share: Double) { Gauge(label: MetricNames.paddingWaste, factory: factory).record(share) }
+
     func rankedPairs(_ pairs: Int) {
         Counter(label: MetricNames.rankedPairs, factory: factory).increment(by: pairs)
     }

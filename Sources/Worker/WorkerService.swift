@@ -145,7 +145,12 @@ public final class WorkerService: @unchecked Sendable {
             try await store.existingJobIds(validated.jobIds)
         }
         let outcomes = await processor.process(validated, isStored: stored)
-        instruments.rankedPairs(outcomes.reduce(0) { $0 + ($1.rank?.comparisons.map { $0.count * ($0.count - 1) } ?? 0) })
+        // Pairs compared: the full matrix, or the model passes of a bubble tournament.
+        instruments.rankedPairs(outcomes.reduce(0) { total, outcome in
+            guard let rank = outcome.rank else { return total }
+            return total + max(rank.forwardPasses, rank.comparisons.map { $0.count * ($0.count - 1) } ?? 0)
+        })
+        if let padding = processor.ranker.lastPaddingAvoided { instruments.paddingAvoided(padding) }
         let storeStart = Date()
         try await storeDurably(outcomes)
         let storeSeconds = Date().timeIntervalSince(storeStart)

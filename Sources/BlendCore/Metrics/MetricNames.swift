@@ -27,7 +27,7 @@ public enum MetricNames {
         r.describe(jobs, .counter, help: "Jobs finished, by outcome status (completed, failed, rejected).")
         r.describe(stageDuration, .histogram, help: "Time per pipeline stage (queue, rank, fuse, store) per batch.", buckets: stageBuckets)
         r.describe(batchJobs, .histogram, help: "Jobs per micro-batch.", buckets: batchBuckets)
-        r.describe(paddingWaste, .gauge, help: "Share of padded positions in the last ranking batch (0 = none).")
+        r.describe(paddingWaste, .gauge, help: "Share of positions padding would have cost in the last ranking batch; blendd packs sequences and computes none of them.")
         r.describe(outboxPending, .gauge, help: "Completion events stored but not yet published.")
         r.describe(eventsPublished, .counter, help: "Outbox entries published, by topic.")
         r.describe(consumerLag, .gauge, help: "Messages behind the high watermark on this worker's partitions.")

@@ -1,5 +1,6 @@
 import BlendCore
 import Dispatch
+import Synchronization
 
 /// What one scheduling run did: how many pairs went through how many forward batches, and how many
 /// positions padding to each batch's longest pair would have cost (the packed encoder computes none).
@@ -27,6 +28,9 @@ public final class PairRMRanker: CandidateRanker {
     public var label: String { model.label }
     /// Model work runs here, off Swift's cooperative pool, so a long forward pass never starves other tasks.
     private let queue = DispatchQueue(label: "blendd.pairrm")
+    private let lastReport = Mutex(PairScheduleReport())
+
+    public var lastPaddingAvoided: Double? { lastReport.withLock { $0.paddingAvoided } }
 
     /// The default budget keeps a batch's activations of PairRM-large near 0.5 GB.
     public init(model: PairRMModel, planner: TokenBudgetPlanner = TokenBudgetPlanner(maxSequences: 64, maxTokens: 8192)) {
@@ -70,7 +74,11 @@ public final class PairRMRanker: CandidateRanker {
     // MARK: CandidateRanker
 
     public func rank(_ requests: [RankRequest]) async -> [Result<RankOutcome, RankingError>] {
-        await offQueue { self.rankNow(requests).results }
+        await offQueue {
+            let (results, report) = self.rankNow(requests)
+            self.lastReport.withLock { $0 = report }
+            return results
+        }
     }
 
     /// `rank` without leaving the calling thread, with the scheduling report.

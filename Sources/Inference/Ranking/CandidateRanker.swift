@@ -70,4 +70,11 @@ public protocol CandidateRanker: Sendable {
     var label: String { get }
     /// One result per request, in order.
     func rank(_ requests: [RankRequest]) async -> [Result<RankOutcome, RankingError>]
+    /// For model rankers: the share of positions padding would have cost in the last call's forward
+    /// batches (blendd packs sequences, so it computes none); nil for rankers without a model.
+    var lastPaddingAvoided: Double? { get }
+}
+
+extension CandidateRanker {
+    public var lastPaddingAvoided: Double? { nil }
 }

@@ -86,7 +86,7 @@ public struct BatchProcessor: Sendable {
                 outcome.error = error.description
             case .success(let ranked):
                 outcome.rank = RankedJob(ranks: ranked.ranks, scores: ranked.scores, comparisons: ranked.comparisons,
-                                         ranker: ranker.label)
+                                         ranker: ranker.label, forwardPasses: ranked.forwardPasses)
                 if let options = item.job.fuse {
                     let top = RankAggregation.topK(ranks: ranked.ranks, k: min(options.topK, item.job.candidates.count))
                     outcome.fusion = EventData.Fusion(text: "", fuser: fuser.label, topK: top.count, sourceIndexes: top, generatedTokens: 0)

@@ -70,4 +70,6 @@ public struct RankedJob: Sendable, Equatable {
     public var scores: [Float]
     public var comparisons: ComparisonMatrix?
     public var ranker: String
+    /// Model forward passes spent on the job (0 for the weight-free ranker).
+    public var forwardPasses: Int = 0
 }
