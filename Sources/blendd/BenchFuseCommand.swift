@@ -9,12 +9,13 @@ struct BenchFuseCommand: ParsableCommand {
         commandName: "fuse",
         abstract: "GenFuser encoder tokens/s, decoding tokens/s at batch 1 and 8, beam-4 time per job and peak memory, beside PyTorch.",
         discussion: """
-        For each --shapes entry (Flan-T5 base, large, xl; gen_fuser_3b is xl) builds T5 with random fp32 \
-        weights and times: the encoder on 8 prompts of --prompt-tokens; greedy generation of exactly \
+        For each --shapes entry (Flan-T5 base, large, xl; gen_fuser_3b is xl) builds T5 with random weights \
+        (bf16 values, held as bf16 and computed in fp32 as blendd runs gen_fuser_3b; --fp32 for fp32 values) \
+        and times: the encoder on 8 prompts of --prompt-tokens; greedy generation of exactly \
         --new-tokens at batch 1 and 8 (decoding tokens/s excludes the encoder time measured for the same \
         prompts); beam search with 4 beams for one job. scripts/bench/genfuser_torch.py runs the same work \
         with transformers' T5ForConditionalGeneration in a separate process; it is skipped with a message \
-        when torch is absent. xl needs about 12 GB for each side.
+        when torch is absent; it runs fp32. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch.
         """
     )
 
@@ -24,6 +25,8 @@ struct BenchFuseCommand: ParsableCommand {
     @Option(help: "Compute threads (0: one per core); the baseline gets the same number.") var threads = 0
     @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/genfuser_torch.py from the working directory).", valueName: "path"))
     var baselineScript: String?
+    @Flag(help: "Random weights not representable in bf16, so blendd holds them in fp32 (default: bf16 values, as gen_fuser_3b is published).")
+    var fp32 = false
     @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
 
     func run() throws {
@@ -31,7 +34,7 @@ struct BenchFuseCommand: ParsableCommand {
         let cores = threads > 0 ? threads : NumericsThreading.threads
         for shape in shapes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             guard let config = T5Configuration.flanT5(shape) else { throw ValidationError("unknown shape \(shape); use base, large or xl") }
-            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random fp32 weights, \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens")
+            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights (held as \(fp32 ? "fp32" : "bf16"), computed in fp32), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens")
             let ours = try measureOurs(config)
             printRow("blendd ", ours, baseline: nil)
             guard !noBaseline else { continue }
@@ -83,7 +86,7 @@ struct BenchFuseCommand: ParsableCommand {
 
     private func measureOurs(_ config: T5Configuration) throws -> Figures {
         let start = Date()
-        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)))
+        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config), bfloat16: !fp32))
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(start)))
         var state: UInt64 = 1
         let prompts = (0..<8).map { _ in

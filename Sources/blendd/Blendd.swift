@@ -29,7 +29,8 @@ struct Blendd: AsyncParsableCommand {
     /// Exit statuses are part of the interface: 0 ok, 1 failure, 2 usage. ArgumentParser's
     /// default for usage errors is 64, and its error text may span lines; both are normalised here.
     static func main() async {
-        OpenBLASCoreType.selectBeforeStart()
+        CPUFeatures.requireInferenceSupport()
+        CPUFeatures.selectOpenBLASCoreType()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -217,4 +217,19 @@ final class NumericsKernelTests: XCTestCase {
         XCTAssertEqual(special[3], 1)
         XCTAssertEqual(special[4], expf(1), accuracy: 1e-6)
     }
+
+    func testBF16WeightMatrixMultipliesLikeItsFloat32Copy() {
+        // Values rounded to bf16, as a bf16 checkpoint gives them.
+        let w = Tensor(shape: [300, 96], storage: random([300, 96], seed: 51).storage.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) })
+        let matrix = WeightMatrix(w, compress: true)
+        guard case .bf16 = matrix else { return XCTFail("a bf16-representable tensor is stored as bf16") }
+        XCTAssertEqual(matrix.bytes, w.count * 2)
+        for rows in [1, 3, 16, 17, 63, 64, 130] {  // the direct, panel and widen-once paths
+            let x = random([rows, 96], seed: UInt64(60 + rows))
+            assertClose(matrix.linear(x).storage, Kernels.linear(x, weight: w, bias: nil).storage, tolerance: 1e-5, "\(rows) rows")
+        }
+        XCTAssertEqual(matrix.gatherRows([5, 299, 0]), Kernels.gatherRows(w, [5, 299, 0]))
+        // Anything that bf16 cannot hold exactly stays float32.
+        guard case .f32 = WeightMatrix(random([4, 4], seed: 52), compress: true) else { return XCTFail("lossy compression") }
+    }
 }

@@ -46,6 +46,12 @@ final class T5ParityTests: XCTestCase {
         let a = Self.model.encode(prompt).hidden, b = bin.encode(prompt).hidden, c = sharded.encode(prompt).hidden
         XCTAssertEqual(a, b)
         XCTAssertEqual(a, c)
+        // The fixture's weights are bf16 values, so they are kept as bf16: half the bytes of float32.
+        XCTAssertEqual(bin.weightBytes, Self.model.weightBytes)
+        let parameters = try WeightStore.open(directory: ReferenceFixtures.path("t5-tiny")).names
+            .filter { !$0.contains("norm") && !$0.contains("relative_attention_bias") }
+            .reduce(0) { $0 + (try WeightStore.open(directory: ReferenceFixtures.path("t5-tiny")).shape(of: $1)!.reduce(1, *)) }
+        XCTAssertEqual(Self.model.weightBytes, parameters * 2)
     }
 
     /// The reference's rows hold the decoder start, then tokens up to EOS, then fill: the tokens we compare.

@@ -11,9 +11,9 @@ import Foundation
 public final class T5Model: Sendable {
     struct Attention: Sendable {
         /// q, k, v stacked [3·inner, d] (self-attention) or q alone [inner, d] with k, v stacked [2·inner, d] (cross).
-        let query: Tensor
-        let keyValue: Tensor
-        let output: Tensor
+        let query: WeightMatrix
+        let keyValue: WeightMatrix?
+        let output: WeightMatrix
     }
 
     struct EncoderBlock: Sendable {
@@ -21,8 +21,8 @@ public final class T5Model: Sendable {
         let attention: Attention
         let feedForwardNorm: Tensor
         /// wi_0 and wi_1 stacked [2·ff, d]: one GEMM for both halves of the gate.
-        let feedForwardIn: Tensor
-        let feedForwardOut: Tensor
+        let feedForwardIn: WeightMatrix
+        let feedForwardOut: WeightMatrix
     }
 
     struct DecoderBlock: Sendable {
@@ -31,19 +31,21 @@ public final class T5Model: Sendable {
         let crossAttentionNorm: Tensor
         let crossAttention: Attention
         let feedForwardNorm: Tensor
-        let feedForwardIn: Tensor
-        let feedForwardOut: Tensor
+        let feedForwardIn: WeightMatrix
+        let feedForwardOut: WeightMatrix
     }
 
     public let configuration: T5Configuration
-    let shared: Tensor
+    let shared: WeightMatrix
     let encoderBlocks: [EncoderBlock]
     let encoderBias: Tensor
     let encoderFinalNorm: Tensor
     let decoderBlocks: [DecoderBlock]
     let decoderBias: Tensor
     let decoderFinalNorm: Tensor
-    let outputLayer: Tensor
+    let outputLayer: WeightMatrix
+    /// Bytes the weights occupy in memory (bf16 checkpoints stay bf16; see `WeightMatrix`).
+    public let weightBytes: Int
 
     public convenience init(directory: String) throws {
         try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory))
@@ -56,22 +58,24 @@ public final class T5Model: Sendable {
         // The hub's .bin files also carry the stacks' tied copies of `shared`.
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
         let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
-        shared = try reader.take("shared.weight", [c.vocabularySize, d])
+        func matrix(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, compress: true) }
+        let sharedTensor = try reader.take("shared.weight", [c.vocabularySize, d])
+        shared = matrix(sharedTensor)
         func selfAttention(_ p: String) throws -> Attention {
             let q = try reader.take(p + "q.weight", [inner, d]), k = try reader.take(p + "k.weight", [inner, d])
             let v = try reader.take(p + "v.weight", [inner, d])
-            return Attention(query: Tensor(shape: [3 * inner, d], storage: q.storage + k.storage + v.storage),
-                             keyValue: Tensor(zeros: [0, d]), output: try reader.take(p + "o.weight", [d, inner]))
+            return Attention(query: matrix(Tensor(shape: [3 * inner, d], storage: q.storage + k.storage + v.storage)),
+                             keyValue: nil, output: matrix(try reader.take(p + "o.weight", [d, inner])))
         }
         func crossAttention(_ p: String) throws -> Attention {
             let k = try reader.take(p + "k.weight", [inner, d]), v = try reader.take(p + "v.weight", [inner, d])
-            return Attention(query: try reader.take(p + "q.weight", [inner, d]),
-                             keyValue: Tensor(shape: [2 * inner, d], storage: k.storage + v.storage),
-                             output: try reader.take(p + "o.weight", [d, inner]))
+            return Attention(query: matrix(try reader.take(p + "q.weight", [inner, d])),
+                             keyValue: matrix(Tensor(shape: [2 * inner, d], storage: k.storage + v.storage)),
+                             output: matrix(try reader.take(p + "o.weight", [d, inner])))
         }
-        func feedForward(_ p: String) throws -> (Tensor, Tensor) {
+        func feedForward(_ p: String) throws -> (WeightMatrix, WeightMatrix) {
             let gate = try reader.take(p + "wi_0.weight", [ff, d]), linear = try reader.take(p + "wi_1.weight", [ff, d])
-            return (Tensor(shape: [2 * ff, d], storage: gate.storage + linear.storage), try reader.take(p + "wo.weight", [d, ff]))
+            return (matrix(Tensor(shape: [2 * ff, d], storage: gate.storage + linear.storage)), matrix(try reader.take(p + "wo.weight", [d, ff])))
         }
         encoderBias = try reader.take("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", [c.relativeBuckets, c.heads])
         encoderBlocks = try (0..<c.encoderLayers).map { l in
@@ -100,11 +104,15 @@ public final class T5Model: Sendable {
             // Tied: the decoder output is rescaled by d^−½ before `shared`; folding the factor into a copy is exact enough
             // and keeps the step a single GEMM.
             let scale = 1 / Float(d).squareRoot()
-            outputLayer = Tensor(shape: shared.shape, storage: shared.storage.map { $0 * scale })
+            outputLayer = matrix(Tensor(shape: sharedTensor.shape, storage: sharedTensor.storage.map { $0 * scale }))
         } else {
-            outputLayer = try reader.take("lm_head.weight", [c.vocabularySize, d])
+            outputLayer = matrix(try reader.take("lm_head.weight", [c.vocabularySize, d]))
         }
         try reader.finish()
+        let attentionBytes = { (a: Attention) in a.query.bytes + (a.keyValue?.bytes ?? 0) + a.output.bytes }
+        weightBytes = shared.bytes + outputLayer.bytes
+            + encoderBlocks.reduce(0) { $0 + attentionBytes($1.attention) + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes }
+            + decoderBlocks.reduce(0) { $0 + attentionBytes($1.selfAttention) + attentionBytes($1.crossAttention) + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes }
     }
 
     // MARK: Encoder
@@ -119,12 +127,12 @@ public final class T5Model: Sendable {
         }
         let lengths = sequences.map(\.count)
         let eps = configuration.layerNormEps
-        var x = Kernels.gatherRows(shared, ids)
+        var x = shared.gatherRows(ids)
         for block in encoderBlocks {
             let h = Kernels.rmsNorm(x, gamma: block.attentionNorm, eps: eps)
-            let qkv = Kernels.linear(h, weight: block.attention.query, bias: nil)
+            let qkv = block.attention.query.linear(h)
             let context = encoderAttention(qkv, offsets: offsets, lengths: lengths)
-            Kernels.addInPlace(&x, Kernels.linear(context, weight: block.attention.output, bias: nil))
+            Kernels.addInPlace(&x, block.attention.output.linear(context))
             Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
                                                weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
         }
@@ -132,9 +140,9 @@ public final class T5Model: Sendable {
     }
 
     /// wo(gelu_tanh(wi_0·x) ⊙ wi_1·x).
-    func feedForward(_ x: Tensor, weightIn: Tensor, weightOut: Tensor) -> Tensor {
+    func feedForward(_ x: Tensor, weightIn: WeightMatrix, weightOut: WeightMatrix) -> Tensor {
         let ff = configuration.feedForwardSize
-        let both = Kernels.linear(x, weight: weightIn, bias: nil)
+        let both = weightIn.linear(x)
         var gated = Tensor(zeros: [x.rows, ff])
         both.storage.withUnsafeBufferPointer { pb in
             gated.storage.withUnsafeMutableBufferPointer { pg in
@@ -148,7 +156,7 @@ public final class T5Model: Sendable {
                 }
             }
         }
-        return Kernels.linear(gated, weight: weightOut, bias: nil)
+        return weightOut.linear(gated)
     }
 
     /// Bidirectional self-attention per sequence and head: softmax(Q·Kᵀ + bias[bucket(j − i)])·V, unscaled.
@@ -208,7 +216,7 @@ public final class T5Model: Sendable {
         var keys = [[[Float]]](repeating: [], count: sequences.count)
         var values = keys
         for block in decoderBlocks {
-            let kv = Kernels.linear(hidden, weight: block.crossAttention.keyValue, bias: nil)
+            let kv = block.crossAttention.keyValue!.linear(hidden)
             for (s, offset) in offsets.enumerated() {
                 var k = [Float](), v = [Float]()
                 k.reserveCapacity(sequences[s].count * inner)
@@ -245,10 +253,10 @@ public final class T5Model: Sendable {
     public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource]) -> Tensor {
         precondition(rows.count == tokens.count, "one token per row")
         let c = configuration, inner = c.innerSize, eps = c.layerNormEps
-        var x = Kernels.gatherRows(shared, tokens)
+        var x = shared.gatherRows(tokens)
         for (l, block) in decoderBlocks.enumerated() {
             // Self-attention over the row's own past, with the causal relative bias.
-            let qkv = Kernels.linear(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps), weight: block.selfAttention.query, bias: nil)
+            let qkv = block.selfAttention.query.linear(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
             for r in rows.indices {
                 let base = r * 3 * inner
                 rows[r].keys[l] += qkv.storage[(base + inner)..<(base + 2 * inner)]
@@ -257,18 +265,18 @@ public final class T5Model: Sendable {
             let selfContext = rowAttention(queries: qkv, queryStride: 3 * inner, rows: rows.count) { r in
                 (rows[r].keys[l], rows[r].values[l], true)
             }
-            Kernels.addInPlace(&x, Kernels.linear(selfContext, weight: block.selfAttention.output, bias: nil))
+            Kernels.addInPlace(&x, block.selfAttention.output.linear(selfContext))
             // Cross-attention over the row's job's encoder states.
-            let q = Kernels.linear(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps), weight: block.crossAttention.query, bias: nil)
+            let q = block.crossAttention.query.linear(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps))
             let crossContext = rowAttention(queries: q, queryStride: inner, rows: rows.count) { r in
                 (sources[rows[r].source].keys[l], sources[rows[r].source].values[l], false)
             }
-            Kernels.addInPlace(&x, Kernels.linear(crossContext, weight: block.crossAttention.output, bias: nil))
+            Kernels.addInPlace(&x, block.crossAttention.output.linear(crossContext))
             Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
                                                weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
         }
         for r in rows.indices { rows[r].length += 1 }
-        return Kernels.linear(Kernels.rmsNorm(x, gamma: decoderFinalNorm, eps: eps), weight: outputLayer, bias: nil)
+        return outputLayer.linear(Kernels.rmsNorm(x, gamma: decoderFinalNorm, eps: eps))
     }
 
     /// Single-query attention of each row over `memory(r)` (keys, values as [length, inner]); with `causalBias`

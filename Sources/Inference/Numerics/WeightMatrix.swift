@@ -1,0 +1,151 @@
+/// A weight matrix [out, in] in PyTorch's Linear layout, stored as float32 or, when every value is
+/// exactly a bfloat16 (a checkpoint published in bf16, such as gen_fuser_3b), as bfloat16: half the
+/// memory and half the bytes read per decoder step, with results identical to the float32 copy
+/// because the conversion is exact and the arithmetic stays float32.
+///
+/// bf16 storage is interleaved in groups of 16 values so that widening needs no lane shuffles: the
+/// 32-bit word j of a group holds value j in its high half and value j + 8 in its low half, so
+/// `word & 0xFFFF0000` gives values 0…7 and `word << 16` values 8…15 as float32 bit patterns.
+/// Rows are a multiple of 16 long in every T5/DeBERTa shape; other widths are refused to f32.
+public enum WeightMatrix: Sendable {
+    case f32(Tensor)
+    case bf16(rows: Int, columns: Int, bits: [UInt16])
+
+    /// Rows up to which the multiply reads bf16 weights directly (a decoder step's rows).
+    static let directRows = 16
+
+    /// `compress`: store as bfloat16 if no value would change.
+    public init(_ tensor: Tensor, compress: Bool) {
+        precondition(tensor.rank == 2, "a weight matrix is 2-D, got \(tensor.shape)")
+        guard compress, tensor.shape[1] % 16 == 0, tensor.storage.allSatisfy({ $0.bitPattern & 0xFFFF == 0 }) else {
+            self = .f32(tensor)
+            return
+        }
+        var bits = [UInt16](repeating: 0, count: tensor.count)
+        for group in stride(from: 0, to: tensor.count, by: 16) {
+            for j in 0..<8 {
+                bits[group + 2 * j] = UInt16(tensor.storage[group + j + 8].bitPattern >> 16)
+                bits[group + 2 * j + 1] = UInt16(tensor.storage[group + j].bitPattern >> 16)
+            }
+        }
+        self = .bf16(rows: tensor.shape[0], columns: tensor.shape[1], bits: bits)
+    }
+
+    /// Sixteen values of an interleaved group as two float32 vectors (values 0…7, values 8…15).
+    @inline(__always)
+    static func group(_ p: UnsafePointer<UInt16>) -> (SIMD8<Float>, SIMD8<Float>) {
+        let words = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt32>.self)
+        return (unsafeBitCast(words & 0xFFFF_0000, to: SIMD8<Float>.self), unsafeBitCast(words &<< 16, to: SIMD8<Float>.self))
+    }
+
+    public var shape: [Int] {
+        switch self {
+        case .f32(let t): t.shape
+        case let .bf16(rows, columns, _): [rows, columns]
+        }
+    }
+
+    public var bytes: Int {
+        switch self {
+        case .f32(let t): t.count * 4
+        case .bf16(_, _, let bits): bits.count * 2
+        }
+    }
+
+    /// Rows `start..<end` as float32 into `out` (row-major, `columns` wide).
+    static func widen(_ bits: UnsafeBufferPointer<UInt16>, from start: Int, to end: Int, columns: Int, into out: UnsafeMutablePointer<Float>) {
+        let count = (end - start) * columns
+        let source = bits.baseAddress! + start * columns
+        for g in stride(from: 0, to: count, by: 16) {
+            let (low, high) = group(source + g)
+            UnsafeMutableRawPointer(out + g).storeBytes(of: low, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(out + g + 8).storeBytes(of: high, as: SIMD8<Float>.self)
+        }
+    }
+
+    /// y[r, start..<end] = x[r] · W[start..<end]ᵀ for up to `directRows` rows, reading each weight once and
+    /// widening it in registers.
+    static func multiplyDirect(_ bits: UnsafeBufferPointer<UInt16>, columns k: Int, rows start: Int, _ end: Int,
+                               x: UnsafePointer<Float>, xRows m: Int, y: UnsafeMutablePointer<Float>, yStride: Int) {
+        for n in start..<end {
+            let w = bits.baseAddress! + n * k
+            // Row by row: the weight row comes from memory once and from L1 after that; the sums stay in registers.
+            for r in 0..<m {
+                let xr = x + r * k
+                var sum0 = SIMD8<Float>(), sum1 = SIMD8<Float>()
+                for g in stride(from: 0, to: k, by: 16) {
+                    let (low, high) = group(w + g)
+                    sum0 += low * UnsafeRawPointer(xr + g).loadUnaligned(as: SIMD8<Float>.self)
+                    sum1 += high * UnsafeRawPointer(xr + g + 8).loadUnaligned(as: SIMD8<Float>.self)
+                }
+                y[r * yStride + n] = (sum0 + sum1).sum()
+            }
+        }
+    }
+
+    /// Rows selected by `ids` as float32: embedding lookup.
+    public func gatherRows(_ ids: [Int]) -> Tensor {
+        switch self {
+        case .f32(let t): return Kernels.gatherRows(t, ids)
+        case let .bf16(rows, columns, bits):
+            var out = Tensor(zeros: [ids.count, columns])
+            bits.withUnsafeBufferPointer { pb in
+                out.storage.withUnsafeMutableBufferPointer { po in
+                    for (i, id) in ids.enumerated() {
+                        precondition(id >= 0 && id < rows, "row \(id) is outside a table of \(rows) rows")
+                        Self.widen(pb, from: id, to: id + 1, columns: columns, into: po.baseAddress! + i * columns)
+                    }
+                }
+            }
+            return out
+        }
+    }
+
+    /// x · Wᵀ over the last dimension of `x` (no bias).
+    public func linear(_ x: Tensor) -> Tensor {
+        switch self {
+        case .f32(let w):
+            return Kernels.linear(x, weight: w, bias: nil)
+        case let .bf16(n, k, bits):
+            precondition(x.columns == k, "linear: input \(x.shape) does not fit weight [\(n), \(k)]")
+            let m = x.rows
+            var y = Tensor(zeros: [m, n])
+            bits.withUnsafeBufferPointer { pb in
+                x.storage.withUnsafeBufferPointer { px in
+                    y.storage.withUnsafeMutableBufferPointer { py in
+                        let xBase = px.baseAddress!, yBase = py.baseAddress!
+                        if m >= 64 {
+                            // Many rows (an encoder pass): widen once, one parallel GEMM; the copy is transient.
+                            let wide = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+                            defer { wide.deallocate() }
+                            NumericsThreading.forEachItem(NumericsThreading.threads) { w in
+                                let parts = NumericsThreading.threads
+                                Self.widen(pb, from: n * w / parts, to: n * (w + 1) / parts, columns: k, into: wide + n * w / parts * k)
+                            }
+                            Kernels.sgemm(transposeB: true, m: m, n: n, k: k, a: xBase, lda: k, b: wide, ldb: k, c: yBase, ldc: n)
+                        } else if m <= Self.directRows {
+                            // A decoder step: memory-bound, so read the two-byte weights once and widen them in registers.
+                            let blocks = (n + 63) / 64
+                            NumericsThreading.forEachItem(blocks) { b in
+                                Self.multiplyDirect(pb, columns: k, rows: b * 64, min(n, b * 64 + 64), x: xBase, xRows: m, y: yBase, yStride: n)
+                            }
+                        } else {
+                            // A few dozen rows: widen a panel of weight rows that stays in cache, multiply, move on.
+                            let panel = max(16, min(256, (131_072 / k) / 16 * 16))
+                            let panels = (n + panel - 1) / panel
+                            NumericsThreading.forEachItem(panels) { p in
+                                let start = p * panel, end = min(n, start + panel)
+                                let wide = UnsafeMutablePointer<Float>.allocate(capacity: (end - start) * k)
+                                defer { wide.deallocate() }
+                                Self.widen(pb, from: start, to: end, columns: k, into: wide)
+                                Kernels.sgemmSerial(transposeB: true, m: m, n: end - start, k: k, a: xBase, lda: k, b: wide, ldb: k,
+                                                    c: yBase + start, ldc: n)
+                            }
+                        }
+                    }
+                }
+            }
+            return y.reshaped(Array(x.shape.dropLast()) + [n])
+        }
+    }
+}
