@@ -142,4 +142,41 @@ final class WorkerPipelineTests: XCTestCase {
         XCTAssertEqual(workers, 0)
         await conn.close()
     }
+
+    func testTheFixtureCheckpointsRunInTheWorkerEndToEnd() async throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+        let ranker = try PairRMRanker(directory: fixtures.appendingPathComponent("pairrm-tiny").path)
+        let fuser = try GenFuser(directory: fixtures.appendingPathComponent("t5-tiny").path)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        let jobs = (0..<6).map { i in
+            #"{"job_id":"m-\#(i)","instruction":"Which is right? \#(i)","candidates":[{"model":"a","text":"The answer is \#(i)."},{"model":"b","text":"I think \#(i)."},{"model":"c","text":"Bananas."}],"rank":{"mode":"\#(i % 2 == 0 ? "max_logits" : "bubble")"},"fuse":{"top_k":2,"max_new_tokens":6}}"#
+        }
+        for r in try await producer.send(jobs.enumerated().map { ProducerMessage(topic: "blend.jobs", key: "m-\($0.offset)", value: Array($0.element.utf8)) }) {
+            _ = try r.get()
+        }
+        let service = try WorkerService(config: config(), ranker: ranker, fuser: fuser)
+        let running = Task { try await service.run() }
+        let events = try await eventsById(expected: 6, within: 60)
+        await service.stop()
+        try await running.value
+
+        XCTAssertEqual(Set(events.keys), Set((0..<6).map { "m-\($0)/completed" }))
+        let data = try XCTUnwrap(events["m-0/completed"]?["data"] as? [String: Any])
+        let fused = try XCTUnwrap(data["fused"] as? [String: Any])
+        XCTAssertTrue((fused["fuser"] as? String)?.hasPrefix("genfuser:t5-tiny@") == true, "\(fused)")
+        let conn = try await PostgresConnection.connect(db.url)
+        let rows = try await conn.query("SELECT job_id, ranker, fuser FROM jobs ORDER BY job_id")
+        XCTAssertEqual(rows.count, 6)
+        for row in rows {
+            XCTAssertTrue(try row.decode("ranker", as: String.self).hasPrefix("pairrm:pairrm-tiny@"))
+            XCTAssertTrue(try row.decode("fuser", as: String.self).hasPrefix("genfuser:t5-tiny@"))
+        }
+        // max_logits jobs store their full matrix: 3 candidates, 6 ordered pairs each.
+        let pairs = try await conn.query("SELECT count(*) AS n FROM comparisons")[0].decode("n", as: Int.self)
+        XCTAssertEqual(pairs, 3 * 6)
+        await conn.close()
+        XCTAssertEqual(service.metrics.value(MetricNames.rankedPairs), 3 * 6 + 3 * 4, "matrix pairs plus 2(N−1) bubble passes")
+        let padding = try XCTUnwrap(service.metrics.value(MetricNames.paddingWaste), "the model ranker reports the padding it avoided")
+        XCTAssertTrue(padding >= 0 && padding < 1, "\(padding)")
+    }
 }
