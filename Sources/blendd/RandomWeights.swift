@@ -1,3 +1,4 @@
+import BlendCore
 import Inference
 
 /// Random weights for benchmarks on a published model's shape: matrices uniform in ±0.02 (seeded per
@@ -11,8 +12,7 @@ enum RandomWeights {
             if name.contains("LayerNorm") || name.contains("layer_norm") {
                 return Tensor(shape: shape, storage: [Float](repeating: 1, count: count))
             }
-            var state: UInt64 = 0xcbf2_9ce4_8422_2325
-            for b in name.utf8 { state = (state ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+            var state = FNV1a.hash(name.utf8)
             var values = [Float](repeating: 0, count: count)
             for i in 0..<count {
                 state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407

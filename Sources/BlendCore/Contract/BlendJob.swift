@@ -61,10 +61,7 @@ public struct BlendJob: Sendable, Equatable, Codable {
     /// The bubble order seed: the job's own, or one derived from its id (FNV-1a) so that a
     /// redelivered job is ranked the same way.
     public var effectiveSeed: UInt64 {
-        if let seed = rank.seed { return seed }
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in jobId.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        return h
+        rank.seed ?? FNV1a.hash(jobId.utf8)
     }
 
     enum CodingKeys: String, CodingKey {

@@ -1,3 +1,4 @@
+import BlendCore
 import Foundation
 
 /// The tensors of a Hugging Face model directory, from whichever file layout it was published in:
@@ -55,6 +56,19 @@ public final class WeightStore: @unchecked Sendable {
             return WeightStore(directory: directory, format: .safetensors, files: [.safetensors(try SafetensorsFile(path: file))])
         }
         return WeightStore(directory: directory, format: .pytorch, files: [.torch(try TorchCheckpoint(path: file))])
+    }
+
+    /// `<directory name>@<fingerprint>`, the fingerprint an FNV-1a of config.json and the tensor names and shapes:
+    /// cheap on a multi-GB checkpoint, and different when the directory holds another model.
+    public static func label(directory: String, store: WeightStore) -> String {
+        var hash = FNV1a()
+        hash.combine(FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("config.json")) ?? Data())
+        for name in store.names {
+            hash.combine(name.utf8)
+            hash.combine(String(describing: store.shape(of: name) ?? []).utf8)
+        }
+        let name = (directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "model"
+        return "\(name)@\(hash.shortHex)"
     }
 
     /// A store whose tensors are made when taken, so a model of several GB is never held twice.

@@ -16,7 +16,8 @@ public final class GenFuser: CandidateFuser {
     private let queue = DispatchQueue(label: "blendd.genfuser")
 
     public init(directory: String, maxJobsPerBatch: Int = 8) throws {
-        model = try T5Model(directory: directory)
+        let store = try WeightStore.open(directory: directory)
+        model = try T5Model(configuration: try T5Configuration.load(directory: directory), store: store)
         tokenizer = try Tokenizer.load(directory: directory)
         guard tokenizer.family == .t5 else {
             throw CheckpointError.config(path: directory, reason: "GenFuser needs a T5 tokenizer (spiece.model), found \(tokenizer.family.rawValue)")
@@ -27,11 +28,7 @@ public final class GenFuser: CandidateFuser {
         promptBuilder = FusionPromptBuilder(tokenizer: tokenizer)
         generator = T5Generator(model: model)
         self.maxJobsPerBatch = max(1, maxJobsPerBatch)
-        let name = (directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "model"
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        let config = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent("config.json")) ?? Data()
-        for b in config { hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        label = "genfuser:\(name)@\(String(format: "%08x", UInt32(truncatingIfNeeded: hash ^ (hash >> 32))))"
+        label = "genfuser:" + WeightStore.label(directory: directory, store: store)
     }
 
     public func fuse(_ requests: [FuseRequest]) async -> [Result<FuseOutcome, FusionError>] {
@@ -45,7 +42,8 @@ public final class GenFuser: CandidateFuser {
         var results = [Result<FuseOutcome, FusionError>?](repeating: nil, count: requests.count)
         var ready: [(index: Int, ids: [Int], settings: GenerationSettings)] = []
         for (i, request) in requests.enumerated() {
-            let settings = GenerationSettings(options: request.options, seed: Self.seed(of: request.jobId))
+            // Sampling without a seed of the job's own: one derived from its id, so a redelivery samples alike.
+            let settings = GenerationSettings(options: request.options, seed: FNV1a.hash(request.jobId.utf8))
             if let problem = settings.problem {
                 results[i] = .failure(FusionError(jobId: request.jobId, message: problem))
                 continue
@@ -77,10 +75,4 @@ public final class GenFuser: CandidateFuser {
         return results.map { $0! }
     }
 
-    /// A stable per-job seed for sampling when the job gives none (FNV-1a of the job id).
-    static func seed(of jobId: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in jobId.utf8 { hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        return hash
-    }
 }

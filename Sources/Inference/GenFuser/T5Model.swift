@@ -119,13 +119,8 @@ public final class T5Model: Sendable {
 
     /// Final encoder states of every sequence, stacked; rows `offsets[s] ..< offsets[s] + sequences[s].count`.
     public func encode(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
-        var offsets: [Int] = []
-        var ids: [Int] = []
-        for s in sequences {
-            offsets.append(ids.count)
-            ids += s
-        }
-        let lengths = sequences.map(\.count)
+        let packed = PackedSequences(sequences)
+        let (ids, offsets, lengths) = (packed.ids, packed.offsets, packed.lengths)
         let eps = configuration.layerNormEps
         var x = shared.gatherRows(ids)
         for block in encoderBlocks {
@@ -171,8 +166,7 @@ public final class T5Model: Sendable {
                 (-(max(length, 1) - 1)...(max(length, 1) - 1)).map { encoderBias.storage[c.bucket($0, bidirectional: true) * c.heads + head] }
             }
         }
-        let order = lengths.indices.sorted { lengths[$0] > lengths[$1] }
-        let items = order.flatMap { s in (0..<c.heads).map { (s, $0) } }
+        let items = PackedSequences.tasks(lengths: lengths, heads: c.heads)
         qkv.storage.withUnsafeBufferPointer { pqkv in
             context.storage.withUnsafeMutableBufferPointer { pctx in
                 let ctxBase = pctx.baseAddress!

@@ -72,13 +72,8 @@ public final class DebertaEncoder: Sendable {
     /// Last-layer hidden states of every sequence, stacked: rows `offsets[s] ..< offsets[s] + lengths[s]`
     /// belong to sequence `s`.
     public func forward(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
-        var offsets: [Int] = []
-        var ids: [Int] = []
-        for s in sequences {
-            offsets.append(ids.count)
-            ids += s
-        }
-        let lengths = sequences.map(\.count)
+        let packed = PackedSequences(sequences)
+        let (ids, offsets, lengths) = (packed.ids, packed.offsets, packed.lengths)
         var x = Kernels.layerNorm(Kernels.gatherRows(wordEmbeddings, ids), gamma: embeddingNormGamma,
                                   beta: embeddingNormBeta, eps: configuration.layerNormEps)
         for layer in layers {
@@ -110,9 +105,7 @@ public final class DebertaEncoder: Sendable {
         let scale = 1 / (Float(d * 3)).squareRoot()
         var context = Tensor(zeros: [qkv.rows, h])
         let tables = lengths.map { deltaTable(length: $0) }
-        // Longest sequences first, so the strided split over workers stays balanced.
-        let order = lengths.indices.sorted { lengths[$0] > lengths[$1] }
-        let items = order.flatMap { s in (0..<c.heads).map { (s, $0) } }
+        let items = PackedSequences.tasks(lengths: lengths, heads: c.heads)
         qkv.storage.withUnsafeBufferPointer { pqkv in
             layer.positionKeys.storage.withUnsafeBufferPointer { ppk in
                 layer.positionQueries.storage.withUnsafeBufferPointer { ppq in

@@ -70,7 +70,7 @@ public final class PairRMModel: Sendable {
     public let tokenizer: Tokenizer
     public let network: PairRMNetwork
     public let inputBuilder: PairInputBuilder
-    /// Names the checkpoint in results: `pairrm:<directory name>@<fingerprint of config and tensor names/shapes>`.
+    /// Names the checkpoint in results: `pairrm:<directory name>@<fingerprint>` (see `WeightStore.label`).
     public let label: String
 
     public var encoder: DebertaEncoder { network.encoder }
@@ -104,20 +104,10 @@ public final class PairRMModel: Sendable {
         self.configuration = config
         self.tokenizer = tokenizer
         self.inputBuilder = PairInputBuilder(tokenizer: tokenizer, configuration: config)
-        self.label = "pairrm:\((directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "model")@\(Self.fingerprint(directory: directory, store: store))"
+        self.label = "pairrm:" + WeightStore.label(directory: directory, store: store)
     }
 
     /// Pair logits ℓ(left, right) for pairs assembled by `inputBuilder`, in one packed forward pass.
     public func logits(_ pairs: [PairInput]) -> [Float] { network.logits(pairs) }
 
-    /// FNV-1a over config.json and the checkpoint's tensor names and shapes: cheap on a 1.7 GB checkpoint,
-    /// and different when the directory holds another model.
-    static func fingerprint(directory: String, store: WeightStore) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ bytes: some Sequence<UInt8>) { for b in bytes { hash = (hash ^ UInt64(b)) &* 0x0000_0100_0000_01b3 } }
-        let config = (directory as NSString).appendingPathComponent("config.json")
-        mix(FileManager.default.contents(atPath: config) ?? Data())
-        for name in store.names { mix(name.utf8); mix(String(describing: store.shape(of: name) ?? []).utf8) }
-        return String(format: "%08x", UInt32(truncatingIfNeeded: hash ^ (hash >> 32)))
-    }
 }
