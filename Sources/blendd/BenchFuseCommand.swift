@@ -38,18 +38,9 @@ struct BenchFuseCommand: ParsableCommand {
             let ours = try measureOurs(config)
             printRow("blendd ", ours, baseline: nil)
             guard !noBaseline else { continue }
-            let script = baselineScript ?? "scripts/bench/genfuser_torch.py"
-            guard FileManager.default.fileExists(atPath: script) else {
-                print("  PyTorch baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
-                continue
-            }
-            let (status, output, errors) = try BenchRankCommand.runPython([script, "--shape", shape, "--prompt-tokens", String(promptTokens),
-                                                                          "--new-tokens", String(newTokens), "--threads", String(cores)])
-            guard status == 0, let line = output.split(separator: "\n").last,
-                  let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                print("  \(errors.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "PyTorch baseline failed with status \(status)")")
-                continue
-            }
+            guard let object = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/genfuser_torch.py",
+                                                     arguments: ["--shape", shape, "--prompt-tokens", String(promptTokens),
+                                                                 "--new-tokens", String(newTokens), "--threads", String(cores)])?.last else { continue }
             func number(_ key: String) -> Double { (object[key] as? Double) ?? Double(object[key] as? Int ?? 0) }
             let theirs = Figures(encoder8: number("encoder_seconds_8"), prefill8: number("encoder_seconds_8"), prefill1: number("encoder_seconds_1"),
                                  generate1: number("generate_seconds_1"), generate8: number("generate_seconds_8"),
@@ -114,7 +105,7 @@ struct BenchFuseCommand: ParsableCommand {
         let generate8 = timed { _ = generator.generate(prompts, settings: Array(repeating: exact, count: 8)) }
         let beam4 = timed { _ = generator.generate([prompts[0]], settings: [beam]) }
         return Figures(encoder8: encoder8, prefill8: sources8, prefill1: sources1, generate1: generate1, generate8: generate8,
-                       beam4: beam4, peakBytes: RandomWeights.peakResidentBytes())
+                       beam4: beam4, peakBytes: BenchBaseline.peakResidentBytes())
     }
 
     /// The HF names and shapes of a T5 v1.1 checkpoint.

@@ -62,25 +62,15 @@ struct BenchRankCommand: ParsableCommand {
             print(String(format: "  blendd   L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm", length, pairsPerSecond,
                          pairsPerSecond * Double(length), gflops, 100 * gflops / peak))
         }
-        let rss = RandomWeights.peakResidentBytes()
+        let rss = BenchBaseline.peakResidentBytes()
         print(String(format: "  blendd   peak resident memory %.2f GB", Double(rss) / 1e9))
 
         guard !noBaseline else { return }
-        let script = baselineScript ?? "scripts/bench/pairrm_torch.py"
-        guard FileManager.default.fileExists(atPath: script) else {
-            print("  PyTorch baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
-            return
-        }
-        var arguments = [script, "--backbone", backbone, "--lengths", lengths, "--pairs", String(pairs), "--seconds", String(seconds),
+        var arguments = ["--backbone", backbone, "--lengths", lengths, "--pairs", String(pairs), "--seconds", String(seconds),
                          "--threads", String(cores)]
         if let layers { arguments += ["--layers", String(layers)] }
-        let (status, output, errors) = try Self.runPython(arguments)
-        guard status == 0 else {
-            print("  \(errors.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last ?? "exit status \(status)")")
-            return
-        }
-        for line in output.split(separator: "\n") {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { continue }
+        guard let objects = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/pairrm_torch.py", arguments: arguments) else { return }
+        for object in objects {
             if let length = object["length"] as? Int, let runs = object["runs"] as? Int, let secs = object["seconds"] as? Double {
                 let rate = Double(runs * pairs) / secs
                 let gflops = rate * Self.flopsPerPair(config, length: length) / 1e9
@@ -148,26 +138,5 @@ struct BenchRankCommand: ParsableCommand {
             runs += 1
         } while Date().timeIntervalSince(start) < 2
         return Double(runs) * 2 * Double(2048 * hidden * inner) / Date().timeIntervalSince(start) / 1e9
-    }
-
-    static func runPython(_ arguments: [String]) throws -> (Int32, String, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Drain stderr concurrently so a chatty baseline cannot fill the pipe and stall.
-        nonisolated(unsafe) var errors = Data()
-        let drained = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            errors = err.fileHandleForReading.readDataToEndOfFile()
-            drained.signal()
-        }
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        drained.wait()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: errors, as: UTF8.self))
     }
 }

@@ -22,12 +22,4 @@ enum RandomWeights {
             return Tensor(shape: shape, storage: values)
         }
     }
-
-    /// Peak resident memory of this process so far (VmHWM), in bytes.
-    static func peakResidentBytes() -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kb = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return 0 }
-        return kb * 1024
-    }
 }

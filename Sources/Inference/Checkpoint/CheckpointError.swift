@@ -1,3 +1,5 @@
+import Foundation
+
 /// Why a model directory could not be loaded. Every case names the file or tensor it is about.
 public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible {
     case unreadable(path: String, reason: String)
@@ -36,5 +38,18 @@ public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible
         case let .tensors(problems):
             "checkpoint does not match the model: " + problems.map(\.description).joined(separator: "; ")
         }
+    }
+}
+
+extension CheckpointError {
+    /// A model directory's JSON file (config.json, generation_config.json) as an object, or the error naming it.
+    static func readJSONObject(_ path: String) throws -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CheckpointError.unreadable(path: path, reason: "no such file")
+        }
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CheckpointError.config(path: path, reason: "not a JSON object")
+        }
+        return json
     }
 }

@@ -37,7 +37,7 @@ public final class GenFuser: CandidateFuser {
         }
     }
 
-    /// `fuse` on the calling thread; `onToken(request, text so far)` streams greedy jobs.
+    /// `fuse` on the calling thread; `onText(request index, text so far)` streams greedy jobs.
     public func fuseNow(_ requests: [FuseRequest], onText: ((Int, String) -> Void)? = nil) -> [Result<FuseOutcome, FusionError>] {
         var results = [Result<FuseOutcome, FusionError>?](repeating: nil, count: requests.count)
         var ready: [(index: Int, ids: [Int], settings: GenerationSettings)] = []

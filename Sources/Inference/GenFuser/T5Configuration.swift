@@ -36,7 +36,7 @@ public struct T5Configuration: Sendable, Equatable {
 
     public static func load(directory: String) throws -> T5Configuration {
         let path = (directory as NSString).appendingPathComponent("config.json")
-        let json = try DebertaConfiguration.readObject(path)
+        let json = try CheckpointError.readJSONObject(path)
         func fail(_ reason: String) -> CheckpointError { .config(path: path, reason: reason) }
         func int(_ key: String, _ fallback: Int? = nil) throws -> Int {
             if let v = json[key] as? Int { return v }
@@ -60,7 +60,7 @@ public struct T5Configuration: Sendable, Equatable {
             decoderStartId: try int("decoder_start_token_id", 0), eosId: try int("eos_token_id", 1), padId: try int("pad_token_id", 0))
         let generation = (directory as NSString).appendingPathComponent("generation_config.json")
         if FileManager.default.fileExists(atPath: generation) {
-            let g = try DebertaConfiguration.readObject(generation)
+            let g = try CheckpointError.readJSONObject(generation)
             if let v = g["decoder_start_token_id"] as? Int { config.decoderStartId = v }
             if let v = g["eos_token_id"] as? Int { config.eosId = v }
             if let v = g["pad_token_id"] as? Int { config.padId = v }

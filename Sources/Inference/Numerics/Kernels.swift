@@ -146,17 +146,6 @@ public enum Kernels {
         }
         return Tensor(shape: [ids.count, n], storage: out)
     }
-
-    static func map(_ x: Tensor, _ f: @Sendable (Float) -> Float) -> Tensor {
-        var y = x
-        let n = x.columns
-        y.storage.withUnsafeMutableBufferPointer { py in
-            NumericsThreading.forEachRow(x.rows) { r in
-                for i in (r * n)..<((r + 1) * n) { py[i] = f(py[i]) }
-            }
-        }
-        return y
-    }
 }
 
 /// SIMD inner loops shared by the kernels.

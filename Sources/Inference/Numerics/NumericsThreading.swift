@@ -44,19 +44,17 @@ public enum NumericsThreading {
     }
 
     static func forEachRow(_ rows: Int, _ body: (Int) -> Void) {
-        let workers = min(threads, rows / minimumRowsPerThread)
-        parallel(max(1, workers)) { w in
-            let count = max(1, workers)
-            let start = rows * w / count, end = rows * (w + 1) / count
-            for r in start..<end { body(r) }
+        let workers = max(1, min(threads, rows / minimumRowsPerThread))
+        parallel(workers) { w in
+            for r in (rows * w / workers)..<(rows * (w + 1) / workers) { body(r) }
         }
     }
 
     /// `body(item)` for items 0..<count, strided over the workers (items of similar cost).
     static func forEachItem(_ count: Int, _ body: (Int) -> Void) {
-        let workers = min(threads, count)
-        parallel(max(1, workers)) { w in
-            for item in stride(from: w, to: count, by: max(1, workers)) { body(item) }
+        let workers = max(1, min(threads, count))
+        parallel(workers) { w in
+            for item in stride(from: w, to: count, by: workers) { body(item) }
         }
     }
 }

@@ -38,7 +38,7 @@ public struct DebertaConfiguration: Sendable, Equatable {
 
     public static func load(directory: String) throws -> DebertaConfiguration {
         let path = (directory as NSString).appendingPathComponent("config.json")
-        let json = try readObject(path)
+        let json = try CheckpointError.readJSONObject(path)
         if json["ranker_type"] != nil {
             return try fromRankerConfig(json, path: path, directory: directory)
         }
@@ -55,16 +55,6 @@ public struct DebertaConfiguration: Sendable, Equatable {
         return config
     }
 
-    static func readObject(_ path: String) throws -> [String: Any] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CheckpointError.unreadable(path: path, reason: "no such file")
-        }
-        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw CheckpointError.config(path: path, reason: "not a JSON object")
-        }
-        return json
-    }
-
     static func fromRankerConfig(_ ranker: [String: Any], path: String, directory: String) throws -> DebertaConfiguration {
         if let type = ranker["ranker_type"] as? String, type != "pairranker" {
             throw CheckpointError.config(path: path, reason: "ranker_type \(type) is not supported (only pairranker, i.e. PairRM)")
@@ -75,7 +65,7 @@ public struct DebertaConfiguration: Sendable, Equatable {
         let local = name.hasPrefix("/") ? name : (directory as NSString).appendingPathComponent(name)
         let localConfig = (local as NSString).appendingPathComponent("config.json")
         if FileManager.default.fileExists(atPath: localConfig) {
-            return try fromModelConfig(try readObject(localConfig), path: localConfig, ranker: ranker)
+            return try fromModelConfig(try CheckpointError.readJSONObject(localConfig), path: localConfig, ranker: ranker)
         }
         guard let known = knownBackbones[name] else {
             throw CheckpointError.config(path: path, reason: "backbone \(name) is neither a local directory with config.json nor one of \(knownBackbones.keys.sorted().joined(separator: ", "))")

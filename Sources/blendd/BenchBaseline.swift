@@ -1,0 +1,49 @@
+import Foundation
+
+/// The PyTorch side of `blendd bench rank` / `bench fuse`: runs a script from scripts/bench in its own
+/// process and hands back the JSON objects it prints, or says why there is no baseline.
+enum BenchBaseline {
+    /// The script's JSON output lines, or nil after printing why the baseline is skipped (script not
+    /// found, torch missing, script failed).
+    static func run(script explicit: String?, default path: String, arguments: [String]) throws -> [[String: Any]]? {
+        let script = explicit ?? path
+        guard FileManager.default.fileExists(atPath: script) else {
+            print("  PyTorch baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
+            return nil
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script] + arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Drain stderr concurrently so a chatty baseline cannot fill the pipe and stall.
+        nonisolated(unsafe) var errors = Data()
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            errors = err.fileHandleForReading.readDataToEndOfFile()
+            drained.signal()
+        }
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            // The scripts print "PyTorch baseline skipped: …" themselves when torch is missing.
+            let last = String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last
+            print("  \(last.map(String.init) ?? "PyTorch baseline failed with status \(process.terminationStatus)")")
+            return nil
+        }
+        return String(decoding: output, as: UTF8.self).split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// Peak resident memory of this process so far (VmHWM), in bytes.
+    static func peakResidentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return 0 }
+        return kb * 1024
+    }
+}
