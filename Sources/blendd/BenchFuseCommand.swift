@@ -60,17 +60,23 @@ struct BenchFuseCommand: ParsableCommand {
         var peakBytes: Int
     }
 
+    /// Encoder and decoding tokens/s of one side. Decoding time is generate() minus its prefill; when a run is
+    /// too short for that difference to be positive the rate is unmeasurable (NaN), never a huge number.
+    private func rates(_ f: Figures) -> (encoder: Double, decode1: Double, decode8: Double) {
+        func rate(_ tokens: Int, _ seconds: Double) -> Double { seconds > 0 ? Double(tokens) / seconds : .nan }
+        return (rate(8 * promptTokens, f.encoder8), rate(newTokens, f.generate1 - f.prefill1), rate(8 * newTokens, f.generate8 - f.prefill8))
+    }
+
     private func printRow(_ name: String, _ f: Figures, baseline: Figures?) {
-        let encoder = Double(8 * promptTokens) / f.encoder8
-        let decode1 = Double(newTokens) / max(1e-9, f.generate1 - f.prefill1)
-        let decode8 = Double(8 * newTokens) / max(1e-9, f.generate8 - f.prefill8)
-        var line = String(format: "  %@  encoder %7.1f tokens/s   decode b=1 %6.2f tokens/s   b=8 %6.2f tokens/s   beam-4 job %6.2f s   peak %5.2f GB",
-                          name, encoder, decode1, decode8, f.beam4, Double(f.peakBytes) / 1e9)
+        func show(_ v: Double, _ format: String) -> String { v.isFinite ? String(format: format, v) : "n/a (raise --new-tokens)" }
+        let r = rates(f)
+        var line = "  \(name)  encoder \(show(r.encoder, "%7.1f")) tokens/s   decode b=1 \(show(r.decode1, "%6.2f")) tokens/s   "
+            + "b=8 \(show(r.decode8, "%6.2f")) tokens/s   beam-4 job \(String(format: "%6.2f", f.beam4)) s   peak \(String(format: "%5.2f", Double(f.peakBytes) / 1e9)) GB"
         if let b = baseline {
-            let ours = (Double(8 * promptTokens) / b.encoder8, Double(newTokens) / max(1e-9, b.generate1 - b.prefill1),
-                        Double(8 * newTokens) / max(1e-9, b.generate8 - b.prefill8))
-            line += String(format: "\n           blendd/pytorch: encoder %.2f×  decode b=1 %.2f×  b=8 %.2f×  beam-4 %.2f× faster  memory %.2f×",
-                           ours.0 / encoder, ours.1 / decode1, ours.2 / decode8, f.beam4 / b.beam4, Double(b.peakBytes) / Double(max(1, f.peakBytes)))
+            let ours = rates(b)
+            line += "\n           blendd/pytorch: encoder \(show(ours.encoder / r.encoder, "%.2f×"))  decode b=1 \(show(ours.decode1 / r.decode1, "%.2f×"))  "
+                + "b=8 \(show(ours.decode8 / r.decode8, "%.2f×"))  beam-4 \(String(format: "%.2f", f.beam4 / b.beam4))× faster  "
+                + "memory \(String(format: "%.2f", Double(b.peakBytes) / Double(max(1, f.peakBytes))))×"
         }
         print(line)
     }
