@@ -31,10 +31,6 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
-        // A C interface over Debian's libsentencepiece (C++).
-        .target(name: "CSentencePiece",
-                linkerSettings: [.linkedLibrary("sentencepiece")]),
-
         .target(name: "BlendCore", dependencies: [
             "Yams",
             .product(name: "Logging", package: "swift-log"),
@@ -52,7 +48,7 @@ let package = Package(
         // the model parity tests (and `swift run` in debug) crawl. On x86-64 the kernels target Haswell-level
         // (AVX2 + FMA, every x86 server CPU since 2013): SIMD8 becomes one ymm register and multiply-adds fuse;
         // `blendd` checks the CPU at start-up and says so instead of crashing on an older one.
-        .target(name: "Inference", dependencies: ["COpenBLAS", "CSentencePiece", "BlendCore"],
+        .target(name: "Inference", dependencies: ["COpenBLAS", "BlendCore"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))] + inferenceCPUFlags),
         .target(name: "Worker", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference",
@@ -80,6 +76,5 @@ let package = Package(
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "BlendCore", "Kafka", "Postgres", "BlendTestSupport"]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
         .testTarget(name: "CLITests", dependencies: ["blendd"]),
-    ],
-    cxxLanguageStandard: .cxx17
+    ]
 )

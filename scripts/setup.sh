@@ -8,7 +8,6 @@ packages=(
   libpq-dev postgresql-15      # libpq client, and the server the tests and `blendd dev` start
   librdkafka-dev               # Kafka client and its mock cluster (embedded broker)
   libopenblas-dev              # sgemm for the models
-  libsentencepiece-dev         # tokenizers of PairRM and GenFuser
 )
 
 missing=()

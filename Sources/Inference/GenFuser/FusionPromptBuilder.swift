@@ -2,7 +2,9 @@
 /// candidates into a better one for the given instruction:`, each candidate cut to 128 tokens (decoded back
 /// and marked with `...`), the whole prompt cut to 1024 tokens, no trailing EOS. Unlike the reference, the
 /// caller's candidates are never modified. `</s>` and `<extra_id_…>` inside user text become those tokens,
-/// as the reference tokenizer makes them.
+/// as the reference tokenizer makes them. A cut candidate is decoded as the reference's `GenFuserDataset`
+/// does (`tokenizer.decode(ids)`): special tokens stay as text, so an unknown character comes back as
+/// `<unk>` and is tokenized again as that token.
 public struct FusionPromptBuilder: Sendable {
     public let tokenizer: Tokenizer
     public var candidateMaxLength = 128
@@ -15,7 +17,7 @@ public struct FusionPromptBuilder: Sendable {
             var candidate = text
             let ids = try tokenizer.encode(text, addSpecialTokens: false)
             if ids.count > candidateMaxLength {
-                candidate = tokenizer.decode(Array(ids.prefix(candidateMaxLength))) + "..."
+                candidate = tokenizer.decode(Array(ids.prefix(candidateMaxLength)), skipSpecialTokens: false) + "..."
             }
             return "Candidate \(i): <extra_id_\(i)>:" + candidate
         }
