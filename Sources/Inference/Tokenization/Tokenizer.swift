@@ -151,8 +151,8 @@ public final class Tokenizer: Sendable {
         let pipeline: TokenizerPipeline
         let source: Source
         let family = try files.family()
-        if let json = files.tokenizerJSON {
-            pipeline = try TokenizerPipeline(tokenizerJSON: json, path: files.path("tokenizer.json"))
+        if let json = files.tokenizerJSON, let data = files.tokenizerJSONData {
+            pipeline = try TokenizerPipeline(tokenizerJSON: json, data: data, path: files.path("tokenizer.json"))
             source = .tokenizerJSON
         } else {
             pipeline = try SentencePieceConversion(files: files, family: family).pipeline()

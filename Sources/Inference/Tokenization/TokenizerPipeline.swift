@@ -18,21 +18,24 @@ struct TokenizerDirectory {
     let specialTokensMap: [String: Any]?
     let addedTokensFile: [String: Any]?
     let tokenizerJSON: [String: Any]?
+    let tokenizerJSONData: Data?
 
     init(_ directory: String) throws {
         self.directory = directory
-        func json(_ name: String) throws -> [String: Any]? {
+        func read(_ name: String) throws -> (Data, [String: Any])? {
             let path = (directory as NSString).appendingPathComponent(name)
             guard let data = FileManager.default.contents(atPath: path) else { return nil }
             guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw TokenizerError(path: path, message: "not a JSON object")
             }
-            return object
+            return (data, object)
         }
-        config = try json("tokenizer_config.json") ?? [:]
-        specialTokensMap = try json("special_tokens_map.json")
-        addedTokensFile = try json("added_tokens.json")
-        tokenizerJSON = try json("tokenizer.json")
+        config = try read("tokenizer_config.json")?.1 ?? [:]
+        specialTokensMap = try read("special_tokens_map.json")?.1
+        addedTokensFile = try read("added_tokens.json")?.1
+        let tokenizer = try read("tokenizer.json")
+        tokenizerJSON = tokenizer?.1
+        tokenizerJSONData = tokenizer?.0
     }
 
     func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
@@ -52,23 +55,22 @@ struct TokenizerDirectory {
 
 extension TokenizerPipeline {
     /// Reads `tokenizer.json` (format 1.0). Components the checkpoints do not use are refused by name.
-    init(tokenizerJSON json: [String: Any], path: String) throws {
+    init(tokenizerJSON json: [String: Any], data: Data, path: String) throws {
         func fail(_ message: String) -> TokenizerError { TokenizerError(path: path, message: message) }
         do {
             guard let modelJSON = json["model"] as? [String: Any] else { throw fail("no model") }
             guard (modelJSON["type"] as? String) == "Unigram" else {
                 throw fail("model type \(modelJSON["type"] ?? "unset") is not supported (only Unigram)")
             }
-            guard let vocab = modelJSON["vocab"] as? [[Any]] else { throw fail("the Unigram model has no vocab") }
-            var entries: [(piece: String, score: Double)] = []
-            entries.reserveCapacity(vocab.count)
-            for (i, entry) in vocab.enumerated() {
-                guard entry.count == 2, let piece = entry[0] as? String, let score = (entry[1] as? NSNumber)?.doubleValue else {
-                    throw fail("vocab entry \(i) is not [piece, score]")
-                }
-                entries.append((piece, score))
+            // Scores are read by JSONDecoder: JSONSerialization's doubles are not always correctly rounded, and a
+            // last-bit error breaks the Viterbi ties the reference resolves.
+            let vocab: [UnigramEntry]
+            do {
+                vocab = try JSONDecoder().decode(UnigramFile.self, from: data).model.vocab
+            } catch {
+                throw fail("the Unigram vocab is not a list of [piece, score]: \(error)")
             }
-            model = try UnigramModel(vocabulary: entries, unknownId: modelJSON["unk_id"] as? Int,
+            model = try UnigramModel(vocabulary: vocab.map { ($0.piece, $0.score) }, unknownId: modelJSON["unk_id"] as? Int,
                                      byteFallback: (modelJSON["byte_fallback"] as? Bool) ?? false)
             normalizer = try (json["normalizer"] as? [String: Any]).map(Self.normalizer)
             preTokenizer = try (json["pre_tokenizer"] as? [String: Any]).map(Self.preTokenizer)
@@ -88,6 +90,21 @@ extension TokenizerPipeline {
         } catch let error as TokenizerLoadError {
             throw fail(error.message)
         }
+    }
+
+    private struct UnigramEntry: Decodable {
+        var piece: String
+        var score: Double
+        init(from decoder: Decoder) throws {
+            var c = try decoder.unkeyedContainer()
+            piece = try c.decode(String.self)
+            score = try c.decode(Double.self)
+        }
+    }
+
+    private struct UnigramFile: Decodable {
+        struct Model: Decodable { var vocab: [UnigramEntry] }
+        var model: Model
     }
 
     private static func type(_ j: [String: Any]) -> String { (j["type"] as? String) ?? "unset" }
