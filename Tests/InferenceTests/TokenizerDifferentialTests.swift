@@ -204,12 +204,15 @@ final class TokenizerDifferentialTests: XCTestCase {
         XCTAssertEqual(try tokenizer.encode("Yes \u{200B}", addSpecialTokens: false), expected)
     }
 
-    /// Converter flags the checkpoints do not set, and transformers 4.46's clean-up default.
+    /// Converter flags the checkpoints do not set, transformers 4.46's clean-up default, and directories whose
+    /// added tokens are listed only in added_tokens.json and special_tokens_map.json.
     func testConverterFlagsAndTheCleanUpDefaultMatchTheReference() throws {
         let edits: [String: (inout [String: Any]) -> Void] = [
             "t5-tiny/legacy-false": { $0["legacy"] = false },
             "t5-tiny/no-clean-up-key": { $0.removeValue(forKey: "clean_up_tokenization_spaces") },
             "pairrm-tiny/lowercase-split-by-punct": { $0["do_lower_case"] = true; $0["split_by_punct"] = true },
+            "pairrm-tiny/no-added-tokens-decoder": { $0.removeValue(forKey: "added_tokens_decoder") },
+            "t5-tiny/no-added-tokens-decoder": { $0.removeValue(forKey: "added_tokens_decoder") },
         ]
         for (name, variant) in Self.fixture.variants.sorted(by: { $0.key < $1.key }) where variant.edits == nil {
             let edit = try XCTUnwrap(edits[name], name)

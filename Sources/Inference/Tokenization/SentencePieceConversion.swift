@@ -119,8 +119,22 @@ struct SentencePieceConversion {
             let sentinels = (0..<((files.config["extra_ids"] as? Int) ?? 100)).map { "<extra_id_\($0)>" }
             remaining = sentinels.filter { !contents.contains($0) } + remaining.filter { !sentinels.contains($0) }
         }
-        for content in remaining { add(.init(content: content, id: id(for: content, declared: nil), special: true, normalized: false)) }
+        // DebertaV2Tokenizer wraps its unk token as `AddedToken(unk, normalized=True, special=True)`; every other
+        // special token named only as a string becomes `AddedToken(token, special=True)`, which is not normalized.
+        let unknown = family == .debertaV2 ? specialTokenContent("unk_token") : nil
+        for content in remaining {
+            add(.init(content: content, id: id(for: content, declared: nil), special: true, normalized: content == unknown))
+        }
         return tokens
+    }
+
+    /// A special token named by the config, else by the special-tokens map (as a string or `{"content": ...}`).
+    private func specialTokenContent(_ key: String) -> String? {
+        for source in [files.config, files.specialTokensMap ?? [:]] {
+            if let s = source[key] as? String { return s }
+            if let d = source[key] as? [String: Any], let s = d["content"] as? String { return s }
+        }
+        return nil
     }
 
     /// Every special token the config and the special-tokens map name.
