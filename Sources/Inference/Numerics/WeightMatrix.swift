@@ -11,9 +11,6 @@ public enum WeightMatrix: Sendable {
     case f32(Tensor)
     case bf16(rows: Int, columns: Int, bits: [UInt16])
 
-    /// Rows up to which the multiply reads bf16 weights directly (a decoder step's rows).
-    static let directRows = 16
-
     /// `compress`: store as bfloat16 if no value would change.
     public init(_ tensor: Tensor, compress: Bool) {
         precondition(tensor.rank == 2, "a weight matrix is 2-D, got \(tensor.shape)")
@@ -63,8 +60,8 @@ public enum WeightMatrix: Sendable {
         }
     }
 
-    /// y[r, start..<end] = x[r] · W[start..<end]ᵀ for up to `directRows` rows, reading each weight once and
-    /// widening it in registers.
+    /// y[r, start..<end] = x[r] · W[start..<end]ᵀ, reading each weight row once and widening it in registers;
+    /// every output is the same sequence of operations whatever `m` is.
     static func multiplyDirect(_ bits: UnsafeBufferPointer<UInt16>, columns k: Int, rows start: Int, _ end: Int,
                                x: UnsafePointer<Float>, xRows m: Int, y: UnsafeMutablePointer<Float>, yStride: Int) {
         for n in start..<end {
@@ -101,7 +98,8 @@ public enum WeightMatrix: Sendable {
         }
     }
 
-    /// x · Wᵀ over the last dimension of `x` (no bias).
+    /// x · Wᵀ over the last dimension of packed sequences (no bias): the fixed-shape product of
+    /// `Kernels.sgemm`, from a float32 copy of bf16 weights made for the call (transient).
     public func linear(_ x: Tensor) -> Tensor {
         switch self {
         case .f32(let w):
@@ -113,34 +111,36 @@ public enum WeightMatrix: Sendable {
             bits.withUnsafeBufferPointer { pb in
                 x.storage.withUnsafeBufferPointer { px in
                     y.storage.withUnsafeMutableBufferPointer { py in
+                        let wide = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+                        defer { wide.deallocate() }
+                        let parts = NumericsThreading.threads
+                        NumericsThreading.forEachItem(parts) { w in
+                            Self.widen(pb, from: n * w / parts, to: n * (w + 1) / parts, columns: k, into: wide + n * w / parts * k)
+                        }
+                        Kernels.sgemm(transposeB: true, m: m, n: n, k: k, a: px.baseAddress!, lda: k, b: wide, ldb: k, c: py.baseAddress!, ldc: n)
+                    }
+                }
+            }
+            return y.reshaped(Array(x.shape.dropLast()) + [n])
+        }
+    }
+
+    /// x · Wᵀ for rows that are independent items (decoder steps): one dot product per output in a fixed order
+    /// (`Kernels.linearRows`); bf16 weights are read once per row block and widened in registers.
+    public func linearRows(_ x: Tensor) -> Tensor {
+        switch self {
+        case .f32(let w):
+            return Kernels.linearRows(x, weight: w, bias: nil)
+        case let .bf16(n, k, bits):
+            precondition(x.columns == k, "linearRows: input \(x.shape) does not fit weight [\(n), \(k)]")
+            let m = x.rows
+            var y = Tensor(zeros: [m, n])
+            bits.withUnsafeBufferPointer { pb in
+                x.storage.withUnsafeBufferPointer { px in
+                    y.storage.withUnsafeMutableBufferPointer { py in
                         let xBase = px.baseAddress!, yBase = py.baseAddress!
-                        if m >= 64 {
-                            // Many rows (an encoder pass): widen once, one parallel GEMM; the copy is transient.
-                            let wide = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
-                            defer { wide.deallocate() }
-                            NumericsThreading.forEachItem(NumericsThreading.threads) { w in
-                                let parts = NumericsThreading.threads
-                                Self.widen(pb, from: n * w / parts, to: n * (w + 1) / parts, columns: k, into: wide + n * w / parts * k)
-                            }
-                            Kernels.sgemm(transposeB: true, m: m, n: n, k: k, a: xBase, lda: k, b: wide, ldb: k, c: yBase, ldc: n)
-                        } else if m <= Self.directRows {
-                            // A decoder step: memory-bound, so read the two-byte weights once and widen them in registers.
-                            let blocks = (n + 63) / 64
-                            NumericsThreading.forEachItem(blocks) { b in
-                                Self.multiplyDirect(pb, columns: k, rows: b * 64, min(n, b * 64 + 64), x: xBase, xRows: m, y: yBase, yStride: n)
-                            }
-                        } else {
-                            // A few dozen rows: widen a panel of weight rows that stays in cache, multiply, move on.
-                            let panel = max(16, min(256, (131_072 / k) / 16 * 16))
-                            let panels = (n + panel - 1) / panel
-                            NumericsThreading.forEachItem(panels) { p in
-                                let start = p * panel, end = min(n, start + panel)
-                                let wide = UnsafeMutablePointer<Float>.allocate(capacity: (end - start) * k)
-                                defer { wide.deallocate() }
-                                Self.widen(pb, from: start, to: end, columns: k, into: wide)
-                                Kernels.sgemmSerial(transposeB: true, m: m, n: end - start, k: k, a: xBase, lda: k, b: wide, ldb: k,
-                                                    c: yBase + start, ldc: n)
-                            }
+                        NumericsThreading.forEachItem((n + 63) / 64) { b in
+                            Self.multiplyDirect(pb, columns: k, rows: b * 64, min(n, b * 64 + 64), x: xBase, xRows: m, y: yBase, yStride: n)
                         }
                     }
                 }

@@ -4,8 +4,8 @@ import Foundation
 /// (log-bucketed relative positions, shared key/query projections for the c2p and p2c terms,
 /// post-LN blocks, erf GELU), run over *packed* sequences: the tokens of every sequence of a
 /// batch are stacked into one [tokens, hidden] matrix for the dense layers, and attention runs
-/// per sequence over its own length. No padding is computed, so results never depend on which
-/// sequences share a batch and no mask is needed.
+/// per sequence over its own length. Each sequence starts at an aligned row (`PackedSequences`) and no mask is
+/// needed, so a sequence's states are bit-identical whatever shares its batch.
 public final class DebertaEncoder: Sendable {
     struct Layer: Sendable {
         /// query, key and value projections stacked into one [3·hidden, hidden] weight: one GEMM per layer.
@@ -70,9 +70,9 @@ public final class DebertaEncoder: Sendable {
     }
 
     /// Last-layer hidden states of every sequence, stacked: rows `offsets[s] ..< offsets[s] + lengths[s]`
-    /// belong to sequence `s`.
+    /// belong to sequence `s`; the rows between sequences are alignment padding.
     public func forward(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
-        let packed = PackedSequences(sequences)
+        let packed = PackedSequences(sequences, padding: 0)
         let (ids, offsets, lengths) = (packed.ids, packed.offsets, packed.lengths)
         var x = Kernels.layerNorm(Kernels.gatherRows(wordEmbeddings, ids), gamma: embeddingNormGamma,
                                   beta: embeddingNormBeta, eps: configuration.layerNormEps)

@@ -51,9 +51,10 @@ public final class PairRMNetwork: Sendable {
                 features.replaceSubrange((row * 2 * h + h)..<((row + 1) * 2 * h), with: hidden.storage[m..<(m + h)])
             }
         }
-        let inner = Kernels.tanh(Kernels.linear(Tensor(shape: [2 * n, 2 * h], storage: features),
-                                                weight: headInnerWeight, bias: headInnerBias))
-        let u = Kernels.linear(inner, weight: headOuterWeight, bias: headOuterBias)
+        // Each feature row is its own item: `linearRows` keeps a pair's head output independent of its batch-mates.
+        let inner = Kernels.tanh(Kernels.linearRows(Tensor(shape: [2 * n, 2 * h], storage: features),
+                                                    weight: headInnerWeight, bias: headInnerBias))
+        let u = Kernels.linearRows(inner, weight: headOuterWeight, bias: headOuterBias)
         let tasks = configuration.tasks
         return (0..<n).map { p in
             var sum: Float = 0
