@@ -31,6 +31,9 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // bf16 and int8 kernels with intrinsics and runtime CPU dispatch; optimized in debug builds too.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"])]),
+
         // A C interface over Debian's libsentencepiece (C++).
         .target(name: "CSentencePiece",
                 linkerSettings: [.linkedLibrary("sentencepiece")]),
@@ -52,7 +55,7 @@ let package = Package(
         // the model parity tests (and `swift run` in debug) crawl. On x86-64 the kernels target Haswell-level
         // (AVX2 + FMA, every x86 server CPU since 2013): SIMD8 becomes one ymm register and multiply-adds fuse;
         // `blendd` checks the CPU at start-up and says so instead of crashing on an older one.
-        .target(name: "Inference", dependencies: ["COpenBLAS", "CSentencePiece", "BlendCore"],
+        .target(name: "Inference", dependencies: ["COpenBLAS", "CKernels", "CSentencePiece", "BlendCore"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))] + inferenceCPUFlags),
         .target(name: "Worker", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference",

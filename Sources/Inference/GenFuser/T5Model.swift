@@ -1,3 +1,4 @@
+import BlendCore
 import Dispatch
 import Foundation
 
@@ -47,20 +48,22 @@ public final class T5Model: Sendable {
     /// Bytes the weights occupy in memory (bf16 checkpoints stay bf16; see `WeightMatrix`).
     public let weightBytes: Int
 
-    public convenience init(directory: String) throws {
-        try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory))
+    public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
+        try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory),
+                      precision: precision)
     }
 
     /// Takes the tensors by their HF names; every missing, mis-shaped or unexpected tensor is reported at once.
-    public init(configuration c: T5Configuration, store: WeightStore) throws {
+    /// `precision` applies to every projection and the output layer; the embedding table stays exact.
+    public init(configuration c: T5Configuration, store: WeightStore, precision: ModelPrecision = .fp32) throws {
         configuration = c
         let reader = store.reader()
         // The hub's .bin files also carry the stacks' tied copies of `shared`.
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
         let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
-        func matrix(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, compress: true) }
+        func matrix(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, precision: precision, compressExact: true) }
         let sharedTensor = try reader.take("shared.weight", [c.vocabularySize, d])
-        shared = matrix(sharedTensor)
+        shared = WeightMatrix(sharedTensor, compress: true)
         func selfAttention(_ p: String) throws -> Attention {
             let q = try reader.take(p + "q.weight", [inner, d]), k = try reader.take(p + "k.weight", [inner, d])
             let v = try reader.take(p + "v.weight", [inner, d])

@@ -7,9 +7,14 @@
 /// 32-bit word j of a group holds value j in its high half and value j + 8 in its low half, so
 /// `word & 0xFFFF0000` gives values 0…7 and `word << 16` values 8…15 as float32 bit patterns.
 /// Rows are a multiple of 16 long in every T5/DeBERTa shape; other widths are refused to f32.
+///
+/// The reduced precisions (`ReducedPrecision.swift`) change the arithmetic: `bf16Pairs` holds weights
+/// rounded to bf16 in the AVX512-BF16 dot-product layout, `int8` per-output-channel weight-only int8.
 public enum WeightMatrix: Sendable {
     case f32(Tensor)
     case bf16(rows: Int, columns: Int, bits: [UInt16])
+    case bf16Pairs(rows: Int, columns: Int, words: [UInt32])
+    case int8(rows: Int, columns: Int, values: [Int8], scales: [Float])
 
     /// `compress`: store as bfloat16 if no value would change.
     public init(_ tensor: Tensor, compress: Bool) {
@@ -38,7 +43,7 @@ public enum WeightMatrix: Sendable {
     public var shape: [Int] {
         switch self {
         case .f32(let t): t.shape
-        case let .bf16(rows, columns, _): [rows, columns]
+        case let .bf16(rows, columns, _), let .bf16Pairs(rows, columns, _), let .int8(rows, columns, _, _): [rows, columns]
         }
     }
 
@@ -46,6 +51,8 @@ public enum WeightMatrix: Sendable {
         switch self {
         case .f32(let t): t.count * 4
         case .bf16(_, _, let bits): bits.count * 2
+        case .bf16Pairs(_, _, let words): words.count * 4
+        case let .int8(_, _, values, scales): values.count + scales.count * 4
         }
     }
 
@@ -95,6 +102,8 @@ public enum WeightMatrix: Sendable {
                 }
             }
             return out
+        case .bf16Pairs, .int8:
+            return Kernels.gatherRows(floatTensor(), ids)
         }
     }
 
@@ -122,6 +131,8 @@ public enum WeightMatrix: Sendable {
                 }
             }
             return y.reshaped(Array(x.shape.dropLast()) + [n])
+        case .bf16Pairs, .int8:
+            return reducedLinear(x, independentRows: false)
         }
     }
 
@@ -146,6 +157,8 @@ public enum WeightMatrix: Sendable {
                 }
             }
             return y.reshaped(Array(x.shape.dropLast()) + [n])
+        case .bf16Pairs, .int8:
+            return reducedLinear(x, independentRows: true)
         }
     }
 }

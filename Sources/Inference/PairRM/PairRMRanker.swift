@@ -40,8 +40,8 @@ public final class PairRMRanker: CandidateRanker {
         self.planner = planner
     }
 
-    public convenience init(directory: String) throws {
-        self.init(model: try PairRMModel(directory: directory))
+    public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
+        self.init(model: try PairRMModel(directory: directory, precision: precision))
     }
 
     // MARK: Scheduling
