@@ -28,15 +28,19 @@ struct BenchFuseCommand: ParsableCommand {
     @Flag(help: "Random weights not representable in bf16, so blendd holds them in fp32 (default: bf16 values, as gen_fuser_3b is published).")
     var fp32 = false
     @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+    @Option(help: "Arithmetic of blendd's model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
 
     func run() throws {
         NumericsThreading.configure(threads: threads)
         let cores = threads > 0 ? threads : NumericsThreading.threads
         for shape in shapes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             guard let config = T5Configuration.flanT5(shape) else { throw ValidationError("unknown shape \(shape); use base, large or xl") }
-            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights (held as \(fp32 ? "fp32" : "bf16"), computed in fp32), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens")
+            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
+            let bandwidth = MemoryBandwidth.streamingRead()
+            print(String(format: "  streaming read bandwidth: %.1f GB/s (all %d workers, 512 MB)", bandwidth / 1e9, cores))
             let ours = try measureOurs(config)
             printRow("blendd ", ours, baseline: nil)
+            printFloor(ours, bandwidth: bandwidth)
             guard !noBaseline else { continue }
             guard let object = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/genfuser_torch.py",
                                                      arguments: ["--shape", shape, "--prompt-tokens", String(promptTokens),
@@ -58,6 +62,18 @@ struct BenchFuseCommand: ParsableCommand {
         var generate8: Double
         var beam4: Double
         var peakBytes: Int
+        /// Weight bytes a decoder step reads (blendd only).
+        var stepBytes = 0
+    }
+
+    /// Each decode step against the floor its weight bytes set at the measured read rate.
+    private func printFloor(_ f: Figures, bandwidth: Double) {
+        let floor = Double(f.stepBytes) / bandwidth
+        for (batch, generate, prefill) in [(1, f.generate1, f.prefill1), (8, f.generate8, f.prefill8)] {
+            let step = (generate - prefill) / Double(newTokens)
+            print(String(format: "  blendd   decode step b=%d: %7.2f ms = %5.2f× the floor (%.1f MB of weights per step at %.1f GB/s = %.2f ms)",
+                         batch, step * 1e3, step / floor, Double(f.stepBytes) / 1e6, bandwidth / 1e9, floor * 1e3))
+        }
     }
 
     /// Encoder and decoding tokens/s of one side. Decoding time is generate() minus its prefill; when a run is
@@ -83,7 +99,8 @@ struct BenchFuseCommand: ParsableCommand {
 
     private func measureOurs(_ config: T5Configuration) throws -> Figures {
         let start = Date()
-        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config), bfloat16: !fp32))
+        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config), bfloat16: !fp32),
+                                precision: precision)
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(start)))
         var state: UInt64 = 1
         let prompts = (0..<8).map { _ in
@@ -111,7 +128,7 @@ struct BenchFuseCommand: ParsableCommand {
         let generate8 = timed { _ = generator.generate(prompts, settings: Array(repeating: exact, count: 8)) }
         let beam4 = timed { _ = generator.generate([prompts[0]], settings: [beam]) }
         return Figures(encoder8: encoder8, prefill8: sources8, prefill1: sources1, generate1: generate1, generate8: generate8,
-                       beam4: beam4, peakBytes: BenchBaseline.peakResidentBytes())
+                       beam4: beam4, peakBytes: BenchBaseline.peakResidentBytes(), stepBytes: model.decoderStepBytes)
     }
 
     /// The HF names and shapes of a T5 v1.1 checkpoint.

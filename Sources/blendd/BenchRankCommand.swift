@@ -26,6 +26,7 @@ struct BenchRankCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/pairrm_torch.py from the working directory).", valueName: "path"))
     var baselineScript: String?
     @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+    @Option(help: "Arithmetic of blendd's encoder: fp32, bf16 or int8 (models.ranker_precision).") var precision = ModelPrecision.fp32
 
     func run() throws {
         NumericsThreading.configure(threads: threads)
@@ -36,13 +37,13 @@ struct BenchRankCommand: ParsableCommand {
         }
         var config = try DebertaConfiguration.pairRM(backbone: backbone)
         if let layers { config.layers = layers }
-        print("blendd bench rank: \(backbone) shape (hidden \(config.hiddenSize), \(config.layers) layers, \(config.heads) heads), random fp32 weights, \(cores) threads, \(pairs) pairs per batch")
+        print("blendd bench rank: \(backbone) shape (hidden \(config.hiddenSize), \(config.layers) layers, \(config.heads) heads), random fp32 weights, precision \(precision.rawValue), \(cores) threads, \(pairs) pairs per batch, OpenBLAS \(NumericsThreading.blasCore) (rows aligned to \(Kernels.rowAlignment))")
 
         let peak = sgemmRate(hidden: config.hiddenSize, inner: config.intermediateSize)
         print(String(format: "  sgemm reference rate: %.1f GFLOP/s (a [2048×%d]·[%d×%d] product, the FFN's shape)", peak, config.hiddenSize, config.hiddenSize, config.intermediateSize))
 
         let buildStart = Date()
-        let network = try PairRMNetwork(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)))
+        let network = try PairRMNetwork(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)), precision: precision)
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(buildStart)))
 
         var ours: [Int: Double] = [:]

@@ -144,7 +144,7 @@ final class BitExactnessTests: XCTestCase {
     }
 
     /// Candidate texts from a small vocabulary of words, with copies of earlier candidates mixed in.
-    func randomJob(_ g: inout Generator, id: String) -> RankRequest {
+    static func randomJob(_ g: inout Generator, id: String) -> RankRequest {
         let words = ["Green.", "the", "answer", "is", "42", "Yes", "no", "maybe", "café", "🙂", "...", "99999", "\n", "code", "{x}"]
         func text(_ count: Int) -> String { (0..<count).map { _ in words[g.int(0..<words.count)] }.joined(separator: " ") }
         var candidates: [String] = []
@@ -162,7 +162,7 @@ final class BitExactnessTests: XCTestCase {
     func testIdenticalCandidatesShareARankAndJobsRankTheSameAloneShuffledAndMixed() throws {
         var g = Generator(state: 14)
         let ranker = PairRMRanker(model: Self.pairRM, planner: TokenBudgetPlanner(maxSequences: 5, maxTokens: 600))
-        let jobs = (0..<8).map { randomJob(&g, id: "job-\($0)") }
+        let jobs = (0..<8).map { Self.randomJob(&g, id: "job-\($0)") }
         let alone = try jobs.map { try ranker.rankNow([$0]).results[0].get() }
         for (job, outcome) in zip(jobs, alone) {
             for i in job.candidates.indices {
@@ -173,7 +173,7 @@ final class BitExactnessTests: XCTestCase {
             }
         }
         for round in 0..<2 {
-            let others = (0..<3).map { randomJob(&g, id: "other-\(round)-\($0)") }
+            let others = (0..<3).map { Self.randomJob(&g, id: "other-\(round)-\($0)") }
             let mixed = g.shuffle(jobs.indices.map { ($0, jobs[$0]) } + others.map { (-1, $0) })
             let (results, report) = ranker.rankNow(mixed.map(\.1))
             XCTAssertLessThan(report.distinctPairs, report.pairs, "copies are scored once")
@@ -190,7 +190,7 @@ final class BitExactnessTests: XCTestCase {
 
     static let t5 = T5ParityTests.model
 
-    func randomPrompt(_ g: inout Generator) -> [Int] {
+    static func randomPrompt(_ g: inout Generator) -> [Int] {
         let vocabulary = Self.t5.configuration.vocabularySize
         return (0..<g.int(1..<260)).map { _ in g.int(2..<vocabulary) } + [Self.t5.configuration.eosId]
     }
@@ -199,7 +199,7 @@ final class BitExactnessTests: XCTestCase {
         var g = Generator(state: 15)
         let model = Self.t5, d = model.configuration.modelSize, v = model.configuration.vocabularySize
         let generator = T5Generator(model: model)
-        let prompts = (0..<6).map { _ in randomPrompt(&g) }
+        let prompts = (0..<6).map { _ in Self.randomPrompt(&g) }
         let settings = prompts.indices.map { i in
             GenerationSettings(maxNewTokens: 12, numBeams: [1, 2, 3, 4][i % 4], lengthPenalty: i % 3 == 0 ? 1.5 : 1.0, earlyStopping: i % 2 == 0)
         }
@@ -212,7 +212,7 @@ final class BitExactnessTests: XCTestCase {
         }
         let aloneGenerated = prompts.indices.map { generator.generate([prompts[$0]], settings: [settings[$0]])[0] }
         for round in 0..<2 {
-            let others = (0..<g.int(1..<4)).map { _ in randomPrompt(&g) }
+            let others = (0..<g.int(1..<4)).map { _ in Self.randomPrompt(&g) }
             let mixed = g.shuffle(prompts.indices.map { ($0, prompts[$0]) } + others.map { (-1, $0) })
             let (hidden, offsets) = model.encode(mixed.map(\.1))
             let sources = model.encodeSources(mixed.map(\.1))

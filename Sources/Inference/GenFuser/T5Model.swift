@@ -47,6 +47,9 @@ public final class T5Model: Sendable {
     let outputLayer: WeightMatrix
     /// Bytes the weights occupy in memory (bf16 checkpoints stay bf16; see `WeightMatrix`).
     public let weightBytes: Int
+    /// Weight bytes one decoder step reads: every decoder projection except the cross-attention keys/values
+    /// (computed once per job), plus the output layer.
+    public let decoderStepBytes: Int
 
     public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
         try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory),
@@ -116,6 +119,10 @@ public final class T5Model: Sendable {
         weightBytes = shared.bytes + outputLayer.bytes
             + encoderBlocks.reduce(0) { $0 + attentionBytes($1.attention) + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes }
             + decoderBlocks.reduce(0) { $0 + attentionBytes($1.selfAttention) + attentionBytes($1.crossAttention) + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes }
+        decoderStepBytes = outputLayer.bytes + decoderBlocks.reduce(0) {
+            $0 + attentionBytes($1.selfAttention) + attentionBytes($1.crossAttention) - ($1.crossAttention.keyValue?.bytes ?? 0)
+                + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes
+        }
     }
 
     // MARK: Encoder
