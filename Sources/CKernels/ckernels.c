@@ -173,36 +173,122 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale) {
     }
 }
 
-// Rows in tiles of up to 8 share each weight chunk; every output is two 8-lane accumulators over k in order,
-// then one fixed reduction, so the tile a row falls in does not change its value.
+// Every output is two 8-lane accumulators over k in order, one fixed reduction, the tail in order, then the
+// scale: the same operations whether the row is computed alone or in a tile of four that shares each weight
+// chunk (written out so the accumulators stay in registers).
+__attribute__((target("avx2,fma")))
+static inline float int8_finish(__m256 lo, __m256 hi, const float *xr, const int8_t *wq, int i, int k, float scale) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(lo, hi));
+    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (int t = i; t < k; t++) sum += xr[t] * (float)wq[t];
+    return sum * scale;
+}
+
+__attribute__((target("avx2,fma")))
+static void int8_row(const float *xr, int k, const int8_t *wq, float scale, float *out) {
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
+        lo = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), lo);
+        hi = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), hi);
+    }
+    *out = int8_finish(lo, hi, xr, wq, i, k, scale);
+}
+
+__attribute__((target("avx2,fma")))
+static void int8_rows4(const float *x, int k, const int8_t *wq, float scale, float *y, int ldy) {
+    const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;
+    __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0;
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
+        lo0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), lo0); hi0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), hi0);
+        lo1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), lo1); hi1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), hi1);
+        lo2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x2 + i), lo2); hi2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x2 + i + 8), hi2);
+        lo3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x3 + i), lo3); hi3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x3 + i + 8), hi3);
+    }
+    y[0] = int8_finish(lo0, hi0, x0, wq, i, k, scale);
+    y[ldy] = int8_finish(lo1, hi1, x1, wq, i, k, scale);
+    y[2 * (size_t)ldy] = int8_finish(lo2, hi2, x2, wq, i, k, scale);
+    y[3 * (size_t)ldy] = int8_finish(lo3, hi3, x3, wq, i, k, scale);
+}
+
 __attribute__((target("avx2,fma")))
 void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
                   float *y, int ldy) {
     for (int j = n0; j < n1; j++) {
         const int8_t *wq = q + (size_t)j * k;
-        for (int r0 = 0; r0 < m; r0 += 8) {
-            int rows = m - r0 < 8 ? m - r0 : 8;
-            __m256 lo[8], hi[8];
-            for (int r = 0; r < 8; r++) { lo[r] = _mm256_setzero_ps(); hi[r] = _mm256_setzero_ps(); }
-            int i = 0;
-            for (; i + 16 <= k; i += 16) {
-                __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
-                __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-                __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
-                for (int r = 0; r < rows; r++) {
-                    const float *xr = x + (size_t)(r0 + r) * k + i;
-                    lo[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr), lo[r]);
-                    hi[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + 8), hi[r]);
-                }
-            }
-            for (int r = 0; r < rows; r++) {
-                float lanes[8];
-                _mm256_storeu_ps(lanes, _mm256_add_ps(lo[r], hi[r]));
-                float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-                const float *xr = x + (size_t)(r0 + r) * k;
-                for (int t = i; t < k; t++) sum += xr[t] * (float)wq[t];
-                y[(size_t)(r0 + r) * ldy + j] = sum * scale[j];
-            }
-        }
+        int r = 0;
+        for (; r + 4 <= m; r += 4) int8_rows4(x + (size_t)r * k, k, wq, scale[j], y + (size_t)r * ldy + j, ldy);
+        for (; r < m; r++) int8_row(x + (size_t)r * k, k, wq, scale[j], y + (size_t)r * ldy + j);
+    }
+}
+
+// Float32 rows against float32 weights or bf16-held weights (the interleaved groups of WeightMatrix.bf16: word j of
+// a 16-value group holds value j in its high half and value j + 8 in its low half). Same structure as the int8
+// kernel: per output two 8-lane accumulators over k in order and one fixed reduction, alone or in tiles of four.
+__attribute__((target("avx2,fma")))
+static inline float lanes_sum(__m256 lo, __m256 hi) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(lo, hi));
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+#define BK_WIDE_ROWS(NAME, WEIGHT_T, LOAD)                                                                        \
+    __attribute__((target("avx2,fma"))) static void NAME##_row(const float *xr, int k, const WEIGHT_T *w, float *out) { \
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();                                                 \
+        for (int i = 0; i < k; i += 16) {                                                                          \
+            __m256 w0, w1;                                                                                         \
+            LOAD(w + i, w0, w1);                                                                                   \
+            lo = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), lo);                                                 \
+            hi = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), hi);                                             \
+        }                                                                                                          \
+        *out = lanes_sum(lo, hi);                                                                                  \
+    }                                                                                                              \
+    __attribute__((target("avx2,fma"))) static void NAME##_rows4(const float *x, int k, const WEIGHT_T *w, float *y, int ldy) { \
+        const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;                      \
+        __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0; \
+        for (int i = 0; i < k; i += 16) {                                                                          \
+            __m256 w0, w1;                                                                                         \
+            LOAD(w + i, w0, w1);                                                                                   \
+            lo0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), lo0); hi0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), hi0); \
+            lo1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), lo1); hi1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), hi1); \
+            lo2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x2 + i), lo2); hi2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x2 + i + 8), hi2); \
+            lo3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x3 + i), lo3); hi3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x3 + i + 8), hi3); \
+        }                                                                                                          \
+        y[0] = lanes_sum(lo0, hi0); y[ldy] = lanes_sum(lo1, hi1);                                                  \
+        y[2 * (size_t)ldy] = lanes_sum(lo2, hi2); y[3 * (size_t)ldy] = lanes_sum(lo3, hi3);                        \
+    }
+
+#define BK_LOAD_F32(p, w0, w1) do { w0 = _mm256_loadu_ps(p); w1 = _mm256_loadu_ps((p) + 8); } while (0)
+#define BK_LOAD_BF16(p, w0, w1) do {                                                                   \
+        __m256i words = _mm256_loadu_si256((const __m256i *)(p));                                          \
+        w0 = _mm256_castsi256_ps(_mm256_and_si256(words, _mm256_set1_epi32((int)0xFFFF0000u)));            \
+        w1 = _mm256_castsi256_ps(_mm256_slli_epi32(words, 16)); } while (0)
+
+BK_WIDE_ROWS(f32, float, BK_LOAD_F32)
+BK_WIDE_ROWS(bf16w, uint16_t, BK_LOAD_BF16)
+
+__attribute__((target("avx2,fma")))
+void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy) {
+    for (int j = n0; j < n1; j++) {
+        int r = 0;
+        for (; r + 4 <= m; r += 4) f32_rows4(x + (size_t)r * k, k, w + (size_t)j * k, y + (size_t)r * ldy + j, ldy);
+        for (; r < m; r++) f32_row(x + (size_t)r * k, k, w + (size_t)j * k, y + (size_t)r * ldy + j);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, int n1, float *y, int ldy) {
+    for (int j = n0; j < n1; j++) {
+        int r = 0;
+        for (; r + 4 <= m; r += 4) bf16w_rows4(x + (size_t)r * k, k, bits + (size_t)j * k, y + (size_t)r * ldy + j, ldy);
+        for (; r < m; r++) bf16w_row(x + (size_t)r * k, k, bits + (size_t)j * k, y + (size_t)r * ldy + j);
     }
 }

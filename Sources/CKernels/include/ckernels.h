@@ -26,6 +26,10 @@ void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n
 /// j in [n0, n1), x in float32 (AVX2 + FMA).
 void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
                   float *y, int ldy);
+/// y[r][j] = Σ_k x[r][k]·w[j][k] for j in [n0, n1) with float32 weights (k a multiple of 16), and the same
+/// with bf16-held weights in WeightMatrix's interleaved groups of 16 (AVX2 + FMA). Decoder steps use these.
+void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy);
+void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, int n1, float *y, int ldy);
 /// Per-row symmetric quantization: scale[j] = max|w[j]| / 127, q = round(w / scale).
 void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 

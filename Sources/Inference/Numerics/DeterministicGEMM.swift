@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 
 /// Products whose every row is bit-identical whatever else shares the call and wherever the row sits in it.
@@ -108,8 +109,15 @@ extension Kernels {
                 y.storage.withUnsafeMutableBufferPointer { py in
                     let xBase = px.baseAddress!, wBase = pw.baseAddress!, yBase = py.baseAddress!
                     NumericsThreading.forEachItem((n + 63) / 64) { b in
-                        for j in (b * 64)..<min(n, b * 64 + 64) {
-                            for r in 0..<m { yBase[r * n + j] = SIMDMath.rowDot(wBase + j * k, xBase + r * k, count: k) }
+                        let start = b * 64, end = min(n, b * 64 + 64)
+                        // Rows of 16-multiples (every model shape) on the C kernel, which shares each weight chunk
+                        // between four rows; other widths on the Swift loop. The choice depends on k alone.
+                        if k % 16 == 0 {
+                            bk_f32_rows(xBase, Int32(m), Int32(k), wBase, Int32(start), Int32(end), yBase, Int32(n))
+                        } else {
+                            for j in start..<end {
+                                for r in 0..<m { yBase[r * n + j] = SIMDMath.rowDot(wBase + j * k, xBase + r * k, count: k) }
+                            }
                         }
                     }
                 }

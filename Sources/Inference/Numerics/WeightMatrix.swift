@@ -1,3 +1,5 @@
+import CKernels
+
 /// A weight matrix [out, in] in PyTorch's Linear layout, stored as float32 or, when every value is
 /// exactly a bfloat16 (a checkpoint published in bf16, such as gen_fuser_3b), as bfloat16: half the
 /// memory and half the bytes read per decoder step, with results identical to the float32 copy
@@ -67,26 +69,6 @@ public enum WeightMatrix: Sendable {
         }
     }
 
-    /// y[r, start..<end] = x[r] · W[start..<end]ᵀ, reading each weight row once and widening it in registers;
-    /// every output is the same sequence of operations whatever `m` is.
-    static func multiplyDirect(_ bits: UnsafeBufferPointer<UInt16>, columns k: Int, rows start: Int, _ end: Int,
-                               x: UnsafePointer<Float>, xRows m: Int, y: UnsafeMutablePointer<Float>, yStride: Int) {
-        for n in start..<end {
-            let w = bits.baseAddress! + n * k
-            // Row by row: the weight row comes from memory once and from L1 after that; the sums stay in registers.
-            for r in 0..<m {
-                let xr = x + r * k
-                var sum0 = SIMD8<Float>(), sum1 = SIMD8<Float>()
-                for g in stride(from: 0, to: k, by: 16) {
-                    let (low, high) = group(w + g)
-                    sum0 += low * UnsafeRawPointer(xr + g).loadUnaligned(as: SIMD8<Float>.self)
-                    sum1 += high * UnsafeRawPointer(xr + g + 8).loadUnaligned(as: SIMD8<Float>.self)
-                }
-                y[r * yStride + n] = (sum0 + sum1).sum()
-            }
-        }
-    }
-
     /// Rows selected by `ids` as float32: embedding lookup.
     public func gatherRows(_ ids: [Int]) -> Tensor {
         switch self {
@@ -137,7 +119,7 @@ public enum WeightMatrix: Sendable {
     }
 
     /// x · Wᵀ for rows that are independent items (decoder steps): one dot product per output in a fixed order
-    /// (`Kernels.linearRows`); bf16 weights are read once per row block and widened in registers.
+    /// (`Kernels.linearRows`); bf16 weights are widened in registers, each chunk shared by four rows.
     public func linearRows(_ x: Tensor) -> Tensor {
         switch self {
         case .f32(let w):
@@ -149,9 +131,9 @@ public enum WeightMatrix: Sendable {
             bits.withUnsafeBufferPointer { pb in
                 x.storage.withUnsafeBufferPointer { px in
                     y.storage.withUnsafeMutableBufferPointer { py in
-                        let xBase = px.baseAddress!, yBase = py.baseAddress!
+                        let (xBase, bBase, yBase) = (px.baseAddress!, pb.baseAddress!, py.baseAddress!)
                         NumericsThreading.forEachItem((n + 63) / 64) { b in
-                            Self.multiplyDirect(pb, columns: k, rows: b * 64, min(n, b * 64 + 64), x: xBase, xRows: m, y: yBase, yStride: n)
+                            bk_bf16w_rows(xBase, Int32(m), Int32(k), bBase, Int32(b * 64), Int32(min(n, b * 64 + 64)), yBase, Int32(n))
                         }
                     }
                 }
