@@ -31,6 +31,9 @@ let package = Package(
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
 
+        // bf16 and int8 kernels with intrinsics and runtime CPU dispatch; optimized in debug builds too.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"])]),
+
         .target(name: "BlendCore", dependencies: [
             "Yams",
             .product(name: "Logging", package: "swift-log"),
@@ -48,7 +51,7 @@ let package = Package(
         // the model parity tests (and `swift run` in debug) crawl. On x86-64 the kernels target Haswell-level
         // (AVX2 + FMA, every x86 server CPU since 2013): SIMD8 becomes one ymm register and multiply-adds fuse;
         // `blendd` checks the CPU at start-up and says so instead of crashing on an older one.
-        .target(name: "Inference", dependencies: ["COpenBLAS", "BlendCore"],
+        .target(name: "Inference", dependencies: ["COpenBLAS", "CKernels", "BlendCore"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))] + inferenceCPUFlags),
         .target(name: "Worker", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference",

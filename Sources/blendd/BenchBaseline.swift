@@ -14,6 +14,13 @@ enum BenchBaseline {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script] + arguments
+        // The baseline gets the OpenBLAS core type the machine exported, not the one blendd chose for itself.
+        var environment = ProcessInfo.processInfo.environment
+        if environment.removeValue(forKey: CPUFeatures.reexecutedMarker) != nil {
+            environment["OPENBLAS_CORETYPE"] = nil
+            environment["BLENDD_OPENBLAS_REEXEC"] = nil
+        }
+        process.environment = environment
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -6,6 +6,8 @@ import Kafka
 import Postgres
 import Worker
 
+extension BlendConfiguration.ModelPrecision: ExpressibleByArgument {}
+
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",

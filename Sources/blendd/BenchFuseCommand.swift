@@ -14,8 +14,10 @@ struct BenchFuseCommand: ParsableCommand {
         and times: the encoder on 8 prompts of --prompt-tokens; greedy generation of exactly \
         --new-tokens at batch 1 and 8 (decoding tokens/s excludes the encoder time measured for the same \
         prompts); beam search with 4 beams for one job. scripts/bench/genfuser_torch.py runs the same work \
-        with transformers' T5ForConditionalGeneration in a separate process; it is skipped with a message \
-        when torch is absent; it runs fp32. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch.
+        with transformers' T5ForConditionalGeneration in a separate process, in fp32 and under bf16 autocast, \
+        with the OpenBLAS core type the machine exported; it is skipped with a message when torch is absent. \
+        The run also measures the streaming read rate and prints each decode step as a multiple of the floor \
+        its weight bytes set. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch.
         """
     )
 
@@ -28,24 +30,36 @@ struct BenchFuseCommand: ParsableCommand {
     @Flag(help: "Random weights not representable in bf16, so blendd holds them in fp32 (default: bf16 values, as gen_fuser_3b is published).")
     var fp32 = false
     @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+    @Option(help: "Arithmetic of blendd's model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
 
     func run() throws {
         NumericsThreading.configure(threads: threads)
         let cores = threads > 0 ? threads : NumericsThreading.threads
         for shape in shapes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             guard let config = T5Configuration.flanT5(shape) else { throw ValidationError("unknown shape \(shape); use base, large or xl") }
-            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights (held as \(fp32 ? "fp32" : "bf16"), computed in fp32), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens")
+            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
+            let bandwidth = MemoryBandwidth.streamingRead()
+            print(String(format: "  streaming read bandwidth: %.1f GB/s (all %d workers, 512 MB)", bandwidth / 1e9, cores))
             let ours = try measureOurs(config)
-            printRow("blendd ", ours, baseline: nil)
+            printRow("blendd    ", ours, baseline: nil)
+            printFloor(ours, bandwidth: bandwidth)
             guard !noBaseline else { continue }
-            guard let object = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/genfuser_torch.py",
-                                                     arguments: ["--shape", shape, "--prompt-tokens", String(promptTokens),
-                                                                 "--new-tokens", String(newTokens), "--threads", String(cores)])?.last else { continue }
-            func number(_ key: String) -> Double { (object[key] as? Double) ?? Double(object[key] as? Int ?? 0) }
-            let theirs = Figures(encoder8: number("encoder_seconds_8"), prefill8: number("encoder_seconds_8"), prefill1: number("encoder_seconds_1"),
-                                 generate1: number("generate_seconds_1"), generate8: number("generate_seconds_8"),
-                                 beam4: number("beam4_seconds"), peakBytes: Int(number("peak_rss_bytes")))
-            printRow("pytorch", theirs, baseline: ours)
+            var best: (engine: String, figures: Figures)?
+            for dtype in ["fp32", "bf16"] {
+                guard let object = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/genfuser_torch.py",
+                                                         arguments: ["--shape", shape, "--prompt-tokens", String(promptTokens), "--dtype", dtype,
+                                                                     "--new-tokens", String(newTokens), "--threads", String(cores)])?.last else { continue }
+                func number(_ key: String) -> Double { (object[key] as? Double) ?? Double(object[key] as? Int ?? 0) }
+                let theirs = Figures(encoder8: number("encoder_seconds_8"), prefill8: number("encoder_seconds_8"), prefill1: number("encoder_seconds_1"),
+                                     generate1: number("generate_seconds_1"), generate8: number("generate_seconds_8"),
+                                     beam4: number("beam4_seconds"), peakBytes: Int(number("peak_rss_bytes")))
+                let engine = "torch-" + dtype
+                printRow(engine.padding(toLength: 10, withPad: " ", startingAt: 0), theirs, baseline: ours, versus: engine)
+                if best == nil || theirs.beam4 < best!.figures.beam4 { best = (engine, theirs) }
+            }
+            if let best {
+                print(String(format: "  blendd / best baseline (%@, by beam-4 time per job): %.2f× faster", best.engine, best.figures.beam4 / ours.beam4))
+            }
         }
     }
 
@@ -58,6 +72,18 @@ struct BenchFuseCommand: ParsableCommand {
         var generate8: Double
         var beam4: Double
         var peakBytes: Int
+        /// Weight bytes a decoder step reads (blendd only).
+        var stepBytes = 0
+    }
+
+    /// Each decode step against the floor its weight bytes set at the measured read rate.
+    private func printFloor(_ f: Figures, bandwidth: Double) {
+        let floor = Double(f.stepBytes) / bandwidth
+        for (batch, generate, prefill) in [(1, f.generate1, f.prefill1), (8, f.generate8, f.prefill8)] {
+            let step = (generate - prefill) / Double(newTokens)
+            print(String(format: "  blendd   decode step b=%d: %7.2f ms = %5.2f× the floor (%.1f MB of weights per step at %.1f GB/s = %.2f ms)",
+                         batch, step * 1e3, step / floor, Double(f.stepBytes) / 1e6, bandwidth / 1e9, floor * 1e3))
+        }
     }
 
     /// Encoder and decoding tokens/s of one side. Decoding time is generate() minus its prefill; when a run is
@@ -67,14 +93,14 @@ struct BenchFuseCommand: ParsableCommand {
         return (rate(8 * promptTokens, f.encoder8), rate(newTokens, f.generate1 - f.prefill1), rate(8 * newTokens, f.generate8 - f.prefill8))
     }
 
-    private func printRow(_ name: String, _ f: Figures, baseline: Figures?) {
+    private func printRow(_ name: String, _ f: Figures, baseline: Figures?, versus: String = "pytorch") {
         func show(_ v: Double, _ format: String) -> String { v.isFinite ? String(format: format, v) : "n/a (raise --new-tokens)" }
         let r = rates(f)
         var line = "  \(name)  encoder \(show(r.encoder, "%7.1f")) tokens/s   decode b=1 \(show(r.decode1, "%6.2f")) tokens/s   "
             + "b=8 \(show(r.decode8, "%6.2f")) tokens/s   beam-4 job \(String(format: "%6.2f", f.beam4)) s   peak \(String(format: "%5.2f", Double(f.peakBytes) / 1e9)) GB"
         if let b = baseline {
             let ours = rates(b)
-            line += "\n           blendd/pytorch: encoder \(show(ours.encoder / r.encoder, "%.2f×"))  decode b=1 \(show(ours.decode1 / r.decode1, "%.2f×"))  "
+            line += "\n           blendd/\(versus): encoder \(show(ours.encoder / r.encoder, "%.2f×"))  decode b=1 \(show(ours.decode1 / r.decode1, "%.2f×"))  "
                 + "b=8 \(show(ours.decode8 / r.decode8, "%.2f×"))  beam-4 \(String(format: "%.2f", f.beam4 / b.beam4))× faster  "
                 + "memory \(String(format: "%.2f", Double(b.peakBytes) / Double(max(1, f.peakBytes))))×"
         }
@@ -83,7 +109,8 @@ struct BenchFuseCommand: ParsableCommand {
 
     private func measureOurs(_ config: T5Configuration) throws -> Figures {
         let start = Date()
-        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config), bfloat16: !fp32))
+        let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config), bfloat16: !fp32),
+                                precision: precision)
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(start)))
         var state: UInt64 = 1
         let prompts = (0..<8).map { _ in
@@ -111,7 +138,7 @@ struct BenchFuseCommand: ParsableCommand {
         let generate8 = timed { _ = generator.generate(prompts, settings: Array(repeating: exact, count: 8)) }
         let beam4 = timed { _ = generator.generate([prompts[0]], settings: [beam]) }
         return Figures(encoder8: encoder8, prefill8: sources8, prefill1: sources1, generate1: generate1, generate8: generate8,
-                       beam4: beam4, peakBytes: BenchBaseline.peakResidentBytes())
+                       beam4: beam4, peakBytes: BenchBaseline.peakResidentBytes(), stepBytes: model.decoderStepBytes)
     }
 
     /// The HF names and shapes of a T5 v1.1 checkpoint.

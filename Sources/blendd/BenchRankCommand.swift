@@ -7,13 +7,15 @@ import Inference
 struct BenchRankCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rank",
-        abstract: "PairRM pairs/s and tokens/s at several lengths on random weights, beside a PyTorch fp32 baseline.",
+        abstract: "PairRM pairs/s and tokens/s at several lengths on random weights, beside PyTorch and ONNX Runtime baselines.",
         discussion: """
         Builds PairRM's network with random weights of --backbone's shape (DeBERTa-v3-large by \
         default, as llm-blender/PairRM), times batches of --pairs pairs of each length and prints \
-        the achieved GFLOP/s as a fraction of the sgemm rate measured just before. The baseline is \
-        scripts/bench/pairrm_torch.py (HF transformers' DebertaV2Model + the same head) run with \
-        python3 on the same batches; it is skipped with a message when torch is absent.
+        the achieved GFLOP/s as a fraction of the sgemm rate measured just before. The baselines come from \
+        scripts/bench/pairrm_torch.py (HF transformers' DebertaV2Model + the same head: PyTorch fp32, \
+        PyTorch bf16 autocast, ONNX Runtime fp32) run with python3 on the same batches, with the \
+        OpenBLAS core type the machine exported; they are skipped with a message when torch is absent \
+        (scripts/bench/setup_venv.sh installs them). Every row prints blendd ÷ that engine, then ÷ the best.
         """
     )
 
@@ -26,6 +28,7 @@ struct BenchRankCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/pairrm_torch.py from the working directory).", valueName: "path"))
     var baselineScript: String?
     @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+    @Option(help: "Arithmetic of blendd's encoder: fp32, bf16 or int8 (models.ranker_precision).") var precision = ModelPrecision.fp32
 
     func run() throws {
         NumericsThreading.configure(threads: threads)
@@ -36,13 +39,13 @@ struct BenchRankCommand: ParsableCommand {
         }
         var config = try DebertaConfiguration.pairRM(backbone: backbone)
         if let layers { config.layers = layers }
-        print("blendd bench rank: \(backbone) shape (hidden \(config.hiddenSize), \(config.layers) layers, \(config.heads) heads), random fp32 weights, \(cores) threads, \(pairs) pairs per batch")
+        print("blendd bench rank: \(backbone) shape (hidden \(config.hiddenSize), \(config.layers) layers, \(config.heads) heads), random fp32 weights, precision \(precision.rawValue), \(cores) threads, \(pairs) pairs per batch, OpenBLAS \(NumericsThreading.blasCore) (rows aligned to \(Kernels.rowAlignment))")
 
         let peak = sgemmRate(hidden: config.hiddenSize, inner: config.intermediateSize)
         print(String(format: "  sgemm reference rate: %.1f GFLOP/s (a [2048×%d]·[%d×%d] product, the FFN's shape)", peak, config.hiddenSize, config.hiddenSize, config.intermediateSize))
 
         let buildStart = Date()
-        let network = try PairRMNetwork(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)))
+        let network = try PairRMNetwork(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)), precision: precision)
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(buildStart)))
 
         var ours: [Int: Double] = [:]
@@ -70,16 +73,25 @@ struct BenchRankCommand: ParsableCommand {
                          "--threads", String(cores)]
         if let layers { arguments += ["--layers", String(layers)] }
         guard let objects = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/pairrm_torch.py", arguments: arguments) else { return }
+        var best: [Int: (engine: String, rate: Double)] = [:]
         for object in objects {
             if let length = object["length"] as? Int, let runs = object["runs"] as? Int, let secs = object["seconds"] as? Double {
+                let engine = object["engine"] as? String ?? "torch-fp32"
                 let rate = Double(runs * pairs) / secs
                 let gflops = rate * Self.flopsPerPair(config, length: length) / 1e9
-                print(String(format: "  pytorch  L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm   blendd/pytorch %.2f×",
-                             length, rate, rate * Double(length), gflops, 100 * gflops / peak, (ours[length] ?? 0) / rate))
+                print(String(format: "  %@ L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm   blendd/%@ %.2f×",
+                             engine.padding(toLength: 12, withPad: " ", startingAt: 0), length, rate, rate * Double(length), gflops,
+                             100 * gflops / peak, engine, (ours[length] ?? 0) / rate))
+                if rate > best[length]?.rate ?? 0 { best[length] = (engine, rate) }
             } else if let bytes = object["peak_rss_bytes"] as? Int {
-                print(String(format: "  pytorch  peak resident memory %.2f GB (torch %@, %d threads)   blendd/pytorch %.2f×", Double(bytes) / 1e9,
-                             object["torch"] as? String ?? "?", object["threads"] as? Int ?? 0, Double(rss) / Double(bytes)))
+                let versions = (object["versions"] as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+                print(String(format: "  baselines peak resident memory %.2f GB (%@, %d threads)   blendd/baselines %.2f×", Double(bytes) / 1e9,
+                             versions.joined(separator: ", "), object["threads"] as? Int ?? 0, Double(rss) / Double(bytes)))
             }
+        }
+        for length in lengthList {
+            guard let (engine, rate) = best[length] else { continue }
+            print(String(format: "  L=%5d  blendd / best baseline (%@): %.2f×", length, engine, (ours[length] ?? 0) / rate))
         }
     }
 

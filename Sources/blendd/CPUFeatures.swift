@@ -26,12 +26,16 @@ enum CPUFeatures {
     /// the CPU has AVX-512 and the variable is unset, blendd sets it and re-executes itself once (same pid,
     /// same arguments). Set OPENBLAS_CORETYPE yourself to choose another kernel set, or
     /// BLENDD_OPENBLAS_REEXEC=0 to keep the library's own choice.
+    static let reexecutedMarker = "BLENDD_OPENBLAS_CORETYPE_SET_BY_BLENDD"
+
     static func selectOpenBLASCoreType() {
         let env = ProcessInfo.processInfo.environment
         guard env["OPENBLAS_CORETYPE"] == nil, env["BLENDD_OPENBLAS_REEXEC"] != "0", flags.contains("avx512f") else { return }
         setenv("OPENBLAS_CORETYPE", "SkylakeX", 1)
-        // Marks the re-executed process so a failing exec can never loop.
+        // Marks the re-executed process so a failing exec can never loop, and says the core type was ours, so
+        // benchmark baselines run with what the machine exported (`BenchBaseline`).
         setenv("BLENDD_OPENBLAS_REEXEC", "0", 1)
+        setenv(reexecutedMarker, "1", 1)
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
         execv("/proc/self/exe", arguments)
         // exec failed (no /proc?): carry on with the library's choice.

@@ -107,7 +107,7 @@ enum ModelFactory {
         guard !config.models.ranker.isEmpty else { return ConsensusRanker() }
         NumericsThreading.configure(threads: config.models.threads)
         do {
-            let model = try PairRMModel(directory: config.models.ranker)
+            let model = try PairRMModel(directory: config.models.ranker, precision: config.models.rankerPrecision)
             return PairRMRanker(model: model, planner: TokenBudgetPlanner(maxSequences: config.batching.maxPairs,
                                                                           maxTokens: config.batching.maxTokens))
         } catch {
@@ -119,7 +119,7 @@ enum ModelFactory {
         guard !config.models.fuser.isEmpty else { return TopCandidateFuser() }
         NumericsThreading.configure(threads: config.models.threads)
         do {
-            return try GenFuser(directory: config.models.fuser, maxJobsPerBatch: config.batching.maxJobs)
+            return try GenFuser(directory: config.models.fuser, maxJobsPerBatch: config.batching.maxJobs, precision: config.models.fuserPrecision)
         } catch {
             throw CLIError("cannot load the GenFuser checkpoint in \(config.models.fuser) (models.fuser): \(error)")
         }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch fp32 baseline for `blendd bench fuse`: HF T5ForConditionalGeneration with a Flan-T5 shape on
-random weights, timed on the same work as blendd (encoder, greedy decoding at batch 1 and 8, beam 4).
+"""PyTorch baseline for `blendd bench fuse`: HF T5ForConditionalGeneration with a Flan-T5 shape on
+random weights, timed on the same work as blendd (encoder, greedy decoding at batch 1 and 8, beam 4), in
+fp32 eager or (--dtype bf16) under CPU autocast to bfloat16.
 
 Prints one JSON object with the timings. Exits with status 3 and a message on stderr when torch or
 transformers is missing, so the caller can skip it.
@@ -27,6 +28,7 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -43,8 +45,9 @@ def main():
     generator = torch.Generator().manual_seed(1)
     prompts = torch.randint(5, 32000, (8, args.prompt_tokens), generator=generator)
     n = args.new_tokens
-    out = {"shape": args.shape, "build_seconds": built}
-    with torch.inference_mode():
+    out = {"shape": args.shape, "build_seconds": built, "engine": f"torch-{args.dtype}"}
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+    with torch.inference_mode(), autocast:
         def timed(fn):
             t = time.perf_counter()
             fn()

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""PyTorch fp32 baseline for `blendd bench rank`: PairRM's network (HF DebertaV2Model with the
-DeBERTa-v3 structure + LLM-Blender's head) on random weights, timed on the same pair batches.
+"""Baselines for `blendd bench rank`: PairRM's network (HF DebertaV2Model with the DeBERTa-v3 structure +
+LLM-Blender's head) on random weights, timed on the same pair batches by each engine of --engines:
+torch-fp32 (eager), torch-bf16 (CPU autocast to bfloat16) and onnxruntime (fp32, the same network exported
+with torch.onnx). scripts/bench/setup_venv.sh installs them from PyPI; CI never runs this.
 
-Prints one JSON object per sequence length, then one with the peak resident memory. Exits with
-status 3 and a message on stderr when torch or transformers is missing, so the caller can skip it.
+Prints one JSON object per engine and sequence length, then one with the peak resident memory. Exits with
+status 3 and a message on stderr when torch or transformers is missing, so the caller can skip it; an
+engine whose package is missing is reported on stderr and skipped.
 """
+import os
+import tempfile
 import argparse
 import json
 import resource
@@ -32,6 +37,7 @@ def main():
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--engines", default="torch-fp32,torch-bf16,onnxruntime")
     args = parser.parse_args()
 
     if args.threads > 0:
@@ -53,22 +59,62 @@ def main():
         s, c1, c2 = (out[rows, positions[k]] for k in range(3))
         return (head(torch.cat([s, c1], -1)) - head(torch.cat([s, c2], -1))).squeeze(-1)
 
-    for length in [int(x) for x in args.lengths.split(",")]:
-        generator = torch.Generator().manual_seed(length)
-        ids = torch.randint(5, 128000, (args.pairs, length), generator=generator)
-        positions = [torch.full((args.pairs,), p) for p in (1, length // 3 + 1, 2 * length // 3 + 1)]
-        with torch.inference_mode():
-            forward(ids, positions)  # warm-up
-            runs, start = 0, time.perf_counter()
-            while True:
-                forward(ids, positions)
-                runs += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= args.seconds:
-                    break
-        print(json.dumps({"length": length, "pairs": args.pairs, "runs": runs, "seconds": elapsed}), flush=True)
+    class Network(torch.nn.Module):
+        def forward(self, ids, s, c1, c2):
+            return forward(ids, (s, c1, c2))
+
+    def timed(run):
+        run()  # warm-up
+        runs, start = 0, time.perf_counter()
+        while True:
+            run()
+            runs += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= args.seconds:
+                return runs, elapsed
+
+    def engine_runner(engine, ids, positions):
+        if engine == "torch-fp32":
+            def run():
+                with torch.inference_mode():
+                    forward(ids, positions)
+            return run
+        if engine == "torch-bf16":
+            def run():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    forward(ids, positions)
+            return run
+        if engine == "onnxruntime":
+            import onnxruntime
+            path = os.path.join(tempfile.mkdtemp(), "pairrm.onnx")
+            torch.onnx.export(Network(), (ids, *positions), path, input_names=["ids", "s", "c1", "c2"],
+                              dynamic_axes={"ids": {0: "pairs", 1: "length"}, "s": {0: "pairs"}, "c1": {0: "pairs"}, "c2": {0: "pairs"}},
+                              opset_version=17)
+            options = onnxruntime.SessionOptions()
+            if args.threads > 0:
+                options.intra_op_num_threads = args.threads
+            session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            feed = {"ids": ids.numpy(), "s": positions[0].numpy(), "c1": positions[1].numpy(), "c2": positions[2].numpy()}
+            return lambda: session.run(None, feed)
+        raise SystemExit(f"unknown engine {engine}")
+
+    versions = {"torch": torch.__version__}
+    for engine in args.engines.split(","):
+        for length in [int(x) for x in args.lengths.split(",")]:
+            generator = torch.Generator().manual_seed(length)
+            ids = torch.randint(5, 128000, (args.pairs, length), generator=generator)
+            positions = [torch.full((args.pairs,), p) for p in (1, length // 3 + 1, 2 * length // 3 + 1)]
+            try:
+                runs, elapsed = timed(engine_runner(engine, ids, positions))
+            except ImportError as error:
+                print(f"{engine} skipped: {error}", file=sys.stderr)
+                break
+            if engine == "onnxruntime":
+                import onnxruntime
+                versions["onnxruntime"] = onnxruntime.__version__
+            print(json.dumps({"engine": engine, "length": length, "pairs": args.pairs, "runs": runs, "seconds": elapsed}), flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_rss_bytes": peak, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+    print(json.dumps({"peak_rss_bytes": peak, "threads": torch.get_num_threads(), "versions": versions}), flush=True)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,14 @@ public struct BlendConfiguration: Sendable, Equatable {
         public var fuser = ""
         /// Compute threads for inference; 0 = one per core.
         public var threads = 0
+        /// Arithmetic of the PairRM ranker and of the GenFuser (fp32 is exact to the reference).
+        public var rankerPrecision = ModelPrecision.fp32
+        public var fuserPrecision = ModelPrecision.fp32
     }
+
+    /// fp32: the reference's arithmetic. bf16: weights and activations rounded to bfloat16, float32 sums
+    /// (AVX512-BF16; elsewhere bf16 weights with float32 math). int8: weight-only int8, one scale per output channel.
+    public enum ModelPrecision: String, Sendable, CaseIterable { case fp32, bf16, int8 }
 
     public struct Batching: Sendable, Equatable {
         public init() {}

@@ -53,6 +53,8 @@ public enum ConfigurationLoader {
         .string("models.ranker", \.models.ranker, "PairRM checkpoint directory (empty: weight-free consensus ranker)."),
         .string("models.fuser", \.models.fuser, "GenFuser checkpoint directory (empty: return the top-ranked candidate)."),
         .int("models.threads", \.models.threads, "Inference threads (0: one per core)."),
+        .choice("models.ranker_precision", \.models.rankerPrecision, "PairRM arithmetic: fp32 (exact to the reference), bf16 or int8."),
+        .choice("models.fuser_precision", \.models.fuserPrecision, "GenFuser arithmetic: fp32 (exact to the reference), bf16 or int8."),
         .int("batching.max_jobs", \.batching.maxJobs, "Jobs per micro-batch."),
         .int("batching.max_pairs", \.batching.maxPairs, "Pair sequences per ranker forward pass."),
         .int("batching.max_tokens", \.batching.maxTokens, "Padded tokens per forward pass."),

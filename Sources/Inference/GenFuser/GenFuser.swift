@@ -15,9 +15,10 @@ public final class GenFuser: CandidateFuser {
     public let maxJobsPerBatch: Int
     private let queue = DispatchQueue(label: "blendd.genfuser")
 
-    public init(directory: String, maxJobsPerBatch: Int = 8) throws {
+    /// `precision` other than fp32 appears in the label (`+bf16`, `+int8`), so results say how they were computed.
+    public init(directory: String, maxJobsPerBatch: Int = 8, precision: ModelPrecision = .fp32) throws {
         let store = try WeightStore.open(directory: directory)
-        model = try T5Model(configuration: try T5Configuration.load(directory: directory), store: store)
+        model = try T5Model(configuration: try T5Configuration.load(directory: directory), store: store, precision: precision)
         tokenizer = try Tokenizer.load(directory: directory)
         guard tokenizer.family == .t5 else {
             throw CheckpointError.config(path: directory, reason: "GenFuser needs a T5 tokenizer (spiece.model), found \(tokenizer.family.rawValue)")
@@ -28,7 +29,7 @@ public final class GenFuser: CandidateFuser {
         promptBuilder = FusionPromptBuilder(tokenizer: tokenizer)
         generator = T5Generator(model: model)
         self.maxJobsPerBatch = max(1, maxJobsPerBatch)
-        label = "genfuser:" + WeightStore.label(directory: directory, store: store)
+        label = "genfuser:" + WeightStore.label(directory: directory, store: store) + (precision == .fp32 ? "" : "+" + precision.rawValue)
     }
 
     public func fuse(_ requests: [FuseRequest]) async -> [Result<FuseOutcome, FusionError>] {

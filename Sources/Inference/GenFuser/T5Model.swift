@@ -1,3 +1,4 @@
+import BlendCore
 import Dispatch
 import Foundation
 
@@ -5,7 +6,7 @@ import Foundation
 /// embedding, pre-norm blocks with RMSNorm, attention without 1/√d scaling, relative position
 /// bias from block 0 of each stack, gated-GELU (tanh) FFN, no biases, untied lm_head.
 ///
-/// The encoder runs over packed sequences (no padding computed). The decoder advances any set of
+/// The encoder runs over packed sequences (aligned, see `PackedSequences`). The decoder advances any set of
 /// rows one token at a time; each row keeps its own self-attention cache and reads the
 /// cross-attention keys/values of its job, computed once per job and shared by all its beams.
 public final class T5Model: Sendable {
@@ -46,21 +47,26 @@ public final class T5Model: Sendable {
     let outputLayer: WeightMatrix
     /// Bytes the weights occupy in memory (bf16 checkpoints stay bf16; see `WeightMatrix`).
     public let weightBytes: Int
+    /// Weight bytes one decoder step reads: every decoder projection except the cross-attention keys/values
+    /// (computed once per job), plus the output layer.
+    public let decoderStepBytes: Int
 
-    public convenience init(directory: String) throws {
-        try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory))
+    public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
+        try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory),
+                      precision: precision)
     }
 
     /// Takes the tensors by their HF names; every missing, mis-shaped or unexpected tensor is reported at once.
-    public init(configuration c: T5Configuration, store: WeightStore) throws {
+    /// `precision` applies to every projection and the output layer; the embedding table stays exact.
+    public init(configuration c: T5Configuration, store: WeightStore, precision: ModelPrecision = .fp32) throws {
         configuration = c
         let reader = store.reader()
         // The hub's .bin files also carry the stacks' tied copies of `shared`.
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
         let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
-        func matrix(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, compress: true) }
+        func matrix(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, precision: precision, compressExact: true) }
         let sharedTensor = try reader.take("shared.weight", [c.vocabularySize, d])
-        shared = matrix(sharedTensor)
+        shared = WeightMatrix(sharedTensor, compress: true)
         func selfAttention(_ p: String) throws -> Attention {
             let q = try reader.take(p + "q.weight", [inner, d]), k = try reader.take(p + "k.weight", [inner, d])
             let v = try reader.take(p + "v.weight", [inner, d])
@@ -113,13 +119,18 @@ public final class T5Model: Sendable {
         weightBytes = shared.bytes + outputLayer.bytes
             + encoderBlocks.reduce(0) { $0 + attentionBytes($1.attention) + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes }
             + decoderBlocks.reduce(0) { $0 + attentionBytes($1.selfAttention) + attentionBytes($1.crossAttention) + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes }
+        decoderStepBytes = outputLayer.bytes + decoderBlocks.reduce(0) {
+            $0 + attentionBytes($1.selfAttention) + attentionBytes($1.crossAttention) - ($1.crossAttention.keyValue?.bytes ?? 0)
+                + $1.feedForwardIn.bytes + $1.feedForwardOut.bytes
+        }
     }
 
     // MARK: Encoder
 
-    /// Final encoder states of every sequence, stacked; rows `offsets[s] ..< offsets[s] + sequences[s].count`.
+    /// Final encoder states of every sequence, stacked; rows `offsets[s] ..< offsets[s] + sequences[s].count`, the
+    /// rows between sequences being alignment padding.
     public func encode(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
-        let packed = PackedSequences(sequences)
+        let packed = PackedSequences(sequences, padding: configuration.padId)
         let (ids, offsets, lengths) = (packed.ids, packed.offsets, packed.lengths)
         let eps = configuration.layerNormEps
         var x = shared.gatherRows(ids)
@@ -129,15 +140,15 @@ public final class T5Model: Sendable {
             let context = encoderAttention(qkv, offsets: offsets, lengths: lengths)
             Kernels.addInPlace(&x, block.attention.output.linear(context))
             Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
-                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
+                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut, independentRows: false))
         }
         return (Kernels.rmsNorm(x, gamma: encoderFinalNorm, eps: eps), offsets)
     }
 
-    /// wo(gelu_tanh(wi_0·x) ⊙ wi_1·x).
-    func feedForward(_ x: Tensor, weightIn: WeightMatrix, weightOut: WeightMatrix) -> Tensor {
+    /// wo(gelu_tanh(wi_0·x) ⊙ wi_1·x); `independentRows` for decoder steps (see `WeightMatrix.linearRows`).
+    func feedForward(_ x: Tensor, weightIn: WeightMatrix, weightOut: WeightMatrix, independentRows: Bool) -> Tensor {
         let ff = configuration.feedForwardSize
-        let both = weightIn.linear(x)
+        let both = independentRows ? weightIn.linearRows(x) : weightIn.linear(x)
         var gated = Tensor(zeros: [x.rows, ff])
         both.storage.withUnsafeBufferPointer { pb in
             gated.storage.withUnsafeMutableBufferPointer { pg in
@@ -151,7 +162,7 @@ public final class T5Model: Sendable {
                 }
             }
         }
-        return weightOut.linear(gated)
+        return independentRows ? weightOut.linearRows(gated) : weightOut.linear(gated)
     }
 
     /// Bidirectional self-attention per sequence and head: softmax(Q·Kᵀ + bias[bucket(j − i)])·V, unscaled.
@@ -243,14 +254,15 @@ public final class T5Model: Sendable {
 
     public func makeRow(source: Int) -> DecoderRow { DecoderRow(source: source, layers: configuration.decoderLayers) }
 
-    /// Feeds one token to each row and returns next-token logits, [rows, vocabulary].
+    /// Feeds one token to each row and returns next-token logits, [rows, vocabulary]. Every product treats the rows
+    /// as independent items (`linearRows`), so a row's logits never depend on the other rows of the step.
     public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource]) -> Tensor {
         precondition(rows.count == tokens.count, "one token per row")
         let c = configuration, inner = c.innerSize, eps = c.layerNormEps
         var x = shared.gatherRows(tokens)
         for (l, block) in decoderBlocks.enumerated() {
             // Self-attention over the row's own past, with the causal relative bias.
-            let qkv = block.selfAttention.query.linear(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
+            let qkv = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
             for r in rows.indices {
                 let base = r * 3 * inner
                 rows[r].keys[l] += qkv.storage[(base + inner)..<(base + 2 * inner)]
@@ -259,18 +271,18 @@ public final class T5Model: Sendable {
             let selfContext = rowAttention(queries: qkv, queryStride: 3 * inner, rows: rows.count) { r in
                 (rows[r].keys[l], rows[r].values[l], true)
             }
-            Kernels.addInPlace(&x, block.selfAttention.output.linear(selfContext))
+            Kernels.addInPlace(&x, block.selfAttention.output.linearRows(selfContext))
             // Cross-attention over the row's job's encoder states.
-            let q = block.crossAttention.query.linear(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps))
+            let q = block.crossAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps))
             let crossContext = rowAttention(queries: q, queryStride: inner, rows: rows.count) { r in
                 (sources[rows[r].source].keys[l], sources[rows[r].source].values[l], false)
             }
-            Kernels.addInPlace(&x, block.crossAttention.output.linear(crossContext))
+            Kernels.addInPlace(&x, block.crossAttention.output.linearRows(crossContext))
             Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
-                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
+                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut, independentRows: true))
         }
         for r in rows.indices { rows[r].length += 1 }
-        return outputLayer.linear(Kernels.rmsNorm(x, gamma: decoderFinalNorm, eps: eps))
+        return outputLayer.linearRows(Kernels.rmsNorm(x, gamma: decoderFinalNorm, eps: eps))
     }
 
     /// Single-query attention of each row over `memory(r)` (keys, values as [length, inner]); with `causalBias`

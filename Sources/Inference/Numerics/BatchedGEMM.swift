@@ -13,52 +13,6 @@ extension Kernels {
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
-    /// `sgemmSerial` split over the compute workers: by rows of C when there are enough of them, else by
-    /// columns (decoder steps multiply a few rows by large weights). Each part is an independent product,
-    /// so the result does not depend on the split beyond the GEMM's own rounding.
-    static func sgemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
-                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                      beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        guard m > 0, n > 0, k > 0 else { return }
-        let threads = NumericsThreading.threads
-        let work = m * n * k
-        guard threads > 1, work >= 1 << 18 else {
-            sgemmSerial(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                        b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-            return
-        }
-        if m == 1 && transposeB && !transposeA && alpha == 1 && beta == 0 {
-            // One row times a [n, k] weight (a decoder step at batch 1): a matrix-vector product, memory-bound,
-            // split into row blocks of the weight.
-            let parts = min(threads, max(1, n / 64))
-            NumericsThreading.parallel(parts) { w in
-                let start = n * w / parts, end = n * (w + 1) / parts
-                cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(end - start), Int32(k), 1, b + start * ldb, Int32(ldb),
-                            a, 1, 0, c + start, 1)
-            }
-            return
-        }
-        if m >= 32 * threads {
-            NumericsThreading.parallel(threads) { w in
-                let start = m * w / threads, end = m * (w + 1) / threads
-                sgemmSerial(transposeA: transposeA, transposeB: transposeB, m: end - start, n: n, k: k, alpha: alpha,
-                            a: transposeA ? a + start : a + start * lda, lda: lda, b: b, ldb: ldb, beta: beta,
-                            c: c + start * ldc, ldc: ldc)
-            }
-        } else {
-            // Column blocks of 16 keep each part's panel aligned for the kernel.
-            let blocks = (n + 15) / 16
-            let parts = min(threads, blocks)
-            NumericsThreading.parallel(parts) { w in
-                let start = min(n, blocks * w / parts * 16), end = min(n, blocks * (w + 1) / parts * 16)
-                guard end > start else { return }
-                sgemmSerial(transposeA: transposeA, transposeB: transposeB, m: m, n: end - start, k: k, alpha: alpha,
-                            a: a, lda: lda, b: transposeB ? b + start * ldb : b + start, ldb: ldb, beta: beta,
-                            c: c + start, ldc: ldc)
-            }
-        }
-    }
-
     /// [batch, m, k] · [batch, k, n] (or with either operand transposed in its last two dimensions).
     public static func batchedMatmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
         precondition(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0], "batchedMatmul takes [batch, ·, ·] pairs, got \(a.shape) and \(b.shape)")

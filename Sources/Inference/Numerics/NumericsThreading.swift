@@ -4,8 +4,8 @@ import Foundation
 import Synchronization
 
 /// How compute is split over cores: by us, never by OpenBLAS. OpenBLAS runs single-threaded in
-/// whichever thread calls it, and we split every GEMM (by rows of C, or by columns when there are
-/// few rows) and every row kernel over `threads` workers with `concurrentPerform`. With two thread
+/// whichever thread calls it, and we split every GEMM (into fixed-shape blocks, see `Kernels.sgemm`)
+/// and every row kernel over `threads` workers with `concurrentPerform`. With two thread
 /// pools, OpenBLAS's workers spin between GEMMs while ours run the row kernels and attention, and
 /// on a small machine they steal each other's cores (measured: ~7% of the time in sched_yield and
 /// a slower encoder). One pool also lets attention run heads in parallel, each head's small GEMMs
@@ -22,6 +22,12 @@ public enum NumericsThreading {
         _ = blasSingleThreaded
         let n = configured.load(ordering: .relaxed)
         return n > 0 ? n : max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// The OpenBLAS kernels in use ("Haswell", "SkylakeX", …), as `OPENBLAS_CORETYPE` or detection chose them.
+    public static var blasCore: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
     }
 
     /// Sets the number of compute workers (0 = one per core); called once at start-up.

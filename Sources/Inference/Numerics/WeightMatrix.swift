@@ -1,3 +1,5 @@
+import CKernels
+
 /// A weight matrix [out, in] in PyTorch's Linear layout, stored as float32 or, when every value is
 /// exactly a bfloat16 (a checkpoint published in bf16, such as gen_fuser_3b), as bfloat16: half the
 /// memory and half the bytes read per decoder step, with results identical to the float32 copy
@@ -7,12 +9,14 @@
 /// 32-bit word j of a group holds value j in its high half and value j + 8 in its low half, so
 /// `word & 0xFFFF0000` gives values 0…7 and `word << 16` values 8…15 as float32 bit patterns.
 /// Rows are a multiple of 16 long in every T5/DeBERTa shape; other widths are refused to f32.
+///
+/// The reduced precisions (`ReducedPrecision.swift`) change the arithmetic: `bf16Pairs` holds weights
+/// rounded to bf16 in the AVX512-BF16 dot-product layout, `int8` per-output-channel weight-only int8.
 public enum WeightMatrix: Sendable {
     case f32(Tensor)
     case bf16(rows: Int, columns: Int, bits: [UInt16])
-
-    /// Rows up to which the multiply reads bf16 weights directly (a decoder step's rows).
-    static let directRows = 16
+    case bf16Pairs(rows: Int, columns: Int, words: [UInt32])
+    case int8(rows: Int, columns: Int, values: [Int8], scales: [Float])
 
     /// `compress`: store as bfloat16 if no value would change.
     public init(_ tensor: Tensor, compress: Bool) {
@@ -41,7 +45,7 @@ public enum WeightMatrix: Sendable {
     public var shape: [Int] {
         switch self {
         case .f32(let t): t.shape
-        case let .bf16(rows, columns, _): [rows, columns]
+        case let .bf16(rows, columns, _), let .bf16Pairs(rows, columns, _), let .int8(rows, columns, _, _): [rows, columns]
         }
     }
 
@@ -49,6 +53,8 @@ public enum WeightMatrix: Sendable {
         switch self {
         case .f32(let t): t.count * 4
         case .bf16(_, _, let bits): bits.count * 2
+        case .bf16Pairs(_, _, let words): words.count * 4
+        case let .int8(_, _, values, scales): values.count + scales.count * 4
         }
     }
 
@@ -60,26 +66,6 @@ public enum WeightMatrix: Sendable {
             let (low, high) = group(source + g)
             UnsafeMutableRawPointer(out + g).storeBytes(of: low, as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(out + g + 8).storeBytes(of: high, as: SIMD8<Float>.self)
-        }
-    }
-
-    /// y[r, start..<end] = x[r] · W[start..<end]ᵀ for up to `directRows` rows, reading each weight once and
-    /// widening it in registers.
-    static func multiplyDirect(_ bits: UnsafeBufferPointer<UInt16>, columns k: Int, rows start: Int, _ end: Int,
-                               x: UnsafePointer<Float>, xRows m: Int, y: UnsafeMutablePointer<Float>, yStride: Int) {
-        for n in start..<end {
-            let w = bits.baseAddress! + n * k
-            // Row by row: the weight row comes from memory once and from L1 after that; the sums stay in registers.
-            for r in 0..<m {
-                let xr = x + r * k
-                var sum0 = SIMD8<Float>(), sum1 = SIMD8<Float>()
-                for g in stride(from: 0, to: k, by: 16) {
-                    let (low, high) = group(w + g)
-                    sum0 += low * UnsafeRawPointer(xr + g).loadUnaligned(as: SIMD8<Float>.self)
-                    sum1 += high * UnsafeRawPointer(xr + g + 8).loadUnaligned(as: SIMD8<Float>.self)
-                }
-                y[r * yStride + n] = (sum0 + sum1).sum()
-            }
         }
     }
 
@@ -98,10 +84,13 @@ public enum WeightMatrix: Sendable {
                 }
             }
             return out
+        case .bf16Pairs, .int8:
+            return Kernels.gatherRows(floatTensor(), ids)
         }
     }
 
-    /// x · Wᵀ over the last dimension of `x` (no bias).
+    /// x · Wᵀ over the last dimension of packed sequences (no bias): the fixed-shape product of
+    /// `Kernels.sgemm`, from a float32 copy of bf16 weights made for the call (transient).
     public func linear(_ x: Tensor) -> Tensor {
         switch self {
         case .f32(let w):
@@ -113,39 +102,45 @@ public enum WeightMatrix: Sendable {
             bits.withUnsafeBufferPointer { pb in
                 x.storage.withUnsafeBufferPointer { px in
                     y.storage.withUnsafeMutableBufferPointer { py in
-                        let xBase = px.baseAddress!, yBase = py.baseAddress!
-                        if m >= 64 {
-                            // Many rows (an encoder pass): widen once, one parallel GEMM; the copy is transient.
-                            let wide = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
-                            defer { wide.deallocate() }
-                            NumericsThreading.forEachItem(NumericsThreading.threads) { w in
-                                let parts = NumericsThreading.threads
-                                Self.widen(pb, from: n * w / parts, to: n * (w + 1) / parts, columns: k, into: wide + n * w / parts * k)
-                            }
-                            Kernels.sgemm(transposeB: true, m: m, n: n, k: k, a: xBase, lda: k, b: wide, ldb: k, c: yBase, ldc: n)
-                        } else if m <= Self.directRows {
-                            // A decoder step: memory-bound, so read the two-byte weights once and widen them in registers.
-                            let blocks = (n + 63) / 64
-                            NumericsThreading.forEachItem(blocks) { b in
-                                Self.multiplyDirect(pb, columns: k, rows: b * 64, min(n, b * 64 + 64), x: xBase, xRows: m, y: yBase, yStride: n)
-                            }
-                        } else {
-                            // A few dozen rows: widen a panel of weight rows that stays in cache, multiply, move on.
-                            let panel = max(16, min(256, (131_072 / k) / 16 * 16))
-                            let panels = (n + panel - 1) / panel
-                            NumericsThreading.forEachItem(panels) { p in
-                                let start = p * panel, end = min(n, start + panel)
-                                let wide = UnsafeMutablePointer<Float>.allocate(capacity: (end - start) * k)
-                                defer { wide.deallocate() }
-                                Self.widen(pb, from: start, to: end, columns: k, into: wide)
-                                Kernels.sgemmSerial(transposeB: true, m: m, n: end - start, k: k, a: xBase, lda: k, b: wide, ldb: k,
-                                                    c: yBase + start, ldc: n)
-                            }
+                        let wide = UnsafeMutablePointer<Float>.allocate(capacity: n * k)
+                        defer { wide.deallocate() }
+                        let parts = NumericsThreading.threads
+                        NumericsThreading.forEachItem(parts) { w in
+                            Self.widen(pb, from: n * w / parts, to: n * (w + 1) / parts, columns: k, into: wide + n * w / parts * k)
+                        }
+                        Kernels.sgemm(transposeB: true, m: m, n: n, k: k, a: px.baseAddress!, lda: k, b: wide, ldb: k, c: py.baseAddress!, ldc: n)
+                    }
+                }
+            }
+            return y.reshaped(Array(x.shape.dropLast()) + [n])
+        case .bf16Pairs, .int8:
+            return reducedLinear(x, independentRows: false)
+        }
+    }
+
+    /// x · Wᵀ for rows that are independent items (decoder steps): one dot product per output in a fixed order
+    /// (`Kernels.linearRows`); bf16 weights are widened in registers, each chunk shared by four rows.
+    public func linearRows(_ x: Tensor) -> Tensor {
+        switch self {
+        case .f32(let w):
+            return Kernels.linearRows(x, weight: w, bias: nil)
+        case let .bf16(n, k, bits):
+            precondition(x.columns == k, "linearRows: input \(x.shape) does not fit weight [\(n), \(k)]")
+            let m = x.rows
+            var y = Tensor(zeros: [m, n])
+            bits.withUnsafeBufferPointer { pb in
+                x.storage.withUnsafeBufferPointer { px in
+                    y.storage.withUnsafeMutableBufferPointer { py in
+                        let (xBase, bBase, yBase) = (px.baseAddress!, pb.baseAddress!, py.baseAddress!)
+                        NumericsThreading.forEachItem((n + 63) / 64) { b in
+                            bk_bf16w_rows(xBase, Int32(m), Int32(k), bBase, Int32(b * 64), Int32(min(n, b * 64 + 64)), yBase, Int32(n))
                         }
                     }
                 }
             }
             return y.reshaped(Array(x.shape.dropLast()) + [n])
+        case .bf16Pairs, .int8:
+            return reducedLinear(x, independentRows: true)
         }
     }
 }

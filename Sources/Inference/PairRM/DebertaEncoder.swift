@@ -1,23 +1,24 @@
+import BlendCore
 import Foundation
 
 /// The DeBERTa-v2/v3 encoder as HF `modeling_deberta_v2` computes it with v3's settings
 /// (log-bucketed relative positions, shared key/query projections for the c2p and p2c terms,
 /// post-LN blocks, erf GELU), run over *packed* sequences: the tokens of every sequence of a
 /// batch are stacked into one [tokens, hidden] matrix for the dense layers, and attention runs
-/// per sequence over its own length. No padding is computed, so results never depend on which
-/// sequences share a batch and no mask is needed.
+/// per sequence over its own length. Each sequence starts at an aligned row (`PackedSequences`) and no mask is
+/// needed, so a sequence's states are bit-identical whatever shares its batch.
 public final class DebertaEncoder: Sendable {
     struct Layer: Sendable {
         /// query, key and value projections stacked into one [3·hidden, hidden] weight: one GEMM per layer.
-        let qkvWeight: Tensor
+        let qkvWeight: WeightMatrix
         let qkvBias: Tensor
-        let attentionOutWeight: Tensor
+        let attentionOutWeight: WeightMatrix
         let attentionOutBias: Tensor
         let attentionNormGamma: Tensor
         let attentionNormBeta: Tensor
-        let intermediateWeight: Tensor
+        let intermediateWeight: WeightMatrix
         let intermediateBias: Tensor
-        let outputWeight: Tensor
+        let outputWeight: WeightMatrix
         let outputBias: Tensor
         let outputNormGamma: Tensor
         let outputNormBeta: Tensor
@@ -33,8 +34,9 @@ public final class DebertaEncoder: Sendable {
     let embeddingNormBeta: Tensor
     let layers: [Layer]
 
-    /// Reads the backbone's tensors (names as HF saves `DebertaV2Model`, under `reader`'s prefix).
-    public init(configuration c: DebertaConfiguration, reader: WeightReader) throws {
+    /// Reads the backbone's tensors (names as HF saves `DebertaV2Model`, under `reader`'s prefix); the dense
+    /// layers take `precision`, the relative-position projections are computed once in fp32.
+    public init(configuration c: DebertaConfiguration, reader: WeightReader, precision: ModelPrecision = .fp32) throws {
         configuration = c
         let h = c.hiddenSize, span = c.attentionSpan
         wordEmbeddings = try reader.take("embeddings.word_embeddings.weight", [c.vocabularySize, h])
@@ -50,16 +52,17 @@ public final class DebertaEncoder: Sendable {
             let qw = try take("attention.self.query_proj.weight", [h, h]), qb = try take("attention.self.query_proj.bias", [h])
             let kw = try take("attention.self.key_proj.weight", [h, h]), kb = try take("attention.self.key_proj.bias", [h])
             let vw = try take("attention.self.value_proj.weight", [h, h]), vb = try take("attention.self.value_proj.bias", [h])
+            func dense(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, precision: precision, compressExact: false) }
             layers.append(Layer(
-                qkvWeight: Tensor(shape: [3 * h, h], storage: qw.storage + kw.storage + vw.storage),
+                qkvWeight: dense(Tensor(shape: [3 * h, h], storage: qw.storage + kw.storage + vw.storage)),
                 qkvBias: Tensor(shape: [3 * h], storage: qb.storage + kb.storage + vb.storage),
-                attentionOutWeight: try take("attention.output.dense.weight", [h, h]),
+                attentionOutWeight: dense(try take("attention.output.dense.weight", [h, h])),
                 attentionOutBias: try take("attention.output.dense.bias", [h]),
                 attentionNormGamma: try take("attention.output.LayerNorm.weight", [h]),
                 attentionNormBeta: try take("attention.output.LayerNorm.bias", [h]),
-                intermediateWeight: try take("intermediate.dense.weight", [c.intermediateSize, h]),
+                intermediateWeight: dense(try take("intermediate.dense.weight", [c.intermediateSize, h])),
                 intermediateBias: try take("intermediate.dense.bias", [c.intermediateSize]),
-                outputWeight: try take("output.dense.weight", [h, c.intermediateSize]),
+                outputWeight: dense(try take("output.dense.weight", [h, c.intermediateSize])),
                 outputBias: try take("output.dense.bias", [h]),
                 outputNormGamma: try take("output.LayerNorm.weight", [h]),
                 outputNormBeta: try take("output.LayerNorm.bias", [h]),
@@ -70,9 +73,9 @@ public final class DebertaEncoder: Sendable {
     }
 
     /// Last-layer hidden states of every sequence, stacked: rows `offsets[s] ..< offsets[s] + lengths[s]`
-    /// belong to sequence `s`.
+    /// belong to sequence `s`; the rows between sequences are alignment padding.
     public func forward(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
-        let packed = PackedSequences(sequences)
+        let packed = PackedSequences(sequences, padding: 0)
         let (ids, offsets, lengths) = (packed.ids, packed.offsets, packed.lengths)
         var x = Kernels.layerNorm(Kernels.gatherRows(wordEmbeddings, ids), gamma: embeddingNormGamma,
                                   beta: embeddingNormBeta, eps: configuration.layerNormEps)
@@ -84,13 +87,18 @@ public final class DebertaEncoder: Sendable {
 
     private func forward(_ layer: Layer, _ x: Tensor, offsets: [Int], lengths: [Int]) -> Tensor {
         let eps = configuration.layerNormEps
-        let qkv = Kernels.linear(x, weight: layer.qkvWeight, bias: layer.qkvBias)
+        func dense(_ x: Tensor, _ weight: WeightMatrix, _ bias: Tensor) -> Tensor {
+            var y = weight.linear(x)
+            Kernels.addRowVector(&y, bias.storage)
+            return y
+        }
+        let qkv = dense(x, layer.qkvWeight, layer.qkvBias)
         let context = attention(qkv, layer: layer, offsets: offsets, lengths: lengths)
-        var attended = Kernels.linear(context, weight: layer.attentionOutWeight, bias: layer.attentionOutBias)
+        var attended = dense(context, layer.attentionOutWeight, layer.attentionOutBias)
         Kernels.addInPlace(&attended, x)
         attended = Kernels.layerNorm(attended, gamma: layer.attentionNormGamma, beta: layer.attentionNormBeta, eps: eps)
-        let inner = Kernels.geluErf(Kernels.linear(attended, weight: layer.intermediateWeight, bias: layer.intermediateBias))
-        var out = Kernels.linear(inner, weight: layer.outputWeight, bias: layer.outputBias)
+        let inner = Kernels.geluErf(dense(attended, layer.intermediateWeight, layer.intermediateBias))
+        var out = dense(inner, layer.outputWeight, layer.outputBias)
         Kernels.addInPlace(&out, attended)
         return Kernels.layerNorm(out, gamma: layer.outputNormGamma, beta: layer.outputNormBeta, eps: eps)
     }

@@ -1,7 +1,7 @@
 /// One ordered pair as the encoder reads it:
 /// `[CLS] <|source|> src… [SEP] [CLS] <|candidate1|> left… [SEP] [CLS] <|candidate2|> right… [SEP]`,
 /// with the positions of the three markers, whose hidden states feed the head.
-public struct PairInput: Sendable, Equatable {
+public struct PairInput: Sendable, Hashable {
     public var ids: [Int]
     public var sourcePosition: Int
     public var candidate1Position: Int

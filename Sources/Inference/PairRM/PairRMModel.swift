@@ -1,3 +1,4 @@
+import BlendCore
 import Foundation
 
 /// PairRM's network (spec §1.5): the DeBERTa-v3 encoder and the head Linear(2h→h) → tanh → Linear(h→tasks)
@@ -15,14 +16,14 @@ public final class PairRMNetwork: Sendable {
 
     /// Takes the backbone under `pretrained_model.` and the head as the hub checkpoints name them;
     /// every missing, mis-shaped or unexpected tensor is reported in one error.
-    public init(configuration config: DebertaConfiguration, store: WeightStore) throws {
+    public init(configuration config: DebertaConfiguration, store: WeightStore, precision: ModelPrecision = .fp32) throws {
         let prefix = Self.backbonePrefix
         let head = store.reader(prefix: "")
         head.ignore { $0.hasPrefix(prefix) || $0.hasSuffix("position_ids") }
         let backbone = store.reader(prefix: prefix)
         backbone.ignore { !$0.hasPrefix(prefix) || $0.hasSuffix("position_ids") }
         let h = config.hiddenSize
-        encoder = try DebertaEncoder(configuration: config, reader: backbone)
+        encoder = try DebertaEncoder(configuration: config, reader: backbone, precision: precision)
         headInnerWeight = try head.take("head_layer.1.weight", [h, 2 * h])
         headInnerBias = try head.take("head_layer.1.bias", [h])
         headOuterWeight = try head.take("head_layer.4.weight", [config.tasks, h])
@@ -51,9 +52,10 @@ public final class PairRMNetwork: Sendable {
                 features.replaceSubrange((row * 2 * h + h)..<((row + 1) * 2 * h), with: hidden.storage[m..<(m + h)])
             }
         }
-        let inner = Kernels.tanh(Kernels.linear(Tensor(shape: [2 * n, 2 * h], storage: features),
-                                                weight: headInnerWeight, bias: headInnerBias))
-        let u = Kernels.linear(inner, weight: headOuterWeight, bias: headOuterBias)
+        // Each feature row is its own item: `linearRows` keeps a pair's head output independent of its batch-mates.
+        let inner = Kernels.tanh(Kernels.linearRows(Tensor(shape: [2 * n, 2 * h], storage: features),
+                                                    weight: headInnerWeight, bias: headInnerBias))
+        let u = Kernels.linearRows(inner, weight: headOuterWeight, bias: headOuterBias)
         let tasks = configuration.tasks
         return (0..<n).map { p in
             var sum: Float = 0
@@ -75,7 +77,8 @@ public final class PairRMModel: Sendable {
 
     public var encoder: DebertaEncoder { network.encoder }
 
-    public init(directory: String) throws {
+    /// `precision` applies to the encoder's dense layers (the head stays fp32) and appears in the label (`+bf16`).
+    public init(directory: String, precision: ModelPrecision = .fp32) throws {
         var config = try DebertaConfiguration.load(directory: directory)
         let store = try WeightStore.open(directory: directory)
         // The published checkpoint resized its vocabulary after adding the markers: the embedding is authoritative.
@@ -100,11 +103,11 @@ public final class PairRMModel: Sendable {
         if tokenizer.count > config.vocabularySize {
             throw CheckpointError.config(path: directory, reason: "the tokenizer has \(tokenizer.count) ids but the embedding only \(config.vocabularySize) rows")
         }
-        network = try PairRMNetwork(configuration: config, store: store)
+        network = try PairRMNetwork(configuration: config, store: store, precision: precision)
         self.configuration = config
         self.tokenizer = tokenizer
         self.inputBuilder = PairInputBuilder(tokenizer: tokenizer, configuration: config)
-        self.label = "pairrm:" + WeightStore.label(directory: directory, store: store)
+        self.label = "pairrm:" + WeightStore.label(directory: directory, store: store) + (precision == .fp32 ? "" : "+" + precision.rawValue)
     }
 
     /// Pair logits ℓ(left, right) for pairs assembled by `inputBuilder`, in one packed forward pass.

@@ -6,6 +6,8 @@ import Synchronization
 /// positions padding to each batch's longest pair would have cost (the packed encoder computes none).
 public struct PairScheduleReport: Sendable, Equatable {
     public var pairs = 0
+    /// Pairs actually run: identical inputs (duplicate candidates) are scored once and share the logit.
+    public var distinctPairs = 0
     public var batches = 0
     public var tokens = 0
     /// Positions a padded runner would compute for the same batches (`batches × longest`).
@@ -14,7 +16,7 @@ public struct PairScheduleReport: Sendable, Equatable {
     public var paddingAvoided: Double { paddedTokens == 0 ? 0 : Double(paddedTokens - tokens) / Double(paddedTokens) }
 
     mutating func add(_ other: PairScheduleReport) {
-        pairs += other.pairs; batches += other.batches; tokens += other.tokens; paddedTokens += other.paddedTokens
+        pairs += other.pairs; distinctPairs += other.distinctPairs; batches += other.batches; tokens += other.tokens; paddedTokens += other.paddedTokens
     }
 }
 
@@ -38,22 +40,30 @@ public final class PairRMRanker: CandidateRanker {
         self.planner = planner
     }
 
-    public convenience init(directory: String) throws {
-        self.init(model: try PairRMModel(directory: directory))
+    public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
+        self.init(model: try PairRMModel(directory: directory, precision: precision))
     }
 
     // MARK: Scheduling
 
-    /// Logits of many pairs in as few forward batches as the budget allows, in the order given.
+    /// Logits of many pairs in as few forward batches as the budget allows, in the order given. Identical inputs
+    /// (candidates with the same token ids) run once and share one value, so they tie exactly, as in the reference.
     public func logits(_ pairs: [PairInput]) -> (logits: [Float], report: PairScheduleReport) {
-        let plan = planner.plan(lengths: pairs.map(\.ids.count))
-        var logits = [Float](repeating: .nan, count: pairs.count)
-        for batch in plan.batches {
-            let values = model.logits(batch.members.map { pairs[$0] })
-            for (member, value) in zip(batch.members, values) { logits[member] = value }
+        var slotOf: [PairInput: Int] = [:]
+        var distinct: [PairInput] = []
+        let slots = pairs.map { pair in
+            if let slot = slotOf[pair] { return slot }
+            slotOf[pair] = distinct.count
+            distinct.append(pair)
+            return distinct.count - 1
         }
-        return (logits, PairScheduleReport(pairs: pairs.count, batches: plan.batches.count, tokens: plan.realTokens,
-                                           paddedTokens: plan.paddedTokens))
+        let plan = planner.plan(lengths: distinct.map(\.ids.count))
+        var values = [Float](repeating: .nan, count: distinct.count)
+        for batch in plan.batches {
+            for (member, value) in zip(batch.members, model.logits(batch.members.map { distinct[$0] })) { values[member] = value }
+        }
+        return (slots.map { values[$0] }, PairScheduleReport(pairs: pairs.count, distinctPairs: distinct.count, batches: plan.batches.count,
+                                                             tokens: plan.realTokens, paddedTokens: plan.paddedTokens))
     }
 
     private func offQueue<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {

@@ -1,0 +1,294 @@
+#include "ckernels.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+int bk_has_avx512_bf16(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(1, 0, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // OSXSAVE
+    unsigned lo, hi;
+    __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xE6) != 0xE6) return 0;  // xmm, ymm, opmask and zmm state
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(b & (1u << 16)) || !(b & (1u << 30))) return 0;  // AVX512F, AVX512BW
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a & (1u << 5)) != 0;  // AVX512_BF16
+}
+
+static inline uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+size_t bk_bf16_packed_words(int n, int k) { return (size_t)((n + 15) / 16) * 16 * (size_t)((k + 1) / 2); }
+
+void bk_bf16_pack(const float *w, int n, int k, uint32_t *packed) {
+    int k2 = (k + 1) / 2, blocks = (n + 15) / 16;
+    for (int jb = 0; jb < blocks; jb++)
+        for (int p = 0; p < k2; p++)
+            for (int lane = 0; lane < 16; lane++) {
+                int j = jb * 16 + lane;
+                uint16_t lo = 0, hi = 0;
+                if (j < n) {
+                    lo = bf16_round(w[(size_t)j * k + 2 * p]);
+                    if (2 * p + 1 < k) hi = bf16_round(w[(size_t)j * k + 2 * p + 1]);
+                }
+                packed[((size_t)jb * k2 + p) * 16 + lane] = (uint32_t)lo | ((uint32_t)hi << 16);
+            }
+}
+
+void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out) {
+    int k2 = (k + 1) / 2;
+    for (int r = 0; r < m; r++)
+        for (int p = 0; p < k2; p++) {
+            uint16_t lo = bf16_round(a[(size_t)r * lda + 2 * p]);
+            uint16_t hi = 2 * p + 1 < k ? bf16_round(a[(size_t)r * lda + 2 * p + 1]) : 0;
+            out[(size_t)r * k2 + p] = (uint32_t)lo | ((uint32_t)hi << 16);
+        }
+}
+
+// Up to 4 rows × 64 columns per tile; each accumulator sees the k pairs in order whatever the tile's size.
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void bf16_tile(const uint32_t *a, int rows, int k2, const uint32_t *panel, size_t blockStride, int blocks,
+                      float *c, int ldc, int width) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int p = 0; p < k2; p++) {
+        __m512i w[4];
+        for (int b = 0; b < blocks; b++) w[b] = _mm512_loadu_si512((const void *)(panel + b * blockStride + (size_t)p * 16));
+        for (int r = 0; r < rows; r++) {
+            __m512i x = _mm512_set1_epi32((int)a[(size_t)r * k2 + p]);
+            for (int b = 0; b < blocks; b++) acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)x, (__m512bh)w[b]);
+        }
+    }
+    for (int r = 0; r < rows; r++)
+        for (int b = 0; b < blocks; b++) {
+            int left = width - b * 16;
+            __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            _mm512_mask_storeu_ps(c + (size_t)r * ldc + b * 16, mask, acc[r][b]);
+        }
+}
+
+// The full 4 × 64 tile written out, so the 16 accumulators stay in registers; the same operations per
+// accumulator as bf16_tile.
+#define BK_ROW(r, acc0, acc1, acc2, acc3) do { \
+        __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[(size_t)(r) * k2 + p]); \
+        acc0 = _mm512_dpbf16_ps(acc0, x, w0); acc1 = _mm512_dpbf16_ps(acc1, x, w1); \
+        acc2 = _mm512_dpbf16_ps(acc2, x, w2); acc3 = _mm512_dpbf16_ps(acc3, x, w3); } while (0)
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void bf16_tile_full(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+    for (int p = 0; p < k2; p++) {
+        const uint32_t *w = panel + (size_t)p * 16;
+        __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)w);
+        __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(w + blockStride));
+        __m512bh w2 = (__m512bh)_mm512_loadu_si512((const void *)(w + 2 * blockStride));
+        __m512bh w3 = (__m512bh)_mm512_loadu_si512((const void *)(w + 3 * blockStride));
+        BK_ROW(0, c00, c01, c02, c03);
+        BK_ROW(1, c10, c11, c12, c13);
+        BK_ROW(2, c20, c21, c22, c23);
+        BK_ROW(3, c30, c31, c32, c33);
+    }
+    _mm512_storeu_ps(c, c00); _mm512_storeu_ps(c + 16, c01); _mm512_storeu_ps(c + 32, c02); _mm512_storeu_ps(c + 48, c03);
+    c += ldc;
+    _mm512_storeu_ps(c, c10); _mm512_storeu_ps(c + 16, c11); _mm512_storeu_ps(c + 32, c12); _mm512_storeu_ps(c + 48, c13);
+    c += ldc;
+    _mm512_storeu_ps(c, c20); _mm512_storeu_ps(c + 16, c21); _mm512_storeu_ps(c + 32, c22); _mm512_storeu_ps(c + 48, c23);
+    c += ldc;
+    _mm512_storeu_ps(c, c30); _mm512_storeu_ps(c + 16, c31); _mm512_storeu_ps(c + 32, c32); _mm512_storeu_ps(c + 48, c33);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void bf16_panel_avx512(const uint32_t *a, int m, int k2, const uint32_t *panel, size_t blockStride, int blocks,
+                              float *c, int ldc, int width) {
+    for (int r = 0; r < m; r += 4) {
+        int rows = m - r < 4 ? m - r : 4;
+        if (rows == 4 && width == 64)
+            bf16_tile_full(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc);
+        else
+            bf16_tile(a + (size_t)r * k2, rows, k2, panel, blockStride, blocks, c + (size_t)r * ldc, ldc, width);
+    }
+}
+
+// The instruction's arithmetic in scalar code: per pair, the odd then the even product added in float32.
+static void bf16_tile_portable(const uint32_t *a, int rows, int k2, const uint32_t *panel, size_t blockStride,
+                               int blocks, float *c, int ldc, int width) {
+    for (int r = 0; r < rows; r++)
+        for (int col = 0; col < width && col < blocks * 16; col++) {
+            const uint32_t *w = panel + (col / 16) * blockStride + col % 16;
+            float acc = 0;
+            for (int p = 0; p < k2; p++) {
+                uint32_t x = a[(size_t)r * k2 + p], y = w[(size_t)p * 16];
+                acc += bf16_float((uint16_t)(x >> 16)) * bf16_float((uint16_t)(y >> 16));
+                acc += bf16_float((uint16_t)x) * bf16_float((uint16_t)y);
+            }
+            c[(size_t)r * ldc + col] = acc;
+        }
+}
+
+void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n, int n0, int n1,
+                  float *c, int ldc, int vector) {
+    int k2 = (k + 1) / 2;
+    size_t blockStride = (size_t)k2 * 16;
+    (void)n;
+    for (int j = n0; j < n1; j += 64) {
+        int width = n1 - j < 64 ? n1 - j : 64, blocks = (width + 15) / 16;
+        const uint32_t *panel = packed + (size_t)(j / 16) * blockStride;
+        if (vector) {
+            bf16_panel_avx512(a, m, k2, panel, blockStride, blocks, c + j, ldc, width);
+        } else {
+            for (int r = 0; r < m; r += 4) {
+                int rows = m - r < 4 ? m - r : 4;
+                bf16_tile_portable(a + (size_t)r * k2, rows, k2, panel, blockStride, blocks, c + (size_t)r * ldc + j, ldc, width);
+            }
+        }
+    }
+}
+
+void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale) {
+    for (int j = 0; j < n; j++) {
+        float top = 0;
+        for (int i = 0; i < k; i++) top = fmaxf(top, fabsf(w[(size_t)j * k + i]));
+        float s = top > 0 ? top / 127.0f : 1.0f;
+        scale[j] = s;
+        for (int i = 0; i < k; i++) {
+            float v = nearbyintf(w[(size_t)j * k + i] / s);
+            q[(size_t)j * k + i] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        }
+    }
+}
+
+// Every output is two 8-lane accumulators over k in order, one fixed reduction, the tail in order, then the
+// scale: the same operations whether the row is computed alone or in a tile of four that shares each weight
+// chunk (written out so the accumulators stay in registers).
+__attribute__((target("avx2,fma")))
+static inline float int8_finish(__m256 lo, __m256 hi, const float *xr, const int8_t *wq, int i, int k, float scale) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(lo, hi));
+    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (int t = i; t < k; t++) sum += xr[t] * (float)wq[t];
+    return sum * scale;
+}
+
+__attribute__((target("avx2,fma")))
+static void int8_row(const float *xr, int k, const int8_t *wq, float scale, float *out) {
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
+        lo = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), lo);
+        hi = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), hi);
+    }
+    *out = int8_finish(lo, hi, xr, wq, i, k, scale);
+}
+
+__attribute__((target("avx2,fma")))
+static void int8_rows4(const float *x, int k, const int8_t *wq, float scale, float *y, int ldy) {
+    const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;
+    __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0;
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
+        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
+        lo0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), lo0); hi0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), hi0);
+        lo1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), lo1); hi1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), hi1);
+        lo2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x2 + i), lo2); hi2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x2 + i + 8), hi2);
+        lo3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x3 + i), lo3); hi3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x3 + i + 8), hi3);
+    }
+    y[0] = int8_finish(lo0, hi0, x0, wq, i, k, scale);
+    y[ldy] = int8_finish(lo1, hi1, x1, wq, i, k, scale);
+    y[2 * (size_t)ldy] = int8_finish(lo2, hi2, x2, wq, i, k, scale);
+    y[3 * (size_t)ldy] = int8_finish(lo3, hi3, x3, wq, i, k, scale);
+}
+
+__attribute__((target("avx2,fma")))
+void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
+                  float *y, int ldy) {
+    for (int j = n0; j < n1; j++) {
+        const int8_t *wq = q + (size_t)j * k;
+        int r = 0;
+        for (; r + 4 <= m; r += 4) int8_rows4(x + (size_t)r * k, k, wq, scale[j], y + (size_t)r * ldy + j, ldy);
+        for (; r < m; r++) int8_row(x + (size_t)r * k, k, wq, scale[j], y + (size_t)r * ldy + j);
+    }
+}
+
+// Float32 rows against float32 weights or bf16-held weights (the interleaved groups of WeightMatrix.bf16: word j of
+// a 16-value group holds value j in its high half and value j + 8 in its low half). Same structure as the int8
+// kernel: per output two 8-lane accumulators over k in order and one fixed reduction, alone or in tiles of four.
+__attribute__((target("avx2,fma")))
+static inline float lanes_sum(__m256 lo, __m256 hi) {
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(lo, hi));
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+#define BK_WIDE_ROWS(NAME, WEIGHT_T, LOAD)                                                                        \
+    __attribute__((target("avx2,fma"))) static void NAME##_row(const float *xr, int k, const WEIGHT_T *w, float *out) { \
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();                                                 \
+        for (int i = 0; i < k; i += 16) {                                                                          \
+            __m256 w0, w1;                                                                                         \
+            LOAD(w + i, w0, w1);                                                                                   \
+            lo = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), lo);                                                 \
+            hi = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), hi);                                             \
+        }                                                                                                          \
+        *out = lanes_sum(lo, hi);                                                                                  \
+    }                                                                                                              \
+    __attribute__((target("avx2,fma"))) static void NAME##_rows4(const float *x, int k, const WEIGHT_T *w, float *y, int ldy) { \
+        const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;                      \
+        __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0; \
+        for (int i = 0; i < k; i += 16) {                                                                          \
+            __m256 w0, w1;                                                                                         \
+            LOAD(w + i, w0, w1);                                                                                   \
+            lo0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), lo0); hi0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), hi0); \
+            lo1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), lo1); hi1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), hi1); \
+            lo2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x2 + i), lo2); hi2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x2 + i + 8), hi2); \
+            lo3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x3 + i), lo3); hi3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x3 + i + 8), hi3); \
+        }                                                                                                          \
+        y[0] = lanes_sum(lo0, hi0); y[ldy] = lanes_sum(lo1, hi1);                                                  \
+        y[2 * (size_t)ldy] = lanes_sum(lo2, hi2); y[3 * (size_t)ldy] = lanes_sum(lo3, hi3);                        \
+    }
+
+#define BK_LOAD_F32(p, w0, w1) do { w0 = _mm256_loadu_ps(p); w1 = _mm256_loadu_ps((p) + 8); } while (0)
+#define BK_LOAD_BF16(p, w0, w1) do {                                                                   \
+        __m256i words = _mm256_loadu_si256((const __m256i *)(p));                                          \
+        w0 = _mm256_castsi256_ps(_mm256_and_si256(words, _mm256_set1_epi32((int)0xFFFF0000u)));            \
+        w1 = _mm256_castsi256_ps(_mm256_slli_epi32(words, 16)); } while (0)
+
+BK_WIDE_ROWS(f32, float, BK_LOAD_F32)
+BK_WIDE_ROWS(bf16w, uint16_t, BK_LOAD_BF16)
+
+__attribute__((target("avx2,fma")))
+void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy) {
+    for (int j = n0; j < n1; j++) {
+        int r = 0;
+        for (; r + 4 <= m; r += 4) f32_rows4(x + (size_t)r * k, k, w + (size_t)j * k, y + (size_t)r * ldy + j, ldy);
+        for (; r < m; r++) f32_row(x + (size_t)r * k, k, w + (size_t)j * k, y + (size_t)r * ldy + j);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, int n1, float *y, int ldy) {
+    for (int j = n0; j < n1; j++) {
+        int r = 0;
+        for (; r + 4 <= m; r += 4) bf16w_rows4(x + (size_t)r * k, k, bits + (size_t)j * k, y + (size_t)r * ldy + j, ldy);
+        for (; r < m; r++) bf16w_row(x + (size_t)r * k, k, bits + (size_t)j * k, y + (size_t)r * ldy + j);
+    }
+}

@@ -1,0 +1,36 @@
+#ifndef BLENDD_CKERNELS_H
+#define BLENDD_CKERNELS_H
+// Reduced-precision kernels for blendd's models, with runtime CPU dispatch. Every output element is one
+// accumulation in a fixed order, so a row's result never depends on how many rows share a call or where
+// the row sits (the same guarantee the fp32 paths give).
+#include <stddef.h>
+#include <stdint.h>
+
+/// 1 when AVX512F, AVX512BW and AVX512_BF16 are present and the OS saves the zmm state.
+int bk_has_avx512_bf16(void);
+
+/// bf16 weights in the dot-product layout: columns (weight rows) in groups of 16, k in pairs, so that one
+/// 512-bit load holds the pair (k, k+1) of 16 consecutive columns. `n` is padded to 16, `k` to 2 (zeros).
+size_t bk_bf16_packed_words(int n, int k);
+void bk_bf16_pack(const float *w, int n, int k, uint32_t *packed);
+/// Rows of `a` rounded to bf16 pairs (round to nearest even), `k` padded to 2: `m` rows of (k+1)/2 words.
+void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out);
+/// c[r][j] = Σ_k a[r][k]·w[j][k] for columns j in [n0, n1) (n0 a multiple of 16) from bf16 operands with
+/// float32 accumulation: `a` from bk_bf16_round_rows, `packed` from bk_bf16_pack. Uses AVX512_BF16 when
+/// `vector` is nonzero (the caller checked bk_has_avx512_bf16), else a portable loop with the same
+/// arithmetic up to the instruction's flush of subnormals.
+void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n, int n0, int n1,
+                  float *c, int ldc, int vector);
+
+/// Weight-only int8 with one scale per output channel: y[r][j] = scale[j] · Σ_k x[r][k]·q[j][k] for
+/// j in [n0, n1), x in float32 (AVX2 + FMA).
+void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
+                  float *y, int ldy);
+/// y[r][j] = Σ_k x[r][k]·w[j][k] for j in [n0, n1) with float32 weights (k a multiple of 16), and the same
+/// with bf16-held weights in WeightMatrix's interleaved groups of 16 (AVX2 + FMA). Decoder steps use these.
+void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy);
+void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, int n1, float *y, int ldy);
+/// Per-row symmetric quantization: scale[j] = max|w[j]| / 127, q = round(w / scale).
+void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
+
+#endif
