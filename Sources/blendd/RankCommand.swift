@@ -106,12 +106,16 @@ enum ModelFactory {
     static func ranker(for config: BlendConfiguration) throws -> any CandidateRanker {
         guard !config.models.ranker.isEmpty else { return ConsensusRanker() }
         NumericsThreading.configure(threads: config.models.threads)
+        let planner = TokenBudgetPlanner(maxSequences: config.batching.maxPairs, maxTokens: config.batching.maxTokens)
+        // config.json's architectures tells a pointwise reward model (DebertaV2ForSequenceClassification) from PairRM.
+        let pointwise = RewardModelHead.declared(in: config.models.ranker)
         do {
-            let model = try PairRMModel(directory: config.models.ranker)
-            return PairRMRanker(model: model, planner: TokenBudgetPlanner(maxSequences: config.batching.maxPairs,
-                                                                          maxTokens: config.batching.maxTokens))
+            if pointwise {
+                return RewardModelRanker(model: try RewardModel(directory: config.models.ranker), planner: planner)
+            }
+            return PairRMRanker(model: try PairRMModel(directory: config.models.ranker), planner: planner)
         } catch {
-            throw CLIError("cannot load the PairRM checkpoint in \(config.models.ranker) (models.ranker): \(error)")
+            throw CLIError("cannot load the \(pointwise ? "reward model" : "PairRM") checkpoint in \(config.models.ranker) (models.ranker): \(error)")
         }
     }
 
