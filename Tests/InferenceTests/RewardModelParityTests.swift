@@ -119,8 +119,9 @@ final class RewardModelParityTests: XCTestCase {
                                 candidates: longGroup.members.map { reference.pairs[$0].answer })
         let together = try await ranker.rank([mates, RankRequest(jobId: "again", instruction: question, candidates: candidates)])
         // Other packing changes the GEMMs' row blocking, hence the last bits (PairRM's tests allow the same).
-        for (a, b) in zip(try together[1].get().scores, outcomes[0].scores) { XCTAssertEqual(a, b, accuracy: 1e-6) }
-        XCTAssertEqual(try together[1].get().ranks, group.ranks)
+        let again = try together[1].get()
+        for (a, b) in zip(again.scores, outcomes[0].scores) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+        XCTAssertEqual(again.ranks, group.ranks)
         XCTAssertNotNil(ranker.lastPaddingAvoided)
     }
 
