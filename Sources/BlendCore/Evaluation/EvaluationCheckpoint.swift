@@ -26,10 +26,16 @@ public enum EvaluationCheckpoint {
         public var entries: [Entry]
         /// Bytes of the complete lines; a torn tail beyond them is cut before appending.
         public var validLength: Int
+
+        public init(entries: [Entry], validLength: Int) {
+            self.entries = entries
+            self.validLength = validLength
+        }
     }
 
     public struct CorruptLine: Error, Sendable, Equatable, CustomStringConvertible {
         public var line: Int
+        public init(line: Int) { self.line = line }
         public var description: String { "line \(line) is not a checkpoint entry (only a torn last line is tolerated)" }
     }
 
