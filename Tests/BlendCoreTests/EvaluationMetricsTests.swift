@@ -3,7 +3,7 @@ import Foundation
 import XCTest
 
 /// The evaluation measures against values computed by LLM-Blender's own gpt_eval/cor_eval.py and
-/// gpt_eval/utils.py (scripts/fixtures/eval_metrics.py ran them; Tests/Fixtures/README.md, section eval).
+/// gpt_eval/utils.py (scripts/fixtures/eval_metrics.py ran them; see Tests/Fixtures/eval/README.md).
 final class EvaluationMetricsTests: XCTestCase {
     struct CorrelationCase: Decodable {
         var name: String
