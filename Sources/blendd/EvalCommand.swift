@@ -111,7 +111,7 @@ struct EvalCommand: AsyncParsableCommand {
     private func rankAll(_ set: EvaluationSet, with ranker: any CandidateRanker, progress: inout ProgressFile,
                          batchSize: Int) async throws -> [[Int]] {
         let rankMode = RankMode(rawValue: mode)!
-        let pending = set.records.filter { progress.ranks(ranker: ranker.label, id: $0.id) == nil }
+        let pending = set.records.filter { progress.ranks(ranker: ranker.label, mode: mode, id: $0.id) == nil }
         let bar = ProgressBar(total: set.records.count, title: ranker.label)
         var done = set.records.count - pending.count
         bar.show(done)
@@ -127,7 +127,7 @@ struct EvalCommand: AsyncParsableCommand {
             for (record, result) in zip(chunk, await ranker.rank(requests)) {
                 switch result {
                 case .success(let outcome):
-                    entries.append(EvaluationCheckpoint.Entry(ranker: ranker.label, id: record.id, fingerprint: record.fingerprint,
+                    entries.append(EvaluationCheckpoint.Entry(ranker: ranker.label, mode: mode, id: record.id, fingerprint: record.fingerprint,
                                                               ranks: outcome.ranks, scores: outcome.scores.map { $0.isNaN ? nil : Double($0) }))
                 case .failure(let error):
                     failure = failure ?? error
@@ -143,7 +143,7 @@ struct EvalCommand: AsyncParsableCommand {
             bar.show(done)
         }
         bar.finish()
-        return set.records.map { progress.ranks(ranker: ranker.label, id: $0.id)! }
+        return set.records.map { progress.ranks(ranker: ranker.label, mode: mode, id: $0.id)! }
     }
 
     // MARK: Output
@@ -202,7 +202,7 @@ struct EvalCommand: AsyncParsableCommand {
     }
 }
 
-/// The `--resume` file: entries already on disk by (ranker, id), and appends made durable batch by batch.
+/// The `--resume` file: entries already on disk by (ranker, rank mode, id), and appends made durable batch by batch.
 private struct ProgressFile {
     let path: String?
     private var known: [String: [String: EvaluationCheckpoint.Entry]] = [:]
@@ -226,14 +226,16 @@ private struct ProgressFile {
             guard entry.fingerprint == expected, entry.ranks.count == width else {
                 throw CLIError("progress file \(path): record \(entry.id) differs from the one \(entry.ranker) ranked (fingerprint \(entry.fingerprint), now \(expected)); delete the file or name another with --resume")
             }
-            known[entry.ranker, default: [:]][entry.id] = entry
+            known[Self.key(entry.ranker, entry.mode), default: [:]][entry.id] = entry
         }
     }
 
-    func ranks(ranker: String, id: String) -> [Int]? { known[ranker]?[id]?.ranks }
+    private static func key(_ ranker: String, _ mode: String) -> String { ranker + " " + mode }
+
+    func ranks(ranker: String, mode: String, id: String) -> [Int]? { known[Self.key(ranker, mode)]?[id]?.ranks }
 
     mutating func append(_ entries: [EvaluationCheckpoint.Entry]) throws {
-        for entry in entries { known[entry.ranker, default: [:]][entry.id] = entry }
+        for entry in entries { known[Self.key(entry.ranker, entry.mode), default: [:]][entry.id] = entry }
         guard let path, !entries.isEmpty else { return }
         var data = Data()
         for entry in entries { data.append(try EvaluationCheckpoint.line(entry)) }

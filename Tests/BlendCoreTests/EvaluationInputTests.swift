@@ -93,7 +93,7 @@ final class EvaluationInputTests: XCTestCase {
 
     func entries(_ n: Int) -> [EvaluationCheckpoint.Entry] {
         (0..<n).map { i in
-            EvaluationCheckpoint.Entry(ranker: "pairrm:x@1", id: "id/\(i) é", fingerprint: "0000000\(i % 10)",
+            EvaluationCheckpoint.Entry(ranker: "pairrm:x@1", mode: "max_logits", id: "id/\(i) é", fingerprint: "0000000\(i % 10)",
                                        ranks: [i % 3 + 1, 1, 2], scores: [0.5, i % 2 == 0 ? nil : -1.25, 3])
         }
     }

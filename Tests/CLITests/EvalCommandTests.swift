@@ -94,6 +94,10 @@ final class EvalCommandTests: XCTestCase {
         let afterTear = try report(["--resume", progress.path])
         XCTAssertEqual(try progressLines(progress).count, 18)
         XCTAssertEqual(NSDictionary(dictionary: rankers(afterTear)[0]), NSDictionary(dictionary: rankers(fresh)[0]))
+
+        // Ranks made in another rank mode are not reused.
+        _ = try report(["--resume", progress.path, "--mode", "bubble", "--limit", "4"])
+        XCTAssertEqual(try progressLines(progress).count, 22)
     }
 
     func testAKilledRunResumesToTheSameReport() throws {

@@ -6,6 +6,8 @@ import Foundation
 public enum EvaluationCheckpoint {
     public struct Entry: Codable, Sendable, Equatable {
         public var ranker: String
+        /// The rank mode the ranks were made with: another mode ranks the record again.
+        public var mode: String
         public var id: String
         /// `MixInstructRecord.fingerprint` of the record that was ranked.
         public var fingerprint: String
@@ -13,8 +15,9 @@ public enum EvaluationCheckpoint {
         /// The ranker's scores; null where a score was not a number.
         public var scores: [Double?]
 
-        public init(ranker: String, id: String, fingerprint: String, ranks: [Int], scores: [Double?]) {
+        public init(ranker: String, mode: String, id: String, fingerprint: String, ranks: [Int], scores: [Double?]) {
             self.ranker = ranker
+            self.mode = mode
             self.id = id
             self.fingerprint = fingerprint
             self.ranks = ranks
