@@ -14,6 +14,7 @@ struct Blendd: AsyncParsableCommand {
             ValidateCommand.self,
             ConfigCommand.self,
             RankCommand.self,
+            EvalCommand.self,
             FuseCommand.self,
             MigrateCommand.self,
             ResultCommand.self,

@@ -11,7 +11,8 @@ struct RankCommand: AsyncParsableCommand {
         FILE holds jobs as for `blendd validate` (JSON, JSON array or JSON Lines; `-` for stdin). \
         Each job is ranked with its own rank mode unless --mode is given. The ranker is the PairRM \
         checkpoint of --model (or models.ranker): a directory as published on the hub, \
-        llm-blender/PairRM or llm-blender/PairRM-hf. Without one the weight-free consensus ranker \
+        llm-blender/PairRM or llm-blender/PairRM-hf, or a pointwise reward model such as \
+        OpenAssistant/reward-model-deberta-v3-large-v2. Without one the weight-free consensus ranker \
         is used, and the output says so.
         """
     )
@@ -22,7 +23,7 @@ struct RankCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Override every job's rank mode: \(RankMode.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "mode"))
     var mode: String?
 
-    @Option(help: ArgumentHelp("PairRM checkpoint directory (overrides models.ranker).", valueName: "dir"))
+    @Option(help: ArgumentHelp("PairRM or reward-model checkpoint directory (overrides models.ranker).", valueName: "dir"))
     var model: String?
 
     @Flag(help: "Also print each job's pairwise comparison matrix ℓ(row, column).")
@@ -106,12 +107,18 @@ enum ModelFactory {
     static func ranker(for config: BlendConfiguration) throws -> any CandidateRanker {
         guard !config.models.ranker.isEmpty else { return ConsensusRanker() }
         NumericsThreading.configure(threads: config.models.threads)
+        let planner = TokenBudgetPlanner(maxSequences: config.batching.maxPairs, maxTokens: config.batching.maxTokens)
+        // config.json's architectures tells a pointwise reward model (DebertaV2ForSequenceClassification) from PairRM.
+        let pointwise = RewardModelHead.declared(in: config.models.ranker)
         do {
-            let model = try PairRMModel(directory: config.models.ranker, precision: config.models.rankerPrecision)
-            return PairRMRanker(model: model, planner: TokenBudgetPlanner(maxSequences: config.batching.maxPairs,
-                                                                          maxTokens: config.batching.maxTokens))
+            if pointwise {
+                return RewardModelRanker(model: try RewardModel(directory: config.models.ranker),
+                                         planner: planner)
+            }
+            return PairRMRanker(model: try PairRMModel(directory: config.models.ranker, precision: config.models.rankerPrecision),
+                                planner: planner)
         } catch {
-            throw CLIError("cannot load the PairRM checkpoint in \(config.models.ranker) (models.ranker): \(error)")
+            throw CLIError("cannot load the \(pointwise ? "reward model" : "PairRM") checkpoint in \(config.models.ranker) (models.ranker): \(error)")
         }
     }
 
