@@ -51,7 +51,7 @@ final class SchemaAgreementTests: XCTestCase {
             ranking: [.init(index: 0, model: "a", rank: 2, score: -0.5), .init(index: 1, model: "b", rank: 1, score: 0.5)],
             fused: .init(text: "fused", fuser: "top1", topK: 1, sourceIndexes: [1], generatedTokens: 0),
             timingsMs: ["rank": 1.5, "store": 0.3], models: ["ranker": "consensus-chrf", "fuser": "top1"],
-            metadata: .object(["tenant": .string("a")]), kafka: .init(topic: "blend.jobs", partition: 3, offset: 42))
+            metadata: .object([.init("tenant", .string("a"))]), kafka: .init(topic: "blend.jobs", partition: 3, offset: 42))
         let rejected = EventData(jobId: "req-2", status: .rejected, violations: [Violation(.tooFewCandidates, at: "candidates", "a job needs at least 2 candidates, found 1")])
         let failed = EventData(jobId: "req-3", status: .failed, error: "inference failed")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("blendd-events-\(UUID().uuidString)")
