@@ -331,10 +331,10 @@ public final class WorkerService: Service, @unchecked Sendable {
         while secondsLeftToDrain > 0 {
             do {
                 let round = try await relay.publishPendingOnce()
-                if round.claimed == 0, try await store.pendingCount() == 0 || (try await store.secondsUntilNextDue() ?? 0) > secondsLeftToDrain {
-                    return
-                }
-                if round.claimed == 0 { await relay.wake.wait(upTo: min(0.2, max(0, secondsLeftToDrain))) }
+                guard round.claimed == 0 else { continue }
+                // Done when nothing is pending, or when the next row falls due after the drain time.
+                guard let due = try await store.secondsUntilNextDue(), due <= secondsLeftToDrain else { return }
+                await relay.wake.wait(upTo: min(0.2, max(0, secondsLeftToDrain)))
             } catch {
                 logger.warning("flushing the outbox: \(error)")
                 await relay.wake.wait(upTo: min(0.2, max(0, secondsLeftToDrain)))
@@ -349,9 +349,9 @@ public final class WorkerService: Service, @unchecked Sendable {
         lock.withLock { _state = state }
     }
 
-    /// What heartbeats report: `degraded` while a running worker rides out a fault.
+    /// What heartbeats report: `degraded` while a starting or running worker rides out a fault.
     private var reportedState: HeartbeatReport.State {
-        lock.withLock { _state == .running && !faulted.isEmpty ? .degraded : _state }
+        lock.withLock { (_state == .running || _state == .starting) && !faulted.isEmpty ? .degraded : _state }
     }
 
     /// The newest migration this build writes against; older databases must be migrated first.

@@ -1,6 +1,8 @@
 /// A JSON value exactly as written: numbers keep their literal text (`18446744073709551617`,
 /// `1e400`, `-0` and `1.0` stay what they are), objects keep their members in order.
 /// `JSONParser` reads one; `serialized()` writes it back with the same numbers and strings.
+///
+/// Equality is semantic for objects: the same keys with equal values, in any order.
 public indirect enum ExactJSON: Sendable, Equatable {
     public struct Member: Sendable, Equatable {
         public var key: String
@@ -15,6 +17,19 @@ public indirect enum ExactJSON: Sendable, Equatable {
     case string(String)
     case array([ExactJSON])
     case object([Member])
+
+    public static func == (a: ExactJSON, b: ExactJSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): true
+        case (.bool(let x), .bool(let y)): x == y
+        case (.number(let x), .number(let y)): x == y
+        case (.string(let x), .string(let y)): x == y
+        case (.array(let x), .array(let y)): x == y
+        case (.object(let x), .object(let y)):
+            x.count == y.count && x.allSatisfy { m in y.contains { $0.key == m.key && $0.value == m.value } }
+        default: false
+        }
+    }
 
     public subscript(key: String) -> ExactJSON? {
         if case .object(let members) = self { return members.last { $0.key == key }?.value }
