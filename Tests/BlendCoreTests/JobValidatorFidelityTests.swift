@@ -101,8 +101,9 @@ final class JobValidatorFidelityTests: XCTestCase {
         XCTAssertEqual(job.fuse?.topK, 2)
     }
 
-    /// Differential check against Foundation on generated documents: both accept the same
-    /// valid JSON and read the same values (Foundation's Doubles vs our literal text).
+    /// Differential check against Foundation on generated documents: both read the same values
+    /// (Foundation's Doubles vs our literal text). Broken documents are refused (Foundation
+    /// itself tolerates trailing commas, so it is no oracle there).
     func testParserAgreesWithFoundationOnGeneratedDocuments() throws {
         var rng = SystemRandomNumberGenerator()
         func scalar() -> Any {
@@ -135,7 +136,6 @@ final class JobValidatorFidelityTests: XCTestCase {
         }
         for broken in ["", " ", "{", "[1,]", "{\"a\":1,}", "01", "1.", ".5", "-", "1e", "\"\\x\"", "\"a", "tru", "nul", "[1 2]", "{\"a\" 1}", "\"\u{1}\"", "1 2", "{1:2}"] {
             XCTAssertThrowsError(try JSONParser.parse(Array(broken.utf8)), broken)
-            XCTAssertThrowsError(try JSONSerialization.jsonObject(with: Data(broken.utf8), options: [.fragmentsAllowed]), broken)
         }
     }
 }

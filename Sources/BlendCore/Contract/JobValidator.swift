@@ -31,7 +31,8 @@ public struct JobValidator: Sendable {
             violations.append(Violation(.notJSON, at: "", "the message is not JSON: \(error)"))
             return .failure(JobRejection(jobId: nil, violations: violations))
         }
-        for issue in parsed.issues {
+        var reported: Set<String> = []
+        for issue in parsed.issues where reported.insert("\(issue.kind) \(issue.path)").inserted {
             switch issue.kind {
             case .loneSurrogate:
                 violations.append(Violation(.loneSurrogate, at: issue.path, "a \\u escape at byte \(issue.offset) is a lone UTF-16 surrogate, which is no character"))
@@ -269,7 +270,8 @@ private struct Checker {
 
     mutating func integer(_ value: JSONValue?, at path: String) -> Int? {
         guard let value else { return nil }
-        guard case .number(let n) = value, n.rounded() == n, abs(n) <= JobValidator.maxExactInteger else {
+        // Below 2^53 strictly: 2^53 + 1 reads as 2^53, so 2^53 itself may stand for a larger literal.
+        guard case .number(let n) = value, n.rounded() == n, abs(n) < JobValidator.maxExactInteger else {
             wrongType(value, at: path, expected: "an integer"); return nil
         }
         return Int(n)
