@@ -176,7 +176,7 @@ public struct ResultStore: Sendable {
     public func secondsUntilNextDue() async throws -> Double? {
         try await pool.withConnection { conn in
             try await conn.query("""
-                SELECT extract(epoch FROM min(greatest(coalesce(claimed_until, '-infinity'), coalesce(next_attempt_at, '-infinity'))) - now())::float8 AS s
+                SELECT extract(epoch FROM min(coalesce(greatest(claimed_until, next_attempt_at), now())) - now())::float8 AS s
                   FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
                 """)[0].decode("s", as: Double?.self)
         }
