@@ -68,14 +68,17 @@ public func runToCompletion(_ arguments: [String]) -> Int32 {
     return waitForExit(pid)
 }
 
-/// Starts a process (stdin and stdout on /dev/null; stderr to `stderrPath` or /dev/null).
-public func spawnProcess(_ arguments: [String], stderrPath: String? = nil, environment: [String: String]? = nil) -> pid_t? {
+/// Starts a process (stdin and stdout on /dev/null; stderr to `stderrPath` or /dev/null; file
+/// descriptor 3, when `fd3Path` is given, appending to that file, e.g. for heartbeats).
+public func spawnProcess(_ arguments: [String], stderrPath: String? = nil, environment: [String: String]? = nil,
+                         fd3Path: String? = nil) -> pid_t? {
     var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    if let fd3Path { posix_spawn_file_actions_addopen(&actions, 3, fd3Path, O_WRONLY | O_CREAT | O_APPEND, 0o644) }
     var pid: pid_t = 0
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
@@ -101,10 +104,10 @@ public func restartTestServer() -> Bool {
     return runToCompletion(command) == 0
 }
 
-/// Stops the throwaway server (fast shutdown); `startTestServer` brings it back with the
-/// options it was started with.
-public func stopTestServer() -> Bool {
-    testServerControl(["stop", "-m", "fast", "-w"])
+/// Stops the throwaway server (`fast` shutdown, or `immediate`: a crash without a checkpoint);
+/// `startTestServer` brings it back with the options it was started with.
+public func stopTestServer(mode: String = "fast") -> Bool {
+    testServerControl(["stop", "-m", mode, "-w"])
 }
 
 public func startTestServer() -> Bool {
@@ -136,4 +139,14 @@ public func eventually(within seconds: Double, _ what: String, _ condition: () a
         guard Date() < deadline else { throw ConditionTimedOut(description: "\(what) did not happen within \(seconds) s") }
         try await Task.sleep(for: .milliseconds(100))
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
+public func cpuSeconds(of pid: pid_t) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    // Fields after the command name: state is field 3, utime 14 and stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }

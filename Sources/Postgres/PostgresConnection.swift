@@ -25,36 +25,76 @@ public final class PostgresConnection: @unchecked Sendable {
         if !closed { PQfinish(conn) }
     }
 
+    /// How a connection guards against a dead or black-holed server.
+    public struct Options: Sendable, Equatable {
+        /// Longest a statement may run before the server cancels it (0 = no limit).
+        public var statementTimeoutMilliseconds: Int
+        /// TCP keepalive idle time; probes follow every third of it, and the connection is
+        /// declared dead after three unanswered probes (and unacknowledged data after twice the
+        /// idle time), so a silent network partition surfaces as an error instead of a hang.
+        public var keepaliveSeconds: Int
+        public var connectTimeoutSeconds: Int
+        public var applicationName: String
+
+        public init(statementTimeoutMilliseconds: Int = 30_000, keepaliveSeconds: Int = 15, connectTimeoutSeconds: Int = 10,
+                    applicationName: String = "blendd") {
+            self.statementTimeoutMilliseconds = statementTimeoutMilliseconds
+            self.keepaliveSeconds = keepaliveSeconds
+            self.connectTimeoutSeconds = connectTimeoutSeconds
+            self.applicationName = applicationName
+        }
+
+        /// libpq connection keywords; the URL's own settings (expanded from dbname) override them.
+        var conninfoDefaults: [(String, String)] {
+            let idle = max(1, keepaliveSeconds)
+            return [("connect_timeout", String(connectTimeoutSeconds)), ("fallback_application_name", applicationName),
+                    ("keepalives", "1"), ("keepalives_idle", String(idle)), ("keepalives_interval", String(max(1, idle / 3))),
+                    ("keepalives_count", "3"), ("tcp_user_timeout", String(idle * 2000))]
+        }
+    }
+
     /// Connects with a `postgresql://` URL or a `key=value` conninfo string.
-    public static func connect(_ urlOrConninfo: String, applicationName: String = "blendd") async throws -> PostgresConnection {
+    public static func connect(_ urlOrConninfo: String, options: Options = Options()) async throws -> PostgresConnection {
         let target = maskedTarget(urlOrConninfo)
         let queue = DispatchQueue(label: "blendd.postgres.connection")
         return try await withCheckedThrowingContinuation { continuation in
             queue.async {
-                // Defaults first: the URL's own settings (expanded from dbname) override them.
-                let keywords = ["connect_timeout", "fallback_application_name", "dbname"]
-                let values = ["10", applicationName, urlOrConninfo]
-                let conn = withCStrings(keywords) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
-                guard let conn else {
-                    continuation.resume(throwing: PostgresError(.connection, message: "out of memory allocating a connection to \(target)"))
-                    return
-                }
-                guard PQstatus(conn) == CONNECTION_OK else {
-                    let message = errorMessage(conn)
-                    PQfinish(conn)
-                    continuation.resume(throwing: PostgresError(.connection, message: "cannot connect to \(target): \(message)"))
-                    return
-                }
-                PQsetNoticeProcessor(conn, { _, _ in }, nil)  // notices ("already exists, skipping") are not errors
-                let connection = PostgresConnection(conn: conn, queue: queue, target: target)
                 do {
-                    _ = try connection.runSync(PostgresQuery(unsafeSQL: "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET client_encoding = 'UTF8'"), script: true)
+                    let conn = try openSync(urlOrConninfo, options: options, target: target)
+                    let connection = PostgresConnection(conn: conn, queue: queue, target: target)
+                    var setup = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET client_encoding = 'UTF8'"
+                    setup += "; SET statement_timeout = \(max(0, options.statementTimeoutMilliseconds))"
+                    _ = try connection.runSync(PostgresQuery(unsafeSQL: setup), script: true)
                     continuation.resume(returning: connection)
                 } catch {
                     continuation.resume(throwing: error)
                 }
             }
         }
+    }
+
+    /// Connects with the default guards under another application name.
+    public static func connect(_ urlOrConninfo: String, applicationName: String) async throws -> PostgresConnection {
+        try await connect(urlOrConninfo, options: Options(applicationName: applicationName))
+    }
+
+    /// A blocking libpq connect; call it off Swift's cooperative pool.
+    static func openSync(_ urlOrConninfo: String, options: Options, target: String) throws -> OpaquePointer {
+        let defaults = options.conninfoDefaults
+        let keywords = defaults.map(\.0) + ["dbname"]
+        let values = defaults.map(\.1) + [urlOrConninfo]
+        let conn = withCStrings(keywords) { k in withCStrings(values) { v in PQconnectdbParams(k, v, 1) } }
+        guard let conn else {
+            throw PostgresError(.connection, message: "out of memory allocating a connection to \(target)")
+        }
+        guard PQstatus(conn) == CONNECTION_OK else {
+            let message = errorMessage(conn)
+            let sqlState = PQconnectionNeedsPassword(conn) == 1 ? "28P01" : PostgresError.connectFailureState(message)
+            PQfinish(conn)
+            throw PostgresError(.connection, sqlState: sqlState, message: "cannot connect to \(target): \(message)")
+        }
+        PQsetNoticeProcessor(conn, { _, _ in }, nil)  // notices ("already exists, skipping") are not errors
+        return conn
     }
 
     /// Rows of a statement whose values are all bound parameters.
@@ -190,7 +230,7 @@ public final class PostgresConnection: @unchecked Sendable {
         PQresultErrorField(result, code).map { String(cString: $0) }
     }
 
-    private static func errorMessage(_ conn: OpaquePointer) -> String {
+    static func errorMessage(_ conn: OpaquePointer) -> String {
         let text = PQerrorMessage(conn).map { String(cString: $0) } ?? "unknown error"
         return text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
     }
@@ -199,7 +239,7 @@ public final class PostgresConnection: @unchecked Sendable {
     static func maskedTarget(_ s: String) -> String { ConfigurationLoader.mask(s) }
 }
 
-private func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
     withOptionalCStrings(strings.map(Optional.some)) { body($0!) }
 }
 

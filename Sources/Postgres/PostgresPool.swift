@@ -5,15 +5,17 @@
 public actor PostgresPool {
     public let url: String
     public let maxConnections: Int
+    public let options: PostgresConnection.Options
     private var idle: [PostgresConnection] = []
     private var open = 0
     private var waiters: [CheckedContinuation<PostgresConnection, Error>] = []
     private var isClosed = false
 
-    public init(url: String, maxConnections: Int) {
+    public init(url: String, maxConnections: Int, options: PostgresConnection.Options = .init()) {
         precondition(maxConnections >= 1, "a pool needs at least one connection")
         self.url = url
         self.maxConnections = maxConnections
+        self.options = options
     }
 
     /// Runs `body` with a connection of its own; the connection returns to the pool after.
@@ -62,7 +64,7 @@ public actor PostgresPool {
         if open < maxConnections {
             open += 1
             do {
-                return try await PostgresConnection.connect(url)
+                return try await PostgresConnection.connect(url, options: options)
             } catch {
                 open -= 1
                 throw error
@@ -79,7 +81,7 @@ public actor PostgresPool {
             let waiter = waiters.removeFirst()
             open += 1
             do {
-                waiter.resume(returning: try await PostgresConnection.connect(url))
+                waiter.resume(returning: try await PostgresConnection.connect(url, options: options))
             } catch {
                 open -= 1
                 waiter.resume(throwing: error)

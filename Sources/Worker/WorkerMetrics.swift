@@ -33,6 +33,13 @@ struct WorkerMetrics: Sendable {
         Counter(label: MetricNames.eventsPublished, dimensions: [("topic", topic)], factory: factory).increment()
     }
 
+    func outboxFailed(topic: String, permanent: Bool) {
+        Counter(label: MetricNames.outboxFailures, dimensions: [("topic", topic), ("class", permanent ? "permanent" : "transient")],
+                factory: factory).increment()
+    }
+
+    func deadLetterCut() { Counter(label: MetricNames.deadLettersCut, factory: factory).increment() }
+
     func outboxPending(_ events: Int) { Gauge(label: MetricNames.outboxPending, factory: factory).record(events) }
 
     func consumerLag(_ messages: Int64) { Gauge(label: MetricNames.consumerLag, factory: factory).record(messages) }

@@ -4,12 +4,17 @@ import Inference
 import Kafka
 import Logging
 import Postgres
+import ServiceLifecycle
 
 /// `blendd worker`: consume jobs, process them in micro-batches, store each batch in one
 /// transaction with its outbox rows, then mark the messages done (so their offsets commit),
 /// while a relay publishes the outbox. At-least-once from Kafka, made effectively exactly-once
 /// by the idempotent store and stable event ids.
-public final class WorkerService: @unchecked Sendable {
+///
+/// A swift-service-lifecycle `Service`: graceful shutdown (or cancellation) of `run()` is the
+/// same as `stop()`, and `run()` then returns normally once drained, at whatever point it was
+/// (start-up, retries, a batch, an outage).
+public final class WorkerService: Service, @unchecked Sendable {
     public let config: BlendConfiguration
     public let metrics: MetricsRegistry
     private let instruments: WorkerMetrics
@@ -31,7 +36,14 @@ public final class WorkerService: @unchecked Sendable {
     private var lastProgress = Date()
     private let batchDone = DispatchSemaphore(value: 0)
     private var batchWaiters = 0
-    private let relayWake = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    /// When the drain time of a stop ends.
+    private var drainDeadline: Date?
+    /// Wakes retry sleeps as soon as the worker stops.
+    private let stopWake = WakeSignal()
+    private let relay: OutboxRelay
+    private let listener: PostgresListener
+    /// Operations riding out an infrastructure fault now; the worker is `degraded` while any are.
+    private var faulted: Set<String> = []
 
     public init(config: BlendConfiguration, ranker: any CandidateRanker, fuser: any CandidateFuser,
                 logger: Logger = Logger(label: "blendd.worker")) throws {
@@ -40,14 +52,27 @@ public final class WorkerService: @unchecked Sendable {
         metrics = MetricsRegistry()
         instruments = WorkerMetrics(registry: metrics)
         processor = BatchProcessor(validator: JobValidator(limits: config.limits), ranker: ranker, fuser: fuser, workerId: config.workerId)
-        pool = PostgresPool(url: config.postgres.url, maxConnections: config.postgres.poolSize)
+        let connectionOptions = PostgresConnection.Options(statementTimeoutMilliseconds: config.postgres.statementTimeoutMilliseconds,
+                                                           keepaliveSeconds: config.postgres.keepaliveSeconds,
+                                                           applicationName: "blendd worker \(config.workerId)")
+        pool = PostgresPool(url: config.postgres.url, maxConnections: config.postgres.poolSize, options: connectionOptions)
         store = ResultStore(pool: pool, eventsTopic: config.kafka.eventsTopic, dlqTopic: config.kafka.dlqTopic)
         let kafka = KafkaConfiguration(bootstrapServers: config.kafka.bootstrapServers, properties: config.kafka.properties)
         producer = try KafkaProducer(configuration: kafka, logger: logger)
         heartbeat = HeartbeatWriter()
+        relay = OutboxRelay(store: store, producer: producer,
+                            settings: .init(batchSize: config.outbox.batchSize, minIdleSeconds: Double(config.outbox.pollMilliseconds) / 1000,
+                                            maxIdleSeconds: Double(config.outbox.maxIdleMilliseconds) / 1000,
+                                            messageMaxBytes: kafka.messageMaxBytes, retry: Backoff(config.retry)),
+                            instruments: instruments, logger: logger)
+        let wake = relay.wake
+        listener = PostgresListener(url: config.postgres.url, channels: [ResultStore.notifyChannel], options: connectionOptions,
+                                    logger: logger) { _ in wake.signal() }
         // The callbacks below are created before `self` exists; they reach it through this box.
         let forward = Forwarder()
-        retry = TransientRetry(backoff: Backoff(config.retry), logger: logger, isStopping: { forward.target?.isStopping ?? true })
+        retry = TransientRetry(backoff: Backoff(config.retry), logger: logger,
+                               isStopping: { forward.target?.isStopping ?? true },
+                               sleep: { [stopWake] seconds in await stopWake.wait(upTo: seconds) })
         consumer = try KafkaConsumer(configuration: kafka,
                                      options: .init(groupId: config.kafka.groupId, topics: [config.kafka.jobsTopic],
                                                     maxBuffered: config.kafka.maxBufferedMessages),
@@ -61,15 +86,39 @@ public final class WorkerService: @unchecked Sendable {
 
     var isStopping: Bool { lock.withLock { _stopping } }
 
-    /// Runs until `stop()` (or a termination signal handled by the caller), then drains:
-    /// finishes the current batch within the drain time, flushes the outbox, commits and
-    /// leaves the group.
+    /// Runs until `stop()`, a graceful shutdown of its ServiceGroup, or cancellation; then
+    /// drains: finishes the current batch within the drain time, flushes the outbox, commits
+    /// and leaves the group, and returns. Throws only for faults no retry can fix (wrong
+    /// credentials, a missing database, an outdated schema) and for unexpected errors.
     public func run() async throws {
+        try await withTaskCancellationOrGracefulShutdownHandler {
+            try await runUntilStopped()
+        } onCancelOrGracefulShutdown: { [self] in
+            Task { await self.stop() }
+        }
+    }
+
+    private func runUntilStopped() async throws {
         logger.info("worker \(config.workerId) starting: group \(config.kafka.groupId), topic \(config.kafka.jobsTopic), ranker \(processor.ranker.label), fuser \(processor.fuser.label)")
-        try await registerWorker()
+        // Heartbeats to the supervisor start first and never wait on the database, so a worker
+        // that rides out an outage (even at start-up) is seen alive and degraded, not hung.
+        let beats = Task { await self.supervisorHeartbeatLoop() }
+        defer { beats.cancel() }
+        do {
+            try await registerWorker()
+        } catch where isStopping && !Self.isPermanent(error) {
+            logger.info("worker \(config.workerId) stopped during start-up")
+            await shutDown(registered: false)
+            return
+        } catch {
+            await shutDown(registered: false)
+            throw error
+        }
         setState(.running)
-        let relay = Task { await self.relayLoop() }
-        let beats = Task { await self.heartbeatLoop() }
+        listener.start()
+        let relayTask = Task { await self.relay.run() }
+        let fleet = Task { await self.fleetHeartbeatLoop() }
+        var failure: Error?
         while !isStopping {
             let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
                                                  maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
@@ -78,30 +127,53 @@ public final class WorkerService: @unchecked Sendable {
             guard !batch.isEmpty, claim(batch) else { break }
             do {
                 try await process(batch)
-            } catch is CancellationError {
+            } catch where isStopping {
+                break
+            } catch {
+                failure = error
                 break
             }
         }
         setState(.draining)
-        relay.cancel()
-        await flushOutbox(deadline: Date().addingTimeInterval(config.drainSeconds))
+        relayTask.cancel()
+        fleet.cancel()
+        listener.stop()
+        if failure == nil { await flushOutbox() }
+        await shutDown(registered: true)
+        if let failure { throw failure }
+    }
+
+    /// Leaves the group, flushes the producer and closes the pool, within what is left of the drain time.
+    private func shutDown(registered: Bool) async {
         setState(.stopping)
         await consumer.close()
-        await producer.flush(timeout: .seconds(5))
-        beats.cancel()
-        _ = try? await pool.withConnection { conn in
-            try await conn.execute("UPDATE workers SET state = 'stopped', last_heartbeat = now() WHERE worker_id = \(self.config.workerId)")
+        await producer.flush(timeout: .milliseconds(Int(max(0.5, min(5, secondsLeftToDrain)) * 1000)))
+        if registered && secondsLeftToDrain > 0 {
+            _ = try? await pool.withConnection { conn in
+                try await conn.execute("UPDATE workers SET state = 'stopped', last_heartbeat = now() WHERE worker_id = \(self.config.workerId)")
+            }
         }
         await pool.close()
         logger.info("worker \(config.workerId) stopped")
     }
 
-    /// Asks the worker to stop: no new batch starts; the current one may finish within the
-    /// drain time. Returns once the in-flight batch finished or the drain time passed.
+    private var secondsLeftToDrain: Double {
+        lock.withLock { drainDeadline }.map { $0.timeIntervalSinceNow } ?? config.drainSeconds
+    }
+
+    /// Asks the worker to stop: no new batch starts, retry sleeps end at once, and the current
+    /// batch may finish within the drain time. Returns once the in-flight batch finished or
+    /// the drain time passed.
     public func stop() async {
-        lock.withLock { _stopping = true }
+        let first = lock.withLock { () -> Bool in
+            defer { _stopping = true }
+            if !_stopping { drainDeadline = Date().addingTimeInterval(config.drainSeconds) }
+            return !_stopping
+        }
+        guard first else { return }
         setState(.draining)
-        let deadline = Date().addingTimeInterval(config.drainSeconds)
+        stopWake.signal()
+        let deadline = lock.withLock { drainDeadline! }
         while lock.withLock({ inFlightCount > 0 }) && Date() < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
@@ -110,6 +182,12 @@ public final class WorkerService: @unchecked Sendable {
         }
         // Wake the loop if it waits for messages; closing leaves the group and commits stored offsets.
         await consumer.close()
+    }
+
+    static func isPermanent(_ error: Error) -> Bool {
+        if error is WorkerError { return true }
+        if let e = error as? PostgresError { return e.isPermanent }
+        return false
     }
 
     // MARK: - Pipeline
@@ -144,6 +222,7 @@ public final class WorkerService: @unchecked Sendable {
         let stored = try await retry.run("looking up stored jobs", onRetry: retried("lookup")) {
             try await store.existingJobIds(validated.jobIds)
         }
+        recovered("lookup")
         let outcomes = await processor.process(validated, isStored: stored)
         // Pairs compared: the full matrix, or the model passes of a bubble tournament.
         instruments.rankedPairs(outcomes.reduce(0) { total, outcome in
@@ -153,6 +232,7 @@ public final class WorkerService: @unchecked Sendable {
         if let padding = processor.ranker.lastPaddingAvoided { instruments.paddingAvoided(padding) }
         let storeStart = Date()
         try await storeDurably(outcomes)
+        recovered("store")
         let storeSeconds = Date().timeIntervalSince(storeStart)
         for (message, outcome) in zip(batch, outcomes) {
             consumer.markDone(message)
@@ -167,7 +247,7 @@ public final class WorkerService: @unchecked Sendable {
             let times = outcomes.compactMap { $0.timingsMs[stage] }
             if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
         }
-        relayWake.continuation.yield()
+        relay.wake.signal()
         let counts = Dictionary(grouping: outcomes.compactMap(\.status), by: \.rawValue).mapValues(\.count)
         logger.info("batch of \(batch.count) stored: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))\(outcomes.contains { $0.status == nil } ? ", \(outcomes.filter { $0.status == nil }.count) already stored" : "")")
     }
@@ -203,8 +283,16 @@ public final class WorkerService: @unchecked Sendable {
         }
     }
 
+    /// Counts a retry and marks the worker degraded until the operation succeeds (`recovered`).
     private func retried(_ operation: String) -> @Sendable (Error) -> Void {
-        { [instruments] _ in instruments.retried(operation) }
+        { [weak self, instruments] _ in
+            instruments.retried(operation)
+            self?.lock.withLock { _ = self?.faulted.insert(operation) }
+        }
+    }
+
+    private func recovered(_ operation: String) {
+        lock.withLock { _ = faulted.remove(operation) }
     }
 
     /// Called on the consumer's thread before a revocation completes: waits for the batch that
@@ -230,66 +318,26 @@ public final class WorkerService: @unchecked Sendable {
         }
     }
 
-    // MARK: - Outbox relay
+    // MARK: - Outbox
 
-    private func relayLoop() async {
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                let published = try await publishPendingOnce()
-                failures = 0
-                if published == 0 {
-                    // Wake on a new batch or poll for events left by other (crashed) workers.
-                    await withTaskGroup(of: Void.self) { group in
-                        group.addTask { [relayWake] in for await _ in relayWake.stream { break } }
-                        group.addTask { [config] in try? await Task.sleep(for: .milliseconds(config.outbox.pollMilliseconds)) }
-                        await group.next()
-                        group.cancelAll()
-                    }
-                }
-            } catch {
-                let delay = Backoff(config.retry).delay(attempt: failures)
-                failures += 1
-                logger.warning("outbox relay: \(error); retrying in \(String(format: "%.2f", delay)) s")
-                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-            }
-        }
-    }
-
-    /// Publishes one round of pending outbox entries; returns how many were published.
+    /// Publishes one round of due outbox rows (tests drive the relay with it).
     @discardableResult
     func publishPendingOnce() async throws -> Int {
-        let entries = try await store.claimPending(limit: config.outbox.batchSize)
-        guard !entries.isEmpty else {
-            instruments.outboxPending(0)
-            return 0
-        }
-        let messages = entries.map { e in
-            ProducerMessage(topic: e.topic, key: Array(e.key.utf8), value: e.payload,
-                            headers: e.headers.keys.sorted().map { ($0, Array(e.headers[$0]!.utf8)) })
-        }
-        let results = try await producer.send(messages)
-        var sent: [Int64] = []
-        for (entry, result) in zip(entries, results) {
-            switch result {
-            case .success:
-                sent.append(entry.id)
-                instruments.published(topic: entry.topic)
-            case .failure(let error):
-                try await store.markFailed(entry.id, error: error.description)
-            }
-        }
-        try await store.markSent(sent)
-        return sent.count
+        try await relay.publishPendingOnce().sent
     }
 
-    private func flushOutbox(deadline: Date) async {
-        while Date() < deadline {
+    /// Publishes what is pending until the outbox is empty or the drain time is over.
+    private func flushOutbox() async {
+        while secondsLeftToDrain > 0 {
             do {
-                if try await publishPendingOnce() == 0, try await store.pendingCount() == 0 { return }
+                let round = try await relay.publishPendingOnce()
+                guard round.claimed == 0 else { continue }
+                // Done when nothing is pending, or when the next row falls due after the drain time.
+                guard let due = try await store.secondsUntilNextDue(), due <= secondsLeftToDrain else { return }
+                await relay.wake.wait(upTo: min(0.2, max(0, secondsLeftToDrain)))
             } catch {
                 logger.warning("flushing the outbox: \(error)")
-                try? await Task.sleep(for: .milliseconds(200))
+                await relay.wake.wait(upTo: min(0.2, max(0, secondsLeftToDrain)))
             }
         }
         logger.warning("outbox not empty at shutdown; another worker's relay will publish the rest")
@@ -301,10 +349,16 @@ public final class WorkerService: @unchecked Sendable {
         lock.withLock { _state = state }
     }
 
+    /// What heartbeats report: `degraded` while a starting or running worker rides out a fault.
+    private var reportedState: HeartbeatReport.State {
+        lock.withLock { (_state == .running || _state == .starting) && !faulted.isEmpty ? .degraded : _state }
+    }
+
     /// The newest migration this build writes against; older databases must be migrated first.
-    public static let requiredSchemaVersion = 1
+    public static let requiredSchemaVersion = 2
 
     private func checkSchema() async throws {
+        defer { recovered("schema") }
         let version = try await retry.run("checking the database schema", onRetry: retried("schema")) {
             try await pool.withConnection { conn -> Int in
                 let exists = try await conn.query("SELECT to_regclass('schema_migrations') IS NOT NULL AS present")[0].decode("present", as: Bool.self)
@@ -320,6 +374,7 @@ public final class WorkerService: @unchecked Sendable {
     private func registerWorker() async throws {
         try await checkSchema()
         let c = config
+        defer { recovered("register") }
         try await retry.run("registering the worker", onRetry: retried("register")) {
             try await pool.withConnection { conn in
                 try await conn.execute("""
@@ -332,24 +387,40 @@ public final class WorkerService: @unchecked Sendable {
         }
     }
 
-    private func heartbeatLoop() async {
+    /// Heartbeats on the supervisor's pipe: no database involved, from the first moment.
+    private func supervisorHeartbeatLoop() async {
         let interval = config.supervisor.heartbeatSeconds
         while !Task.isCancelled {
+            heartbeat?.send(currentReport())
+            try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
+        }
+    }
+
+    /// The worker's row in the workers table, the backlog metric, and the ageing of dead
+    /// workers' rows (less often): about one statement per heartbeat interval.
+    private func fleetHeartbeatLoop() async {
+        let interval = config.supervisor.heartbeatSeconds
+        var beats = 0
+        while !Task.isCancelled {
             let report = currentReport()
-            heartbeat?.send(report)
             let partitions = try? PostgresJSON(encoding: report.partitions)
-            _ = try? await pool.withConnection { conn in
-                try await conn.execute("""
-                    UPDATE workers SET state = \(report.state.rawValue), last_heartbeat = now(), assigned_partitions = \(partitions)::jsonb,
-                           in_flight = \(report.inFlight) WHERE worker_id = \(report.workerId)
-                    """)
+            let pending = try? await pool.withConnection { conn -> Int in
+                try await conn.query("""
+                    WITH beat AS (
+                        UPDATE workers SET state = \(report.state.rawValue), last_heartbeat = now(), assigned_partitions = \(partitions)::jsonb,
+                               in_flight = \(report.inFlight) WHERE worker_id = \(report.workerId))
+                    SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
+                    """)[0].decode("n")
             }
-            if let pending = try? await store.pendingCount() { instruments.outboxPending(pending) }
-            // Rows of workers that stopped heartbeating long ago age out (any worker may do it).
-            let retention = config.supervisor.deadWorkerRetentionSeconds
-            _ = try? await pool.withConnection { conn in
-                try await conn.execute("DELETE FROM workers WHERE last_heartbeat < now() - make_interval(secs => \(retention))")
+            if let pending { instruments.outboxPending(pending) }
+            if beats % 30 == 0 {
+                // Rows of workers that stopped heartbeating long ago age out (any worker may do it).
+                let retention = config.supervisor.deadWorkerRetentionSeconds
+                _ = try? await pool.withConnection { conn in
+                    try await conn.execute("DELETE FROM workers WHERE last_heartbeat < now() - make_interval(secs => \(retention))")
+                }
             }
+            beats += 1
             try? await Task.sleep(for: .milliseconds(Int(interval * 1000)))
         }
     }
@@ -357,13 +428,15 @@ public final class WorkerService: @unchecked Sendable {
     func currentReport() -> HeartbeatReport {
         let lag = consumer.lag
         instruments.consumerLag(lag)
-        let (state, inFlight, progress) = lock.withLock { (_state, inFlightCount, lastProgress) }
+        let state = reportedState
+        let (inFlight, progress) = lock.withLock { (inFlightCount, lastProgress) }
         return HeartbeatReport(workerId: config.workerId, pid: getpid(), state: state,
                                partitions: consumer.assignment.map(\.description).sorted(), inFlight: inFlight,
                                lastProgress: progress, lag: lag, rssBytes: HeartbeatWriter.residentBytes(), metrics: metrics.snapshot())
     }
 }
 
+/// Faults of the worker's environment that no retry fixes: the process ends with this line.
 public enum WorkerError: Error, CustomStringConvertible {
     case schemaOutdated(found: Int, required: Int)
 

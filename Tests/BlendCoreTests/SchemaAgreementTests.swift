@@ -7,10 +7,13 @@ import XCTest
 /// build machines); skipped with a message where it is not installed.
 final class SchemaAgreementTests: XCTestCase {
     /// Rules JSON Schema cannot state: raw bytes that are not a JSON document, byte sizes of the
-    /// whole message or of the metadata, and top_k against the candidate count.
+    /// whole message or of the metadata, top_k against the candidate count, and what a JSON
+    /// parser decides before a schema sees the document (lone surrogates, duplicate keys, nesting
+    /// depth; the schema states the depth limit in its description).
     static let beyondSchema: Set<String> = [
         "not_json--truncated.json", "invalid_utf8--latin1-bytes.json", "job_too_large--many-large-candidates.json",
         "metadata_too_large--big-metadata.json", "top_k_out_of_range--more-than-candidates.json",
+        "lone_surrogate--instruction.json", "duplicate_field--job-id.json", "nesting_too_deep--metadata.json",
     ]
 
     private func schemaVerdicts(schema: String, documents: [URL]) throws -> [String: Bool] {
@@ -51,7 +54,7 @@ final class SchemaAgreementTests: XCTestCase {
             ranking: [.init(index: 0, model: "a", rank: 2, score: -0.5), .init(index: 1, model: "b", rank: 1, score: 0.5)],
             fused: .init(text: "fused", fuser: "top1", topK: 1, sourceIndexes: [1], generatedTokens: 0),
             timingsMs: ["rank": 1.5, "store": 0.3], models: ["ranker": "consensus-chrf", "fuser": "top1"],
-            metadata: .object(["tenant": .string("a")]), kafka: .init(topic: "blend.jobs", partition: 3, offset: 42))
+            metadata: .object([.init("tenant", .string("a"))]), kafka: .init(topic: "blend.jobs", partition: 3, offset: 42))
         let rejected = EventData(jobId: "req-2", status: .rejected, violations: [Violation(.tooFewCandidates, at: "candidates", "a job needs at least 2 candidates, found 1")])
         let failed = EventData(jobId: "req-3", status: .failed, error: "inference failed")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("blendd-events-\(UUID().uuidString)")

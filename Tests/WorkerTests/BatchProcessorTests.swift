@@ -44,7 +44,7 @@ final class BatchProcessorTests: XCTestCase {
             message("not json", offset: 12),
             message(job("ok-2", fuse: "false"), offset: 13),
         ])
-        XCTAssertEqual(batch.jobIds, ["ok-1", "bad-1", "kafka:blend.jobs:2:12", "ok-2"])
+        XCTAssertEqual(batch.jobIds, ["ok-1", "bad-1", "kafka/blend.jobs/2/12", "ok-2"])
         let outcomes = await p.process(batch, isStored: [])
         XCTAssertEqual(outcomes.map(\.status), [.completed, .rejected, .rejected, .completed])
 
@@ -57,14 +57,14 @@ final class BatchProcessorTests: XCTestCase {
         XCTAssertEqual(ok.rank?.ranks[fusion.sourceIndexes[0]], 1)
         XCTAssertEqual(ok.event?.type, "blend.job.completed")
         XCTAssertEqual(ok.event?.id, "ok-1/completed")
-        XCTAssertEqual(ok.event?.data.metadata, .object(["tenant": .string("a")]))
+        XCTAssertEqual(ok.event?.data.metadata, .object([.init("tenant", .string("a"))]))
         XCTAssertEqual(ok.event?.data.kafka, EventData.KafkaCoordinates(topic: "blend.jobs", partition: 2, offset: 10))
         XCTAssertEqual(ok.event?.data.ranking?.map(\.model), ["m0", "m1", "m2"])
         XCTAssertEqual(ok.event?.data.timingsMs?["queue"] ?? -1, 1000, accuracy: 1e-6)
 
         XCTAssertEqual(outcomes[1].event?.type, "blend.job.rejected")
         XCTAssertEqual(Set(outcomes[1].event?.data.violations?.map(\.code) ?? []), [.tooFewCandidates])
-        XCTAssertEqual(outcomes[2].event?.subject, "kafka:blend.jobs:2:12")
+        XCTAssertEqual(outcomes[2].event?.subject, "kafka/blend.jobs/2/12")
         XCTAssertEqual(outcomes[2].rejection?.violations.map(\.code), [.notJSON])
         XCTAssertNil(outcomes[3].fusion, "fuse: false ranks only")
         XCTAssertNotNil(outcomes[3].rank)

@@ -106,7 +106,7 @@ final class ResultStoreTests: XCTestCase {
         let dlq = try await pool.withConnection { conn in
             try await conn.query("SELECT job_id, key, payload, headers FROM outbox WHERE topic = 'blend.jobs.dlq' ORDER BY id")
         }
-        XCTAssertEqual(try dlq.map { try $0.decode("job_id", as: String.self) }, ["r1", "kafka:blend.jobs:0:1"])
+        XCTAssertEqual(try dlq.map { try $0.decode("job_id", as: String.self) }, ["r1", "kafka/blend.jobs/0/1"])
         XCTAssertEqual(try dlq[0].decode("payload", as: PostgresBytes.self).bytes, Array(raw.utf8))
         XCTAssertEqual(try dlq[1].decode("payload", as: PostgresBytes.self).bytes, Array("\u{1}not json".utf8))
         let headers = try dlq[0].decode("headers", as: PostgresJSON.self).decoded(as: [String: String].self)
@@ -134,28 +134,44 @@ final class ResultStoreTests: XCTestCase {
         XCTAssertEqual(counts.values.reduce(0, +), 0, "\(counts)")
     }
 
-    func testOutboxClaimsAreExclusiveExpireAndCanBeMarkedSent() async throws {
-        try await store.store(await outcomes([job("o1"), job("o2"), job("o3")]), workerId: "w1")
+    func testOutboxClaimsAreExclusiveExpireRetryWithBackoffAndSetPermanentFailuresAside() async throws {
+        try await store.store(await outcomes([job("o1"), job("o2"), job("o3"), job("o4")]), workerId: "w1")
+        let keys = { (entries: [ResultStore.OutboxEntry]) in entries.map { String(decoding: $0.key ?? [], as: UTF8.self) } }
         let first = try await store.claimPending(limit: 2)
-        XCTAssertEqual(first.map(\.key), ["o1", "o2"])
+        XCTAssertEqual(keys(first), ["o1", "o2"])
         XCTAssertEqual(first[0].headers["content-type"], "application/cloudevents+json")
         let second = try await store.claimPending(limit: 10)
-        XCTAssertEqual(second.map(\.key), ["o3"], "claimed entries are not handed out twice")
+        XCTAssertEqual(keys(second), ["o3", "o4"], "claimed entries are not handed out twice")
         try await store.markSent(first.map(\.id))
-        try await store.markFailed(second[0].id, error: "broker down")
+        // A transient failure waits for its own retry time; a permanent one is never retried.
+        try await store.markRetry(second[0].id, error: "broker down", afterSeconds: 60)
+        try await store.markFailed(second[1].id, error: "kafka error MSG_SIZE_TOO_LARGE")
+        let tooEarly = try await store.claimPending(limit: 10)
+        XCTAssertEqual(tooEarly, [], "a row is not retried before its next_attempt_at")
+        let due = try await store.secondsUntilNextDue()
+        XCTAssertEqual(due ?? -1, 60, accuracy: 10, "the next row falls due at its retry time")
+        try await pool.withConnection { try await $0.execute("UPDATE outbox SET next_attempt_at = now() - interval '1 second' WHERE next_attempt_at IS NOT NULL") }
         let retried = try await store.claimPending(limit: 10)
-        XCTAssertEqual(retried.map(\.key), ["o3"], "a failed publish is retried")
+        XCTAssertEqual(keys(retried), ["o3"], "a transient failure is retried once due; the permanent one stays aside")
+        XCTAssertEqual(retried.map(\.attempts), [2])
         let pendingBefore = try await store.pendingCount()
         XCTAssertEqual(pendingBefore, 1)
+        let failed = try await pool.withConnection { conn in
+            try await conn.query("SELECT last_error, error_class FROM outbox WHERE failed_at IS NOT NULL")
+        }
+        XCTAssertEqual(try failed.map { "\(try $0.decode("error_class", as: String.self)): \(try $0.decode("last_error", as: String.self))" },
+                       ["permanent: kafka error MSG_SIZE_TOO_LARGE"])
         // A claim that lapses (its relay died) is handed out again.
         let lapsed = try await store.claimPending(limit: 10, claimSeconds: 0)
         XCTAssertEqual(lapsed, [])
         try await pool.withConnection { try await $0.execute("UPDATE outbox SET claimed_until = now() - interval '1 second' WHERE sent_at IS NULL") }
         let reclaimed = try await store.claimPending(limit: 10)
-        XCTAssertEqual(reclaimed.map(\.key), ["o3"])
+        XCTAssertEqual(keys(reclaimed), ["o3"])
         try await store.markSent(reclaimed.map(\.id))
         let pendingAfter = try await store.pendingCount()
         XCTAssertEqual(pendingAfter, 0)
+        let nothingDue = try await store.secondsUntilNextDue()
+        XCTAssertNil(nothingDue)
     }
 
     private func tableCounts() async throws -> [String: Int] {

@@ -69,7 +69,7 @@ final class WorkerCrashTests: XCTestCase {
         XCTAssertLessThan(storedAtCrash.count, 485, "the crash happened mid-stream")
         for (id, (partition, offset)) in position {
             guard let committed = committedAtCrash.first(where: { $0.partition == partition })?.committed, offset < committed else { continue }
-            let synthetic = "kafka:blend.jobs:\(partition):\(offset)"
+            let synthetic = "kafka/blend.jobs/\(partition)/\(offset)"
             XCTAssertTrue(storedAtCrash.contains(id) || storedAtCrash.contains(synthetic), "\(id) at \(partition)@\(offset) was committed (\(committed)) before it was stored")
         }
 

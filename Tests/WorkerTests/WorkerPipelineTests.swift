@@ -94,7 +94,7 @@ final class WorkerPipelineTests: XCTestCase {
         let rejected = events.keys.filter { $0.hasSuffix("/rejected") }.sorted()
         XCTAssertEqual(rejected.count, 2)
         XCTAssertEqual(rejected.first, "bad-1/rejected")
-        XCTAssertTrue(rejected.last!.hasPrefix("kafka:blend.jobs:"), "undecodable messages get an id from their coordinates: \(rejected)")
+        XCTAssertTrue(rejected.last!.hasPrefix("kafka/blend.jobs/"), "undecodable messages get an id from their coordinates: \(rejected)")
         let completed = try XCTUnwrap(events["job-3/completed"])
         XCTAssertEqual(completed["type"] as? String, "blend.job.completed")
         XCTAssertEqual(completed["source"] as? String, "blendd/w-test")

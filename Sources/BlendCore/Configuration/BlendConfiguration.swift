@@ -20,6 +20,10 @@ public struct BlendConfiguration: Sendable, Equatable {
 
         public var url = "postgresql://localhost:5432/blendd"
         public var poolSize = 4
+        /// Longest a statement may run before the server cancels it (0 = no limit).
+        public var statementTimeoutMilliseconds = 30000
+        /// TCP keepalive idle time of every connection; a black-holed server is noticed within about twice this.
+        public var keepaliveSeconds = 15
     }
 
     public struct Models: Sendable, Equatable {
@@ -66,7 +70,10 @@ public struct BlendConfiguration: Sendable, Equatable {
     public struct Outbox: Sendable, Equatable {
         public init() {}
 
+        /// The relay's first idle interval (it wakes on NOTIFY and stored batches, and when a retry falls due).
         public var pollMilliseconds = 200
+        /// The longest idle interval: the idle interval doubles up to this while nothing happens.
+        public var maxIdleMilliseconds = 30000
         public var batchSize = 100
     }
 

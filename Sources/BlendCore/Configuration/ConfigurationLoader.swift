@@ -50,6 +50,8 @@ public enum ConfigurationLoader {
         .int("kafka.max_buffered_messages", \.kafka.maxBufferedMessages, "Messages buffered before fetching pauses."),
         .string("postgres.url", \.postgres.url, secret: true, "PostgreSQL URL or conninfo string."),
         .int("postgres.pool_size", \.postgres.poolSize, "Connections per worker process."),
+        .int("postgres.statement_timeout_ms", \.postgres.statementTimeoutMilliseconds, "Longest a statement may run (0: no limit)."),
+        .int("postgres.keepalive_seconds", \.postgres.keepaliveSeconds, "TCP keepalive idle time; a silent server is declared dead after about twice this."),
         .string("models.ranker", \.models.ranker, "PairRM checkpoint directory (empty: weight-free consensus ranker)."),
         .string("models.fuser", \.models.fuser, "GenFuser checkpoint directory (empty: return the top-ranked candidate)."),
         .int("models.threads", \.models.threads, "Inference threads (0: one per core)."),
@@ -71,7 +73,8 @@ public enum ConfigurationLoader {
         .int("retry.max_ms", \.retry.maxMilliseconds, "Longest retry delay."),
         .double("retry.multiplier", \.retry.multiplier, "Growth of the delay per attempt."),
         .double("retry.jitter", \.retry.jitter, "Random fraction of each delay (0…1)."),
-        .int("outbox.poll_ms", \.outbox.pollMilliseconds, "How often the outbox relay looks for unsent events."),
+        .int("outbox.poll_ms", \.outbox.pollMilliseconds, "First idle interval of the outbox relay (it wakes on NOTIFY, on stored batches and when a retry falls due)."),
+        .int("outbox.max_idle_ms", \.outbox.maxIdleMilliseconds, "Longest idle interval of the outbox relay; the interval doubles up to it."),
         .int("outbox.batch_size", \.outbox.batchSize, "Events the relay publishes per round."),
         .double("shutdown.drain_seconds", \.drainSeconds, "Time a stopping worker has to finish its batch."),
         .int("supervisor.workers", \.supervisor.workers, "Worker processes per supervisor."),
@@ -280,6 +283,9 @@ public enum ConfigurationLoader {
         need(c.retry.multiplier >= 1, "retry.multiplier", "must be at least 1 (is \(c.retry.multiplier))")
         need((0...1).contains(c.retry.jitter), "retry.jitter", "must be between 0 and 1 (is \(c.retry.jitter))")
         need(c.outbox.pollMilliseconds >= 1, "outbox.poll_ms", "must be at least 1")
+        need(c.outbox.maxIdleMilliseconds >= c.outbox.pollMilliseconds, "outbox.max_idle_ms", "must be at least outbox.poll_ms (\(c.outbox.pollMilliseconds))")
+        need(c.postgres.statementTimeoutMilliseconds >= 0, "postgres.statement_timeout_ms", "must be 0 (no limit) or positive (is \(c.postgres.statementTimeoutMilliseconds))")
+        need(c.postgres.keepaliveSeconds >= 1, "postgres.keepalive_seconds", "must be at least 1 (is \(c.postgres.keepaliveSeconds))")
         need(c.outbox.batchSize >= 1, "outbox.batch_size", "must be at least 1")
         need(c.drainSeconds > 0, "shutdown.drain_seconds", "must be positive (is \(c.drainSeconds))")
         let s = c.supervisor

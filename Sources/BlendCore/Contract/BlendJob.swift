@@ -45,10 +45,11 @@ public struct BlendJob: Sendable, Equatable, Codable {
     public var rank: RankOptions
     /// nil when the job asked for ranking only (`"fuse": false`).
     public var fuse: FuseOptions?
-    public var metadata: JSONValue?
+    /// Exactly as the job wrote it (numbers keep their literal text).
+    public var metadata: ExactJSON?
 
     public init(jobId: String, instruction: String, input: String = "", candidates: [Candidate],
-                rank: RankOptions = RankOptions(), fuse: FuseOptions? = FuseOptions(), metadata: JSONValue? = nil) {
+                rank: RankOptions = RankOptions(), fuse: FuseOptions? = FuseOptions(), metadata: ExactJSON? = nil) {
         self.jobId = jobId
         self.instruction = instruction
         self.input = input
@@ -80,7 +81,7 @@ public struct BlendJob: Sendable, Equatable, Codable {
         } else {
             fuse = try c.decodeIfPresent(FuseOptions.self, forKey: .fuse) ?? FuseOptions()
         }
-        metadata = try c.decodeIfPresent(JSONValue.self, forKey: .metadata)
+        metadata = try c.decodeIfPresent(ExactJSON.self, forKey: .metadata)
     }
 
     public func encode(to encoder: Encoder) throws {

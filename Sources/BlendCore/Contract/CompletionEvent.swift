@@ -32,11 +32,22 @@ public struct CompletionEvent: Sendable, Equatable, Codable {
     }
 
     /// Encoded as compact JSON with sorted keys, so the same outcome always gives the same bytes.
+    /// The metadata is written exactly as the job wrote it (numbers as their literal text),
+    /// which an `Encoder` cannot do, so it is set into the encoded event afterwards.
     public func jsonBytes() throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(self))
+        guard let metadata = data.metadata else { return Array(try encoder.encode(self)) }
+        var plain = self
+        plain.data.metadata = nil
+        let encoded = try JSONParser.parse(Array(try encoder.encode(plain))).value
+        guard let body = encoded["data"] else { return Array(try encoder.encode(self)) }
+        return Array(encoded.insertingSorted("data", body.insertingSorted("metadata", metadata)).serialized().utf8)
     }
+
+    /// Violations an event carries at most; the rest are counted in `violations_omitted`, so an
+    /// event stays small whatever the rejected message held (the job row keeps them all).
+    public static let maxViolations = 50
 }
 
 public struct EventData: Sendable, Equatable, Codable {
@@ -85,17 +96,27 @@ public struct EventData: Sendable, Equatable, Codable {
     public var timingsMs: [String: Double]?
     /// The ranker and fuser labels (model name and version, or the weight-free fallbacks).
     public var models: [String: String]?
-    public var metadata: JSONValue?
+    /// Exactly as the job wrote it.
+    public var metadata: ExactJSON?
     public var kafka: KafkaCoordinates?
+    /// Violations left out of `violations` (beyond `CompletionEvent.maxViolations`).
+    public var violationsOmitted: Int?
 
     public init(jobId: String, status: JobStatus, ranking: [RankedCandidate]? = nil, fused: Fusion? = nil,
                 error: String? = nil, violations: [Violation]? = nil, timingsMs: [String: Double]? = nil,
-                models: [String: String]? = nil, metadata: JSONValue? = nil, kafka: KafkaCoordinates? = nil) {
+                models: [String: String]? = nil, metadata: ExactJSON? = nil, kafka: KafkaCoordinates? = nil) {
         self.jobId = jobId; self.status = status; self.ranking = ranking; self.fused = fused; self.error = error
-        self.violations = violations; self.timingsMs = timingsMs; self.models = models; self.metadata = metadata; self.kafka = kafka
+        if let violations, violations.count > CompletionEvent.maxViolations {
+            self.violations = Array(violations.prefix(CompletionEvent.maxViolations))
+            self.violationsOmitted = violations.count - CompletionEvent.maxViolations
+        } else {
+            self.violations = violations
+        }
+         self.timingsMs = timingsMs; self.models = models; self.metadata = metadata; self.kafka = kafka
     }
 
     enum CodingKeys: String, CodingKey {
         case jobId = "job_id", status, ranking, fused, error, violations, timingsMs = "timings_ms", models, metadata, kafka
+        case violationsOmitted = "violations_omitted"
     }
 }

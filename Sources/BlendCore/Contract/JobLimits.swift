@@ -18,6 +18,8 @@ public struct JobLimits: Sendable, Equatable, Codable {
 
     public static let minCandidates = 2
     public static let maxJobIdLength = 128
+    /// Levels of arrays and objects a job may nest (the job object is level 1, `metadata` level 2).
+    public static let maxNestingDepth = 64
 
     public init() {}
 

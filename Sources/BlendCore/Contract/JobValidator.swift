@@ -24,18 +24,35 @@ public struct JobValidator: Sendable {
             violations.append(Violation(.invalidUTF8, at: "", "the message is not valid UTF-8 (first bad byte at offset \(offset))"))
             return .failure(JobRejection(jobId: nil, violations: violations))
         }
-        let document: JSONValue
+        let parsed: JSONParser.Result
         do {
-            document = try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+            parsed = try JSONParser.parse(bytes, maxDepth: JobLimits.maxNestingDepth)
         } catch {
-            violations.append(Violation(.notJSON, at: "", "the message is not JSON: \(Self.describe(decodingError: error))"))
+            violations.append(Violation(.notJSON, at: "", "the message is not JSON: \(error)"))
             return .failure(JobRejection(jobId: nil, violations: violations))
         }
-        return validate(document: document, priorViolations: violations)
+        var reported: Set<String> = []
+        for issue in parsed.issues where reported.insert("\(issue.kind) \(issue.path)").inserted {
+            switch issue.kind {
+            case .loneSurrogate:
+                violations.append(Violation(.loneSurrogate, at: issue.path, "a \\u escape at byte \(issue.offset) is a lone UTF-16 surrogate, which is no character"))
+            case .duplicateKey:
+                violations.append(Violation(.duplicateField, at: issue.path, "the key appears more than once in its object (again at byte \(issue.offset))"))
+            case .nestingTooDeep:
+                violations.append(Violation(.nestingTooDeep, at: issue.path, "arrays and objects nest deeper than \(JobLimits.maxNestingDepth) levels here (the job object is level 1)"))
+            }
+        }
+        return validate(exact: parsed.value, priorViolations: violations)
     }
 
+    /// Validates a document built in code (numbers as Doubles).
     public func validate(document: JSONValue, priorViolations: [Violation] = []) -> Result<BlendJob, JobRejection> {
+        validate(exact: ExactJSON(document), priorViolations: priorViolations)
+    }
+
+    public func validate(exact: ExactJSON, priorViolations: [Violation] = []) -> Result<BlendJob, JobRejection> {
         var check = Checker(limits: limits, violations: priorViolations)
+        let document = exact.jsonValue
         guard case .object(let fields) = document else {
             check.add(.notObject, "", "a job must be a JSON object, found \(document.typeName)")
             return .failure(JobRejection(jobId: nil, violations: check.violations))
@@ -53,7 +70,7 @@ public struct JobValidator: Sendable {
         let rank = check.rankOptions(fields["rank"])
         let candidateCount: Int? = if case .array(let items) = fields["candidates"] { items.count } else { nil }
         let fuse = check.fuseOptions(fields["fuse"], candidateCount: candidateCount)
-        let metadata = check.metadata(fields["metadata"])
+        let metadata = check.metadata(exact["metadata"])
 
         guard check.violations.isEmpty, let jobId, let instruction, let candidates, let rank, let fuse else {
             return .failure(JobRejection(jobId: jobId, violations: check.violations))
@@ -61,14 +78,6 @@ public struct JobValidator: Sendable {
         let fuseOptions: BlendJob.FuseOptions? = if case .fuse(let o) = fuse { o } else { nil }
         return .success(BlendJob(jobId: jobId, instruction: instruction, input: input ?? "", candidates: candidates,
                                  rank: rank, fuse: fuseOptions, metadata: metadata))
-    }
-
-    static func describe(decodingError error: Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            let underlying = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return underlying ?? context.debugDescription
-        }
-        return String(describing: error)
     }
 }
 
@@ -83,8 +92,7 @@ private struct Checker {
 
     mutating func unknownFields(in fields: [String: JSONValue], allowed: Set<String>, at path: String) {
         for key in fields.keys.sorted() where !allowed.contains(key) {
-            let where_ = path.isEmpty ? key : "\(path).\(key)"
-            add(.unknownField, where_, "\(Self.quote(key)) is not a field here; allowed: \(allowed.sorted().joined(separator: ", "))")
+            add(.unknownField, JSONPath.member(path, key), "\(Self.quote(key)) is not a field here; allowed: \(allowed.sorted().joined(separator: ", "))")
         }
     }
 
@@ -228,31 +236,32 @@ private struct Checker {
         }
     }
 
-    mutating func metadata(_ value: JSONValue?) -> JSONValue? {
+    mutating func metadata(_ value: ExactJSON?) -> ExactJSON? {
         guard let value else { return nil }
-        guard case .object = value else { wrongType(value, at: "metadata", expected: "an object"); return nil }
-        let size = (try? JSONEncoder().encode(value).count) ?? 0
+        guard case .object = value else { wrongType(value.jsonValue, at: "metadata", expected: "an object"); return nil }
+        let size = value.serialized().utf8.count
         if size > limits.maxMetadataBytes {
             add(.metadataTooLarge, "metadata", "metadata is \(size) bytes as JSON; at most \(limits.maxMetadataBytes) are allowed")
             return nil
         }
         if let path = Self.firstNul(in: value, at: "metadata") {
-            add(.nulCharacter, path, "\(path) contains the character U+0000, which jsonb cannot store")
+            add(.nulCharacter, path, "\(path) contains the character U+0000, which PostgreSQL cannot store as text")
             return nil
         }
         return value
     }
 
     /// The path of the first key or string holding U+0000, if any.
-    static func firstNul(in value: JSONValue, at path: String) -> String? {
+    static func firstNul(in value: ExactJSON, at path: String) -> String? {
         switch value {
         case .string(let s): return s.utf8.contains(0) ? path : nil
         case .array(let items):
-            for (i, item) in items.enumerated() { if let p = firstNul(in: item, at: "\(path)[\(i)]") { return p } }
-        case .object(let fields):
-            for key in fields.keys.sorted() {
-                if key.utf8.contains(0) { return path }
-                if let p = firstNul(in: fields[key]!, at: "\(path).\(key)") { return p }
+            for (i, item) in items.enumerated() { if let p = firstNul(in: item, at: JSONPath.index(path, i)) { return p } }
+        case .object(let members):
+            for member in members {
+                let memberPath = JSONPath.member(path, member.key)
+                if member.key.utf8.contains(0) { return memberPath }
+                if let p = firstNul(in: member.value, at: memberPath) { return p }
             }
         default: break
         }
@@ -261,7 +270,8 @@ private struct Checker {
 
     mutating func integer(_ value: JSONValue?, at path: String) -> Int? {
         guard let value else { return nil }
-        guard case .number(let n) = value, n.rounded() == n, abs(n) <= JobValidator.maxExactInteger else {
+        // Below 2^53 strictly: 2^53 + 1 reads as 2^53, so 2^53 itself may stand for a larger literal.
+        guard case .number(let n) = value, n.rounded() == n, abs(n) < JobValidator.maxExactInteger else {
             wrongType(value, at: path, expected: "an integer"); return nil
         }
         return Int(n)

@@ -20,6 +20,12 @@ public struct Violation: Sendable, Equatable, Codable, CustomStringConvertible {
         case optionOutOfRange = "option_out_of_range"
         /// U+0000 in a text or metadata string: PostgreSQL text and jsonb cannot store it.
         case nulCharacter = "nul_character"
+        /// A `\\u` escape of half a UTF-16 surrogate pair: no character, so no valid UTF-8 either.
+        case loneSurrogate = "lone_surrogate"
+        /// An object key written twice: parsers disagree on which one counts.
+        case duplicateField = "duplicate_field"
+        /// Arrays and objects nested deeper than `JobLimits.maxNestingDepth`.
+        case nestingTooDeep = "nesting_too_deep"
     }
 
     public var code: Code

@@ -8,6 +8,8 @@ public enum MetricNames {
     public static let paddingWaste = "blendd_padding_waste_ratio"
     public static let outboxPending = "blendd_outbox_pending_events"
     public static let eventsPublished = "blendd_events_published_total"
+    public static let outboxFailures = "blendd_outbox_failures_total"
+    public static let deadLettersCut = "blendd_dead_letters_cut_total"
     public static let consumerLag = "blendd_consumer_lag_messages"
     public static let inFlight = "blendd_inflight_jobs"
     public static let transientRetries = "blendd_transient_retries_total"
@@ -30,6 +32,8 @@ public enum MetricNames {
         r.describe(paddingWaste, .gauge, help: "Share of positions padding would have cost in the last ranking batch; blendd packs sequences and computes none of them.")
         r.describe(outboxPending, .gauge, help: "Completion events stored but not yet published.")
         r.describe(eventsPublished, .counter, help: "Outbox entries published, by topic.")
+        r.describe(outboxFailures, .counter, help: "Outbox entries not published, by topic and class (transient: retried later; permanent: set aside with the error).")
+        r.describe(deadLettersCut, .counter, help: "Dead-letter copies too large for the producer, published cut with a digest of the original.")
         r.describe(consumerLag, .gauge, help: "Messages behind the high watermark on this worker's partitions.")
         r.describe(inFlight, .gauge, help: "Jobs being processed now.")
         r.describe(transientRetries, .counter, help: "Retries after transient infrastructure faults, by operation.")

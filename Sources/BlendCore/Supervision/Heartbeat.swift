@@ -3,7 +3,8 @@ import Foundation
 /// What a worker tells its supervisor, one JSON line at a time, on the pipe whose descriptor
 /// is in `BLENDD_HEARTBEAT_FD`.
 public struct HeartbeatReport: Sendable, Codable, Equatable {
-    public enum State: String, Sendable, Codable { case starting, running, draining, stopping }
+    /// `degraded`: alive, but riding out an infrastructure fault (the database or broker is unreachable).
+    public enum State: String, Sendable, Codable { case starting, running, degraded, draining, stopping }
 
     public var workerId: String
     public var pid: Int32

@@ -137,7 +137,7 @@ public struct BatchProcessor: Sendable {
         return failed
     }
 
-    func event(for outcome: JobOutcome, metadata: JSONValue?) -> CompletionEvent? {
+    func event(for outcome: JobOutcome, metadata: ExactJSON?) -> CompletionEvent? {
         guard let status = outcome.status else { return nil }
         let ranking = outcome.rank.map { ranked in
             ranked.ranks.indices.map { i in

@@ -13,8 +13,9 @@ public struct MessageCoordinates: Sendable, Hashable {
         self.offset = offset
     }
 
-    /// The id given to a rejected message whose job_id could not be read.
-    public var syntheticJobId: String { "kafka:\(topic):\(partition):\(offset)" }
+    /// The id given to a rejected message whose job_id could not be read. The `/` lies outside
+    /// the job id alphabet [A-Za-z0-9._:-], so no valid job can ever claim it.
+    public var syntheticJobId: String { "kafka/\(topic)/\(partition)/\(offset)" }
 }
 
 /// A jobs-topic message as the pipeline sees it.

@@ -4,11 +4,14 @@ import Postgres
 import Kafka
 
 /// Retries an operation while its failure is transient (database or broker unreachable),
-/// with capped exponential backoff and jitter; other failures are thrown at once.
+/// with capped exponential backoff and jitter; other failures (permanent ones such as wrong
+/// credentials among them) are thrown at once.
 struct TransientRetry: Sendable {
     let backoff: Backoff
     let logger: Logger
     let isStopping: @Sendable () -> Bool
+    /// Waits between attempts; may return early when the worker stops.
+    var sleep: @Sendable (Double) async -> Void = { seconds in try? await Task.sleep(for: .milliseconds(Int(seconds * 1000))) }
 
     static func isTransient(_ error: Error) -> Bool {
         if let e = error as? PostgresError { return e.isTransient }
@@ -30,7 +33,8 @@ struct TransientRetry: Sendable {
                 logger.warning("\(what) failed, retrying in \(String(format: "%.2f", delay)) s (attempt \(attempt + 1)): \(error)")
                 attempt += 1
                 if isStopping() { throw CancellationError() }
-                try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                await sleep(delay)
+                if isStopping() { throw CancellationError() }
             }
         }
     }

@@ -49,7 +49,7 @@ public struct ResultStore: Sendable {
         let job = o.job
         let violations = try o.rejection.map { try PostgresJSON(encoding: $0.violations) }
         let fuseOptions = try job?.fuse.map { try PostgresJSON(encoding: $0) }
-        let metadata = try job?.metadata.map { try PostgresJSON(encoding: $0) }
+        let metadata = job?.metadata.map { PostgresJSON(text: $0.serialized()) }
         let timings = o.timingsMs.isEmpty ? nil : try PostgresJSON(encoding: o.timingsMs)
         let c = o.message.coordinates
         let error = o.error ?? o.rejection.map(\.description)
@@ -59,7 +59,7 @@ public struct ResultStore: Sendable {
             INSERT INTO jobs (job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
                               kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at)
             VALUES (\(o.jobId), \(o.status!.rawValue), \(error), \(violations)::jsonb, \(job?.instruction), \(job?.input),
-                    \(job?.rank.mode.rawValue), \(fuseOptions)::jsonb, \(metadata)::jsonb,
+                    \(job?.rank.mode.rawValue), \(fuseOptions)::jsonb, \(metadata)::json,
                     \(c.topic), \(Int(c.partition)), \(c.offset), \(workerId), \(ranker), \(fuser),
                     \(timings)::jsonb, \(o.message.timestamp))
             ON CONFLICT (job_id) DO NOTHING
@@ -101,29 +101,37 @@ public struct ResultStore: Sendable {
         if let event = o.event {
             try await conn.execute("""
                 INSERT INTO outbox (event_id, job_id, topic, key, payload, headers)
-                VALUES (\(event.id), \(o.jobId), \(eventsTopic), \(o.jobId), \(PostgresBytes(try event.jsonBytes())), \(PostgresJSON(text: "{\"content-type\":\"application/cloudevents+json\"}"))::jsonb)
+                VALUES (\(event.id), \(o.jobId), \(eventsTopic), \(PostgresBytes(Array(o.jobId.utf8))), \(PostgresBytes(try event.jsonBytes())), \(PostgresJSON(text: "{\"content-type\":\"application/cloudevents+json\"}"))::jsonb)
                 ON CONFLICT (event_id) DO NOTHING
                 """)
         }
         if let rejection = o.rejection {
-            // The dead-letter copy carries the original bytes and the reasons in headers.
+            // The dead-letter copy is the original record (key and value, bytes as they came,
+            // absent or null included) with the reasons in headers, kept short.
             let codes = Array(Set(rejection.violations.map(\.code.rawValue))).sorted().joined(separator: ",")
             let c = o.message.coordinates
+            let reason = rejection.description
             let headers: [String: String] = [
                 "blendd-rejected-codes": codes,
-                "blendd-rejected-reason": rejection.description,
+                "blendd-rejected-reason": reason.count > Self.maxReasonCharacters ? String(reason.prefix(Self.maxReasonCharacters)) + "…" : reason,
                 "blendd-source-topic": c.topic,
                 "blendd-source-partition": String(c.partition),
                 "blendd-source-offset": String(c.offset),
             ]
-            let key = o.message.key.map { String(decoding: $0, as: UTF8.self) } ?? o.jobId
             try await conn.execute("""
                 INSERT INTO outbox (event_id, job_id, topic, key, payload, headers)
-                VALUES (\(o.jobId + "/dlq"), \(o.jobId), \(dlqTopic), \(key), \(PostgresBytes(o.message.value)), \(try PostgresJSON(encoding: headers))::jsonb)
+                VALUES (\(o.jobId + "/dlq"), \(o.jobId), \(dlqTopic), \(o.message.key.map(PostgresBytes.init)), \(PostgresBytes(o.message.value)),
+                        \(try PostgresJSON(encoding: headers))::jsonb)
                 ON CONFLICT (event_id) DO NOTHING
                 """)
         }
     }
+
+    /// The channel a trigger on the outbox NOTIFYs when a transaction adds rows (migration 0002).
+    public static let notifyChannel = "blendd_outbox"
+
+    /// Characters of the rejection reason a dead-letter header carries.
+    static let maxReasonCharacters = 1000
 
     // MARK: - Outbox relay
 
@@ -131,28 +139,47 @@ public struct ResultStore: Sendable {
         public var id: Int64
         public var eventId: String
         public var topic: String
-        public var key: String
+        /// nil: the record has no key.
+        public var key: [UInt8]?
         public var payload: [UInt8]
         public var headers: [String: String]
+        /// Publish attempts so far, this one included.
+        public var attempts: Int
     }
 
-    /// Claims up to `limit` unsent entries for `claimSeconds` (oldest first); entries another
-    /// relay holds are skipped, and claims of a relay that died expire.
+    /// Claims up to `limit` entries that are due (unsent, not failed for good, past their retry
+    /// time) for `claimSeconds`, oldest first; entries another relay holds are skipped, and
+    /// claims of a relay that died expire.
     public func claimPending(limit: Int, claimSeconds: Double = 30) async throws -> [OutboxEntry] {
         let rows = try await pool.withConnection { conn in
             try await conn.query("""
                 UPDATE outbox SET attempts = attempts + 1, claimed_until = now() + make_interval(secs => \(claimSeconds))
                  WHERE id IN (SELECT id FROM outbox
-                               WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+                               WHERE sent_at IS NULL AND failed_at IS NULL
+                                 AND (claimed_until IS NULL OR claimed_until < now())
+                                 AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                                ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED)
-                RETURNING id, event_id, topic, key, payload, headers
+                RETURNING id, event_id, topic, key, payload, headers, attempts
                 """)
         }
         return try rows.map { row in
             OutboxEntry(id: try row.decode("id"), eventId: try row.decode("event_id"), topic: try row.decode("topic"),
-                        key: try row.decode("key"), payload: try row.decode("payload", as: PostgresBytes.self).bytes,
-                        headers: try row.decode("headers", as: PostgresJSON.self).decoded(as: [String: String].self))
+                        key: try row.decode("key", as: PostgresBytes?.self)?.bytes,
+                        payload: try row.decode("payload", as: PostgresBytes?.self)?.bytes ?? [],
+                        headers: try row.decode("headers", as: PostgresJSON.self).decoded(as: [String: String].self),
+                        attempts: try row.decode("attempts"))
         }.sorted { $0.id < $1.id }
+    }
+
+    /// Seconds until the next unsent entry becomes due (its claim expires or its retry time
+    /// comes; 0 or less = due now), or nil when nothing is pending.
+    public func secondsUntilNextDue() async throws -> Double? {
+        try await pool.withConnection { conn in
+            try await conn.query("""
+                SELECT extract(epoch FROM min(coalesce(greatest(claimed_until, next_attempt_at), now())) - now())::float8 AS s
+                  FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
+                """)[0].decode("s", as: Double?.self)
+        }
     }
 
     public func markSent(_ ids: [Int64]) async throws {
@@ -162,17 +189,31 @@ public struct ResultStore: Sendable {
         }
     }
 
-    /// Releases a claim after a failed publish, recording why, so the next round retries it.
-    public func markFailed(_ id: Int64, error: String) async throws {
+    /// A transient publish failure: releases the claim and schedules the entry's next attempt.
+    public func markRetry(_ id: Int64, error: String, afterSeconds delay: Double) async throws {
         try await pool.withConnection { conn in
-            try await conn.execute("UPDATE outbox SET claimed_until = NULL, last_error = \(error) WHERE id = \(id)")
+            try await conn.execute("""
+                UPDATE outbox SET claimed_until = NULL, last_error = \(error), error_class = 'transient',
+                       next_attempt_at = now() + make_interval(secs => \(delay))
+                 WHERE id = \(id)
+                """)
         }
     }
 
-    /// Unsent entries, for the backlog metric.
+    /// A permanent publish failure: the entry is never retried; the error stays on the row.
+    public func markFailed(_ id: Int64, error: String) async throws {
+        try await pool.withConnection { conn in
+            try await conn.execute("""
+                UPDATE outbox SET claimed_until = NULL, last_error = \(error), error_class = 'permanent', failed_at = now()
+                 WHERE id = \(id)
+                """)
+        }
+    }
+
+    /// Entries still to publish, for the backlog metric (permanently failed ones are not pending).
     public func pendingCount() async throws -> Int {
         try await pool.withConnection { conn in
-            try await conn.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0].decode("n")
+            try await conn.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")[0].decode("n")
         }
     }
 }
