@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // System libraries from Debian, found through pkg-config.
@@ -59,13 +62,27 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The HTTP endpoints (/healthz, /readyz, /metrics, /status) as a lifecycle service, shared by the
+        // supervisor and by a worker run alone.
+        .target(name: "Health", dependencies: [
+            "BlendCore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Supervisor", dependencies: [
-            "BlendCore", "Worker",
+            "BlendCore", "Worker", "Health",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "blendd", dependencies: [
-            "BlendCore", "Postgres", "Kafka", "Inference", "Worker", "Supervisor",
+            "BlendCore", "Postgres", "Kafka", "Inference", "Worker", "Supervisor", "Health",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -77,7 +94,10 @@ let package = Package(
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "CRdKafka", "BlendTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore", "Postgres", "BlendTestSupport"]),
-        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "BlendCore", "Kafka", "Postgres", "BlendTestSupport"]),
+        .testTarget(name: "SupervisorTests", dependencies: [
+            "Supervisor", "Health", "BlendCore", "Kafka", "Postgres", "BlendTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
         .testTarget(name: "CLITests", dependencies: ["blendd"]),
     ],

@@ -1,6 +1,7 @@
 import BlendCore
 import BlendTestSupport
 import Foundation
+import Health
 import Kafka
 import Postgres
 import Supervisor
@@ -41,27 +42,28 @@ final class SupervisorProcessTests: XCTestCase {
         return spawnProcess(args, stderrPath: logPath, environment: env)!
     }
 
-    func get(_ path: String) -> (Int, String)? {
-        HTTPGet.fetch(address: "127.0.0.1:\(port)", path: path)
+    func get(_ path: String) async -> (Int, String)? {
+        guard let response = try? await HealthClient.get(host: "127.0.0.1", port: port, path: path) else { return nil }
+        return (response.status, response.body)
     }
 
-    func workers() -> [[String: Any]] {
-        guard let (_, body) = get("/status"), let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return [] }
+    func workers() async -> [[String: Any]] {
+        guard let (_, body) = await get("/status"), let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return [] }
         return object["workers"] as? [[String: Any]] ?? []
     }
 
-    func runningPids() -> [Int32] {
-        workers().filter { $0["state"] as? String == "running" }.compactMap { ($0["pid"] as? NSNumber)?.int32Value }
+    func runningPids() async -> [Int32] {
+        await workers().filter { $0["state"] as? String == "running" }.compactMap { ($0["pid"] as? NSNumber)?.int32Value }
     }
 
-    func waitUntil(_ seconds: Double, _ what: String, _ condition: () -> Bool) throws {
+    func waitUntil(_ seconds: Double, _ what: String, _ condition: () async -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
-        while !condition() {
+        while !(await condition()) {
             guard Date() < deadline else {
                 XCTFail("\(what) not within \(seconds) s; supervisor log:\n\((try? String(contentsOfFile: logPath, encoding: .utf8))?.suffix(3000) ?? "")")
                 throw CancellationError()
             }
-            Thread.sleep(forTimeInterval: 0.2)
+            try await Task.sleep(for: .milliseconds(200))
         }
     }
 
@@ -75,21 +77,23 @@ final class SupervisorProcessTests: XCTestCase {
         }
         for r in try await producer.send(messages) { _ = try r.get() }
         let supervisor = startSupervisor(workers: 2)
-        try waitUntil(30, "two running workers") { runningPids().count == 2 }
-        XCTAssertEqual(get("/healthz")?.0, 200)
-        try waitUntil(15, "ready") { get("/readyz")?.0 == 200 }
+        try await waitUntil(30, "two running workers") { await runningPids().count == 2 }
+        let health = await get("/healthz")
+        XCTAssertEqual(health?.0, 200)
+        try await waitUntil(15, "ready") { await get("/readyz")?.0 == 200 }
 
-        let victim = runningPids()[0]
+        let victim = await runningPids()[0]
         kill(victim, SIGKILL)
-        try waitUntil(10, "a replacement for the killed worker") { let p = runningPids(); return p.count == 2 && !p.contains(victim) }
+        try await waitUntil(10, "a replacement for the killed worker") { let p = await runningPids(); return p.count == 2 && !p.contains(victim) }
 
-        let frozen = runningPids()[0]
+        let frozen = await runningPids()[0]
         kill(frozen, SIGSTOP)
         let frozenAt = Date()
-        try waitUntil(15, "the stopped worker replaced as hung") { let p = runningPids(); return p.count == 2 && !p.contains(frozen) }
+        try await waitUntil(15, "the stopped worker replaced as hung") { let p = await runningPids(); return p.count == 2 && !p.contains(frozen) }
         XCTAssertLessThan(Date().timeIntervalSince(frozenAt), 3 + 8, "detected within the heartbeat timeout")
 
-        let metrics = try XCTUnwrap(get("/metrics"))
+        let scraped = await get("/metrics")
+        let metrics = try XCTUnwrap(scraped)
         XCTAssertEqual(metrics.0, 200)
         try assertPrometheusText(metrics.1)
         XCTAssertTrue(metrics.1.contains(#"blendd_worker_restarts_total{reason="crashed"} 1"#), metrics.1)
@@ -117,7 +121,7 @@ final class SupervisorProcessTests: XCTestCase {
         let fleet: Int = try await conn.query("SELECT count(*) AS n FROM workers WHERE state = 'running'")[0].decode("n")
         XCTAssertGreaterThanOrEqual(fleet, 2, "worker rows are kept current")
 
-        let children = runningPids()
+        let children = await runningPids()
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
         for pid in children + [frozen] { XCTAssertNotEqual(kill(pid, 0), 0, "worker \(pid) is gone") }
@@ -128,19 +132,19 @@ final class SupervisorProcessTests: XCTestCase {
         await conn.close()
     }
 
-    func testSIGHUPReplacesWorkersOneAtATime() throws {
+    func testSIGHUPReplacesWorkersOneAtATime() async throws {
         let supervisor = startSupervisor(workers: 2)
-        try waitUntil(30, "two running workers") { runningPids().count == 2 }
-        let before = Set(runningPids())
+        try await waitUntil(30, "two running workers") { await runningPids().count == 2 }
+        let before = Set(await runningPids())
         kill(supervisor, SIGHUP)
         var fewest = 2
-        try waitUntil(60, "both workers replaced") {
-            let now = runningPids()
+        try await waitUntil(60, "both workers replaced") {
+            let now = await runningPids()
             fewest = min(fewest, now.count)
             return now.count == 2 && before.isDisjoint(with: now)
         }
         XCTAssertGreaterThanOrEqual(fewest, 1, "a rolling restart never leaves the slot set without a running worker")
-        let restarts = get("/metrics")?.1 ?? ""
+        let restarts = await get("/metrics")?.1 ?? ""
         XCTAssertFalse(restarts.contains("blendd_worker_restarts_total{"), "a roll is not counted as failures:\n\(restarts)")
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
@@ -149,30 +153,31 @@ final class SupervisorProcessTests: XCTestCase {
     func testReadinessFailsWhilePostgresIsDownAndRecovers() async throws {
         guard ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil else { throw XCTSkip(TestDatabase.skipMessage) }
         let supervisor = startSupervisor(workers: 1)
-        try waitUntil(30, "ready") { get("/readyz")?.0 == 200 }
+        try await waitUntil(30, "ready") { await get("/readyz")?.0 == 200 }
         XCTAssertTrue(stopTestServer())
-        try waitUntil(15, "readiness failing on postgres") {
-            guard let (status, body) = get("/readyz") else { return false }
+        try await waitUntil(15, "readiness failing on postgres") {
+            guard let (status, body) = await get("/readyz") else { return false }
             return status == 503 && body.contains("postgres:")
         }
-        XCTAssertEqual(get("/healthz")?.0, 200, "liveness does not depend on the database")
+        let health = await get("/healthz")
+        XCTAssertEqual(health?.0, 200, "liveness does not depend on the database")
         XCTAssertTrue(startTestServer())
-        try waitUntil(30, "ready again") { get("/readyz")?.0 == 200 }
+        try await waitUntil(30, "ready again") { await get("/readyz")?.0 == 200 }
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
     }
 
-    func testAWorkerThatAlwaysFailsMakesTheSupervisorDegradedWithoutSpinning() throws {
+    func testAWorkerThatAlwaysFailsMakesTheSupervisorDegradedWithoutSpinning() async throws {
         let supervisor = startSupervisor(workers: 1, extra: ["--set", "supervisor.crash_loop_restarts=3", "--worker-command", "/bin/false"])
-        try waitUntil(20, "degraded readiness") {
-            guard let (status, body) = get("/readyz") else { return false }
+        try await waitUntil(20, "degraded readiness") {
+            guard let (status, body) = await get("/readyz") else { return false }
             return status == 503 && body.contains("degraded")
         }
         let before = cpuSeconds(supervisor)
-        Thread.sleep(forTimeInterval: 4)
+        try await Task.sleep(for: .seconds(4))
         let used = cpuSeconds(supervisor) - before
         XCTAssertLessThan(used, 0.5, "the supervisor waits between restarts instead of spinning (\(used) s CPU in 4 s)")
-        let metrics = get("/metrics")?.1 ?? ""
+        let metrics = await get("/metrics")?.1 ?? ""
         XCTAssertTrue(metrics.contains("blendd_supervisor_degraded 1"), metrics)
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
