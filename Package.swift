@@ -79,12 +79,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `blendd --version` names the git commit of the build.
+        .plugin(name: "BuildCommit", capability: .buildTool()),
         .executableTarget(name: "blendd", dependencies: [
             "BlendCore", "Postgres", "Kafka", "Inference", "Worker", "Supervisor", "Health",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], plugins: ["BuildCommit"]),
 
         // Shared by the test targets only: throwaway databases, repository paths.
         .target(name: "BlendTestSupport", dependencies: ["Postgres"], path: "Sources/BlendTestSupport"),
