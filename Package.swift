@@ -101,7 +101,10 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
-        .testTarget(name: "CLITests", dependencies: ["blendd"]),
+        .testTarget(name: "CLITests", dependencies: [
+            "blendd", "Health", "BlendTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     ],
     cxxLanguageStandard: .cxx17
 )

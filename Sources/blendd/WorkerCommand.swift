@@ -32,9 +32,9 @@ struct WorkerCommand: AsyncParsableCommand {
         if !config.workerListen.isEmpty {
             do { address = try ListenAddress(parsing: config.workerListen) } catch { throw CLIError("worker.listen: \(error)") }
         }
-        let service = try WorkerService(config: config, ranker: try ModelFactory.ranker(for: config),
-                                        fuser: try ModelFactory.fuser(for: config))
-        let worker = WorkerLifecycleAdapter(worker: service, drainSeconds: config.drainSeconds, logger: logger)
+        let worker = WorkerLifecycleAdapter(drainSeconds: config.drainSeconds, logger: logger) {
+            try WorkerService(config: config, ranker: try ModelFactory.ranker(for: config), fuser: try ModelFactory.fuser(for: config))
+        }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address {
             let endpoints = LoneWorkerEndpoints(worker: worker, checks: [
@@ -61,13 +61,13 @@ struct LoneWorkerEndpoints: Sendable {
             return .text(200, "ok\n")
         case .readyz:
             var reasons: [String] = []
-            if worker.isStopping { reasons.append("stopping") }
+            if worker.isStopping { reasons.append("stopping") } else if worker.worker == nil { reasons.append("starting: loading the models") }
             for check in checks {
                 if let problem = await check.check() { reasons.append("\(check.name): \(problem)") }
             }
             return .text(reasons.isEmpty ? 200 : 503, reasons.isEmpty ? "ready\n" : reasons.joined(separator: "\n") + "\n")
         case .metrics:
-            return HealthResponse(status: 200, contentType: PrometheusText.contentType, body: PrometheusText.render(worker.worker.metrics.snapshot()))
+            return HealthResponse(status: 200, contentType: PrometheusText.contentType, body: PrometheusText.render(worker.worker?.metrics.snapshot() ?? []))
         case .status:
             return .text(404, "a worker has no /status; the supervisor's shows its workers\n")
         }
