@@ -21,7 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // System libraries from Debian, found through pkg-config.
@@ -60,15 +62,31 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // The HTTP endpoints (/healthz, /readyz, /metrics, /status) as a lifecycle service, shared by the
+        // supervisor and by a worker run alone.
+        .target(name: "Health", dependencies: [
+            "BlendCore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Supervisor", dependencies: [
-            "BlendCore", "Worker",
+            "BlendCore", "Worker", "Health",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `blendd --version` names the git commit of the build.
+        .plugin(name: "BuildCommit", capability: .buildTool()),
         .executableTarget(name: "blendd", dependencies: [
-            "BlendCore", "Postgres", "Kafka", "Inference", "Worker", "Supervisor",
+            "BlendCore", "Postgres", "Kafka", "Inference", "Worker", "Supervisor", "Health",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], plugins: ["BuildCommit"]),
 
         // Shared by the test targets only: throwaway databases, repository paths.
         .target(name: "BlendTestSupport", dependencies: ["Postgres"], path: "Sources/BlendTestSupport"),
@@ -78,8 +96,14 @@ let package = Package(
         .testTarget(name: "KafkaTests", dependencies: ["Kafka", "CRdKafka", "BlendTestSupport"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "BlendCore"]),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Inference", "BlendCore", "Postgres", "BlendTestSupport"]),
-        .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "BlendCore", "Kafka", "Postgres", "BlendTestSupport"]),
+        .testTarget(name: "SupervisorTests", dependencies: [
+            "Supervisor", "Health", "BlendCore", "Kafka", "Postgres", "BlendTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Runs the built executable; depends on it so `swift build --build-tests` builds it first.
-        .testTarget(name: "CLITests", dependencies: ["blendd"]),
+        .testTarget(name: "CLITests", dependencies: [
+            "blendd", "Health", "BlendTestSupport",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     ]
 )

@@ -3,6 +3,7 @@
 # Arguments are passed to `swift test` (e.g. --filter PostgresTests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/validate-manifests.sh
 . scripts/lib/pg.sh
 
 trap pg_stop EXIT INT TERM

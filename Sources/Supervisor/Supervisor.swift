@@ -1,8 +1,11 @@
 import BlendCore
 import Foundation
+import Health
 import Kafka
 import Logging
 import Postgres
+import ServiceLifecycle
+import UnixSignals
 
 /// A dependency the supervisor is only ready with: nil when healthy, else the reason.
 public protocol ReadinessCheck: Sendable {
@@ -14,10 +17,17 @@ public protocol ReadinessCheck: Sendable {
 /// slot's worker is replaced when it exits, crashes, hangs (no heartbeat), stalls (no progress
 /// while lagging) or grows past the memory limit, after a capped, jittered, growing delay. A
 /// slot that crash-loops makes the supervisor degraded (not ready) instead of spinning.
-public final class Supervisor: @unchecked Sendable {
+///
+/// A lifecycle `Service`: graceful shutdown (SIGTERM, SIGINT through the `ServiceGroup`) stops
+/// starting workers, drains every worker within `shutdown.drain_seconds` and returns. SIGHUP
+/// rereads the configuration. Supervision runs on short ticks that never block: reaping uses
+/// `waitpid(WNOHANG)` and heartbeats are read on dedicated threads.
+public final class Supervisor: Service, @unchecked Sendable {
     public struct Options: Sendable {
-        /// The worker command line (the same binary with `worker` and the configuration arguments).
+        /// The worker command line (the same binary and `worker`; no configuration, which goes
+        /// through `environment`).
         public var command: [String]
+        /// The workers' environment, configuration included.
         public var environment: [String: String]
         public init(command: [String], environment: [String: String]) {
             self.command = command
@@ -37,6 +47,8 @@ public final class Supervisor: @unchecked Sendable {
     private var config: BlendConfiguration
     private var policy: SupervisionPolicy
     private var slots: [Slot]
+    /// Workers of slots removed by scaling down, stopping within the drain time.
+    private var retiring: [WorkerProcess] = []
     private var degraded = false
     private var shuttingDown = false
     private let options: Options
@@ -45,8 +57,8 @@ public final class Supervisor: @unchecked Sendable {
     private let logger: Logger
     public let metrics = MetricsRegistry()
     private let startedAt = Date()
-    private var server: HealthServer?
     private let host = ProcessInfo.processInfo.hostName
+    static let tick: Duration = .milliseconds(200)
 
     public init(config: BlendConfiguration, options: Options, checks: [any ReadinessCheck],
                 reload: @escaping @Sendable () throws -> BlendConfiguration, logger: Logger = Logger(label: "blendd.supervisor")) {
@@ -60,33 +72,29 @@ public final class Supervisor: @unchecked Sendable {
         MetricNames.describeSupervisorMetrics(metrics)
     }
 
-    /// The port the HTTP endpoints listen on (after `run` started them).
-    public var port: UInt16? { lock.withLock { server?.port } }
-
-    /// Runs until SIGTERM or SIGINT, then drains every worker and returns.
+    /// Supervises until graceful shutdown, then drains every worker and returns.
     public func run() async throws {
-        let signals = SignalListener([SIGTERM, SIGINT, SIGHUP])
-        let http = try HealthServer(address: config.supervisor.listen) { [weak self] path in
-            await self?.respond(path) ?? .init(status: 503, contentType: "text/plain", body: "stopping\n")
-        }
-        lock.withLock { server = http }
-        logger.info("supervising \(slots.count) worker(s): \(options.command.joined(separator: " ")); http on port \(http.port)")
-        let signalTask = Task { [weak self] in
-            for await sig in signals.signals {
-                guard let self else { return }
-                if sig == SIGHUP { await self.roll() } else { self.beginShutdown(); return }
+        logger.info("supervising \(slots.count) worker(s): \(options.command.joined(separator: " "))")
+        let hangups = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                guard !Task.isCancelled else { return }
+                await self.applyReload()
             }
         }
-        while !lock.withLock({ shuttingDown }) {
-            tick(now: Date())
-            try? await Task.sleep(for: .milliseconds(200))
+        await withGracefulShutdownHandler {
+            while !lock.withLock({ shuttingDown }) {
+                tick(now: Date())
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.tick) }
+            }
+        } onGracefulShutdown: {
+            self.beginShutdown()
         }
-        signalTask.cancel()
+        hangups.cancel()
         await drainAll()
-        http.shutdown()
         logger.info("supervisor stopped")
     }
 
+    /// Stops starting workers and ends `run` (which then drains them).
     public func beginShutdown() {
         lock.withLock { shuttingDown = true }
     }
@@ -96,6 +104,11 @@ public final class Supervisor: @unchecked Sendable {
     private func tick(now: Date) {
         lock.withLock {
             for i in slots.indices { tickSlot(i, now: now) }
+            retiring.removeAll { process in
+                if process.hasExited { return true }
+                process.enforceStop(drain: config.drainSeconds)
+                return false
+            }
             let looping = slots.contains { policy.isCrashLooping(recentRestarts: policy.recentRestarts($0.restarts, now: now).count) }
             if looping != degraded {
                 degraded = looping
@@ -159,57 +172,126 @@ public final class Supervisor: @unchecked Sendable {
         return p.observation.report?.state.rawValue ?? "starting"
     }
 
-    private func drainAll() async {
-        let processes = lock.withLock { slots.compactMap(\.process) }
-        logger.info("stopping \(processes.count) worker(s), drain up to \(config.drainSeconds) s")
-        processes.forEach { $0.requestStop() }
-        let deadline = Date().addingTimeInterval(config.drainSeconds + 5)
-        while processes.contains(where: { !$0.hasExited }) && Date() < deadline {
-            try? await Task.sleep(for: .milliseconds(100))
+    /// Polls `done` every `interval` until it holds or `deadline` passes; false when it timed out or
+    /// the task was cancelled.
+    private func wait(until deadline: Date, every interval: Duration = .milliseconds(50), _ done: () -> Bool) async -> Bool {
+        while !done() {
+            guard Date() < deadline, !Task.isCancelled else { return false }
+            try? await Task.sleep(for: interval)
         }
-        for p in processes where !p.hasExited {
-            logger.warning("worker \(p.workerId) did not stop within the drain time: killing it")
-            p.killNow()
-        }
-        while processes.contains(where: { !$0.hasExited }) { try? await Task.sleep(for: .milliseconds(20)) }
+        return true
     }
 
-    /// SIGHUP: reread the configuration and replace the workers one at a time, each new one
-    /// running before the next old one stops, so capacity never drops to zero.
-    private func roll() async {
+    private func drainAll() async {
+        let processes = lock.withLock { slots.compactMap(\.process) + retiring }
+        logger.info("stopping \(processes.count) worker(s), drain up to \(config.drainSeconds) s")
+        processes.forEach { $0.requestStop() }
+        let drained = await wait(until: Date().addingTimeInterval(config.drainSeconds + 5)) { processes.allSatisfy(\.hasExited) }
+        if !drained {
+            for p in processes where !p.hasExited {
+                logger.warning("worker \(p.workerId) did not stop within the drain time: killing it")
+                p.killNow()
+            }
+        }
+        // SIGKILL cannot be refused: reap until every worker is gone, also when this task was
+        // cancelled (the naps run detached, so cancellation cannot turn them into a busy loop).
+        while !processes.allSatisfy(\.hasExited) {
+            await Task.detached { try? await Task.sleep(for: .milliseconds(10)) }.value
+        }
+    }
+
+    /// SIGHUP: reread the configuration. Supervision settings apply at once, a changed
+    /// `supervisor.workers` scales the slots up or down, and changed worker settings replace the
+    /// workers one at a time (each new one running before the next old one stops). A changed
+    /// `supervisor.listen` needs a restart: it is reported, and the old address stays.
+    func applyReload() async {
+        guard !lock.withLock({ shuttingDown }) else { return }
+        var fresh: BlendConfiguration
         do {
-            let fresh = try reload()
-            lock.withLock { config = fresh; policy = SupervisionPolicy(fresh.supervisor) }
+            fresh = try reload()
         } catch {
             logger.error("SIGHUP: configuration not reloaded, workers keep running: \(error)")
             return
         }
-        logger.info("SIGHUP: rolling \(lock.withLock { slots.count }) worker(s)")
-        for i in 0..<lock.withLock({ slots.count }) {
-            guard let old = lock.withLock({ slots[i].process }) else { continue }
+        let old = lock.withLock { config }
+        if fresh.supervisor.listen != old.supervisor.listen {
+            logger.warning("SIGHUP: supervisor.listen changed from \(old.supervisor.listen) to \(fresh.supervisor.listen): that needs a restart; still listening on \(old.supervisor.listen)")
+            fresh.supervisor.listen = old.supervisor.listen
+        }
+        let rollNeeded = Self.workerSettings(fresh) != Self.workerSettings(old)
+        lock.withLock {
+            config = fresh
+            policy = SupervisionPolicy(fresh.supervisor)
+            scale(to: fresh.supervisor.workers)
+        }
+        if fresh == old {
+            logger.info("SIGHUP: configuration unchanged")
+        } else if rollNeeded {
+            await roll()
+        } else {
+            logger.info("SIGHUP: supervision settings applied; workers keep running")
+        }
+    }
+
+    /// What a worker reads of the configuration: everything but the supervisor's own settings.
+    static func workerSettings(_ c: BlendConfiguration) -> BlendConfiguration {
+        var view = c
+        view.supervisor = BlendConfiguration.Supervisor()
+        view.supervisor.heartbeatSeconds = c.supervisor.heartbeatSeconds
+        view.supervisor.deadWorkerRetentionSeconds = c.supervisor.deadWorkerRetentionSeconds
+        return view
+    }
+
+    /// Caller holds `lock`.
+    private func scale(to count: Int) {
+        guard count != slots.count else { return }
+        logger.info("SIGHUP: supervisor.workers \(slots.count) -> \(count)")
+        if count > slots.count {
+            slots += (slots.count..<count).map { Slot(index: $0) }
+        } else {
+            for slot in slots[count...] {
+                guard let process = slot.process else { continue }
+                process.requestStop()
+                retiring.append(process)
+            }
+            slots.removeSubrange(count...)
+        }
+    }
+
+    private func roll() async {
+        let count = lock.withLock { slots.count }
+        logger.info("SIGHUP: worker settings changed, replacing \(count) worker(s) one at a time")
+        for i in 0..<count {
+            guard let old = lock.withLock({ i < slots.count && !shuttingDown ? slots[i].process : nil }) else { continue }
             old.requestStop()
-            let deadline = Date().addingTimeInterval(config.drainSeconds + 5)
-            while !old.hasExited && Date() < deadline { try? await Task.sleep(for: .milliseconds(100)) }
-            if !old.hasExited { old.killNow() }
-            lock.withLock { slots[i].nextStart = .distantPast }
-            let started = Date()
-            while Date().timeIntervalSince(started) < config.supervisor.heartbeatTimeoutSeconds {
-                if let p = lock.withLock({ slots[i].process }), p !== old, p.observation.report?.state == .running { break }
-                try? await Task.sleep(for: .milliseconds(200))
+            let drain = lock.withLock { config.drainSeconds }
+            if !(await wait(until: Date().addingTimeInterval(drain + 5), every: .milliseconds(100)) { old.hasExited }) {
+                guard !Task.isCancelled else { return }
+                old.killNow()
+            }
+            lock.withLock { if i < slots.count { slots[i].nextStart = .distantPast } }
+            let timeout = lock.withLock { config.supervisor.heartbeatTimeoutSeconds }
+            _ = await wait(until: Date().addingTimeInterval(timeout), every: .milliseconds(200)) {
+                lock.withLock {
+                    guard i < slots.count, !shuttingDown else { return true }
+                    guard let p = slots[i].process else { return false }
+                    return p !== old && p.observation.report?.state == .running
+                }
             }
         }
     }
 
     // MARK: - HTTP
 
-    private func respond(_ path: String) async -> HealthServer.Response {
-        switch path {
-        case "/healthz":
-            return .init(status: 200, contentType: "text/plain", body: "ok\n")
-        case "/readyz":
+    /// Answers the HTTP endpoints (served by `HealthHTTPService`).
+    public func respond(_ endpoint: HealthEndpoint) async -> HealthResponse {
+        switch endpoint {
+        case .healthz:
+            return .text(200, "ok\n")
+        case .readyz:
             let (ready, reasons) = await readiness()
-            return .init(status: ready ? 200 : 503, contentType: "text/plain", body: ready ? "ready\n" : reasons.joined(separator: "\n") + "\n")
-        case "/metrics":
+            return .text(ready ? 200 : 503, ready ? "ready\n" : reasons.joined(separator: "\n") + "\n")
+        case .metrics:
             let families = lock.withLock { () -> [MetricFamily] in
                 updateGauges(now: Date())
                 var all = metrics.snapshot()
@@ -220,11 +302,9 @@ public final class Supervisor: @unchecked Sendable {
                 }
                 return all
             }
-            return .init(status: 200, contentType: PrometheusText.contentType, body: PrometheusText.render(families))
-        case "/status":
-            return .init(status: 200, contentType: "application/json", body: statusJSON())
-        default:
-            return .init(status: 404, contentType: "text/plain", body: "not found; try /healthz, /readyz, /metrics, /status\n")
+            return HealthResponse(status: 200, contentType: PrometheusText.contentType, body: PrometheusText.render(families))
+        case .status:
+            return HealthResponse(status: 200, contentType: "application/json", body: statusJSON())
         }
     }
 

@@ -1,54 +1,41 @@
 import BlendCore
 import Foundation
 
-/// A worker child process and the thread reading its heartbeat pipe. Started with
-/// posix_spawn (librdkafka is not fork-safe, and the child is a fresh `blendd` anyway).
+/// A worker child process and the thread reading its heartbeat pipe (a dedicated thread: a blocking
+/// `read` must never sit on Swift's cooperative pool).
 final class WorkerProcess: @unchecked Sendable {
-    let pid: pid_t
+    let child: ChildProcess
+    var pid: pid_t { child.pid }
     let slot: Int
     let workerId: String
     let startedAt = Date()
     private let lock = NSLock()
     private var _lastHeartbeat: Date?
     private var _report: HeartbeatReport?
-    private var _exitStatus: Int32?
     private var stopRequestedAt: Date?
     /// File descriptor number the child writes heartbeats to.
     static let heartbeatFD: Int32 = 3
 
+    /// - Parameter environment: the child's environment, configuration included (never the
+    ///   command line, which every local user can read in /proc).
     init(command: [String], slot: Int, workerId: String, environment: [String: String]) throws {
         var fds: [Int32] = [0, 0]
-        // Close-on-exec, so other children never inherit this pipe; dup2 onto fd 3 clears the flag for this child only.
+        // Close-on-exec, so other children never inherit this pipe; the spawn hands the write end to this child as fd 3.
         guard pipe(&fds) == 0 else { throw SupervisorError.spawn("cannot create a heartbeat pipe: \(String(cString: strerror(errno)))") }
-        let readEnd = fds[0]
-        var writeEnd = fds[1]
+        let (readEnd, writeEnd) = (fds[0], fds[1])
         _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
         _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
-        if writeEnd == Self.heartbeatFD {
-            // dup2 onto itself would keep close-on-exec set: move it first.
-            let moved = fcntl(writeEnd, F_DUPFD_CLOEXEC, 10)
-            close(writeEnd)
-            writeEnd = moved
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, writeEnd, Self.heartbeatFD)
-        posix_spawn_file_actions_addclose(&actions, readEnd)
         var env = environment
         env[HeartbeatWriter.environmentVariable] = String(Self.heartbeatFD)
         env["BLENDD_WORKER_ID"] = workerId
-        let argv = command.map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, command[0], &actions, nil, argv, envp)
-        close(writeEnd)
-        guard rc == 0 else {
+        do {
+            child = try ChildProcess(arguments: command, environment: env, inheriting: [Self.heartbeatFD: writeEnd])
+        } catch {
             close(readEnd)
-            throw SupervisorError.spawn("cannot start \(command[0]): \(String(cString: strerror(rc)))")
+            close(writeEnd)
+            throw SupervisorError.spawn(error.description)
         }
-        self.pid = pid
+        close(writeEnd)
         self.slot = slot
         self.workerId = workerId
         let reader = Thread { [self] in self.readHeartbeats(readEnd) }
@@ -79,37 +66,30 @@ final class WorkerProcess: @unchecked Sendable {
     }
 
     var observation: WorkerObservation {
-        lock.withLock { WorkerObservation(startedAt: startedAt, lastHeartbeat: _lastHeartbeat, report: _report, exitStatus: _exitStatus) }
+        let exit = child.poll()
+        return lock.withLock { WorkerObservation(startedAt: startedAt, lastHeartbeat: _lastHeartbeat, report: _report, exitStatus: exit) }
     }
 
     /// Reaps the child if it has exited; returns its status (or 128 + signal).
     @discardableResult
-    func poll() -> Int32? {
-        if let s = lock.withLock({ _exitStatus }) { return s }
-        var status: Int32 = 0
-        let r = waitpid(pid, &status, WNOHANG)
-        guard r == pid else { return nil }
-        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        lock.withLock { _exitStatus = code }
-        return code
-    }
+    func poll() -> Int32? { child.poll() }
 
-    var hasExited: Bool { poll() != nil }
+    var hasExited: Bool { child.hasExited }
 
     /// SIGTERM now; `enforce` sends SIGKILL once `drain` has passed since.
     func requestStop() {
         lock.withLock { if stopRequestedAt == nil { stopRequestedAt = Date() } }
-        kill(pid, SIGTERM)
+        child.signal(SIGTERM)
     }
 
     func enforceStop(drain: Double) {
         guard let asked = lock.withLock({ stopRequestedAt }), !hasExited, Date().timeIntervalSince(asked) > drain else { return }
-        kill(pid, SIGKILL)
+        child.signal(SIGKILL)
     }
 
     func killNow() {
         lock.withLock { if stopRequestedAt == nil { stopRequestedAt = Date() } }
-        kill(pid, SIGKILL)
+        child.signal(SIGKILL)
     }
 
     var isStopping: Bool { lock.withLock { stopRequestedAt != nil } }
@@ -117,12 +97,10 @@ final class WorkerProcess: @unchecked Sendable {
 
 public enum SupervisorError: Error, CustomStringConvertible {
     case spawn(String)
-    case listen(String)
 
     public var description: String {
         switch self {
         case .spawn(let m): "supervisor: \(m)"
-        case .listen(let m): "supervisor: \(m)"
         }
     }
 }

@@ -10,6 +10,7 @@ struct Blendd: AsyncParsableCommand {
         Jobs arrive on a Kafka topic, are ranked pairwise and fused, stored in PostgreSQL \
         and announced as CloudEvents. Start with `blendd dev` to run everything on one machine.
         """,
+        version: "blendd \(version) (commit \(BuildCommit.id))",
         subcommands: [
             ValidateCommand.self,
             ConfigCommand.self,
@@ -26,6 +27,8 @@ struct Blendd: AsyncParsableCommand {
             BenchCommand.self,
         ]
     )
+
+    static let version = "0.1.0"
 
     /// Exit statuses are part of the interface: 0 ok, 1 failure, 2 usage. ArgumentParser's
     /// default for usage errors is 64, and its error text may span lines; both are normalised here.

@@ -37,7 +37,9 @@ enum CPUFeatures {
         setenv("BLENDD_OPENBLAS_REEXEC", "0", 1)
         setenv(reexecutedMarker, "1", 1)
         let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv("/proc/self/exe", arguments)
+        // The executable's real path, not /proc/self/exe: the kernel names a process after the file
+        // it executes, and ps, pgrep and journald should see `blendd`, not `exe`.
+        if let path = realpath("/proc/self/exe", nil) { execv(path, arguments) }
         // exec failed (no /proc?): carry on with the library's choice.
         unsetenv("OPENBLAS_CORETYPE")
     }

@@ -10,9 +10,51 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong("set"), help: ArgumentHelp("Override one setting, e.g. --set kafka.group_id=blendd (repeatable).", valueName: "path=value"))
     var overrides: [String] = []
 
+    /// `--set` overrides a supervisor hands its workers: a JSON array of `path=value` strings in the
+    /// environment, so no setting (a database password, say) ever appears on a command line, which
+    /// every local user can read in /proc. Applied before the process's own `--set` flags.
+    static let inheritedOverridesVariable = "BLENDD_OVERRIDES"
+
     func load() -> LoadedConfiguration {
         let environment = ProcessInfo.processInfo.environment
-        return ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment, overrides: overrides)
+        return ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment,
+                                        overrides: Self.inheritedOverrides(environment) + overrides)
+    }
+
+    static func inheritedOverrides(_ environment: [String: String]) -> [String] {
+        guard let text = environment[inheritedOverridesVariable],
+              let list = try? JSONDecoder().decode([String].self, from: Data(text.utf8)) else { return [] }
+        return list
+    }
+
+    /// The environment of a child `blendd` that should load exactly this configuration: this
+    /// process's environment, the configuration file and every override.
+    func childEnvironment() throws -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        if let config {
+            environment["BLENDD_CONFIG"] = URL(fileURLWithPath: config).standardizedFileURL.path
+        }
+        let all = Self.inheritedOverrides(environment) + overrides
+        if all.isEmpty {
+            environment[Self.inheritedOverridesVariable] = nil
+        } else {
+            environment[Self.inheritedOverridesVariable] = String(decoding: try JSONEncoder().encode(all), as: UTF8.self)
+        }
+        return environment
+    }
+
+    /// The overrides as they may be logged: values of secret settings masked.
+    func maskedOverrides() -> [String] {
+        (Self.inheritedOverrides(ProcessInfo.processInfo.environment) + overrides).map { override in
+            guard let equals = override.firstIndex(of: "=") else { return override }
+            let path = String(override[..<equals]), value = String(override[override.index(after: equals)...])
+            let prefix = "kafka.properties."
+            if path.hasPrefix(prefix) {
+                return ConfigurationLoader.isSecretKafkaProperty(String(path.dropFirst(prefix.count))) ? "\(path)=****" : override
+            }
+            let secret = ConfigurationLoader.settings.first { $0.path == path }?.isSecret ?? false
+            return secret ? "\(path)=\(ConfigurationLoader.mask(value))" : override
+        }
     }
 
     /// The configuration, or a failure listing every problem.

@@ -34,16 +34,17 @@ struct RankCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigurationOptions
 
+    /// Runs while parsing, so a bad value is reported with `rank`'s usage.
+    func validate() throws {
+        if let mode, RankMode(rawValue: mode) == nil {
+            throw ValidationError("unknown rank mode \(mode); expected one of \(RankMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
     func run() async throws {
         var config = try options.loadOrFail()
         if let model { config.models.ranker = model }
-        var forcedMode: RankMode?
-        if let mode {
-            guard let m = RankMode(rawValue: mode) else {
-                throw ValidationError("unknown rank mode \(mode); expected one of \(RankMode.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            forcedMode = m
-        }
+        let forcedMode = mode.flatMap(RankMode.init(rawValue:))
         let ranker = try ModelFactory.ranker(for: config)
         let validator = JobValidator(limits: config.limits)
         var jobs: [BlendJob] = []

@@ -1,7 +1,10 @@
 import ArgumentParser
 import BlendCore
 import Foundation
+import Health
 import Kafka
+import Logging
+import ServiceLifecycle
 import Supervisor
 import Worker
 
@@ -14,8 +17,11 @@ struct SuperviseCommand: AsyncParsableCommand {
         reads their heartbeats, and replaces a worker that exits, crashes, hangs, stalls or \
         exceeds supervisor.memory_limit_mb, after a growing, jittered delay. Crash loops mark \
         the supervisor degraded: /readyz fails and restarts slow to the longest delay. SIGTERM \
-        or SIGINT drains every worker within shutdown.drain_seconds and exits 0; SIGHUP rereads \
-        the configuration and replaces the workers one at a time.
+        or SIGINT drains every worker within shutdown.drain_seconds and exits 0. SIGHUP rereads \
+        the configuration: supervisor.workers scales up or down, supervision settings apply at once, \
+        changed worker settings replace the workers one at a time, and a changed supervisor.listen \
+        is reported as needing a restart. Workers get the configuration through their environment \
+        (BLENDD_CONFIG, BLENDD_OVERRIDES), never their command line.
         """
     )
 
@@ -32,23 +38,35 @@ struct SuperviseCommand: AsyncParsableCommand {
 
     func run() async throws {
         var config = try options.loadOrFail()
-        if let workers { config.supervisor.workers = workers }
-        if let listen { config.supervisor.listen = listen }
+        let workersFlag = workers, listenFlag = listen
+        if let workersFlag { config.supervisor.workers = workersFlag }
+        if let listenFlag { config.supervisor.listen = listenFlag }
         guard config.supervisor.workers >= 1 else { throw ValidationError("--workers must be at least 1") }
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        var configArguments: [String] = []
-        if let file = options.config { configArguments += ["--config", file] }
-        for o in options.overrides { configArguments += ["--set", o] }
-        let command = workerCommand.isEmpty ? [executable, "worker"] + configArguments : workerCommand
+        let address: ListenAddress
+        do { address = try ListenAddress(parsing: config.supervisor.listen) } catch { throw CLIError("supervisor.listen: \(error)") }
+        let logger = Logger(label: "blendd.supervisor")
+        // Configuration reaches the workers through their environment, never their command line.
+        let command = workerCommand.isEmpty ? [ExecutablePath.current, "worker"] : workerCommand
+        let environment = try options.childEnvironment()
+        let overrides = options.maskedOverrides()
+        logger.info("configuration: file \(environment["BLENDD_CONFIG"] ?? "(none)"), overrides [\(overrides.joined(separator: ", "))]")
         let checks: [any ReadinessCheck] = [
             PostgresReadiness(url: config.postgres.url),
             try KafkaReadiness(configuration: KafkaConfiguration(bootstrapServers: config.kafka.bootstrapServers, properties: config.kafka.properties),
                                topic: config.kafka.jobsTopic),
         ]
         let options = self.options
-        let supervisor = Supervisor(config: config, options: .init(command: command, environment: ProcessInfo.processInfo.environment),
-                                    checks: checks, reload: { try options.loadOrFail() })
-        try await supervisor.run()
+        let supervisor = Supervisor(config: config, options: .init(command: command, environment: environment), checks: checks, reload: {
+            var fresh = try options.loadOrFail()
+            if let workersFlag { fresh.supervisor.workers = workersFlag }
+            if let listenFlag { fresh.supervisor.listen = listenFlag }
+            return fresh
+        }, logger: logger)
+        let http = HealthHTTPService(address: address, logger: Logger(label: "blendd.http")) { await supervisor.respond($0) }
+        // Shut down in reverse order: the supervisor drains its workers while /healthz still answers.
+        try await ServiceGroup(configuration: .lifecycle(
+            services: [.init(service: http), .init(service: supervisor, successTerminationBehavior: .gracefullyShutdownGroup)],
+            drainSeconds: config.drainSeconds, logger: logger)).run()
     }
 }
 
@@ -70,13 +88,19 @@ struct StatusCommand: AsyncParsableCommand {
         print("fleet (workers table):")
         if fleet.isEmpty { print("  no workers have registered") }
         for row in fleet { print("  " + row) }
-        let address = supervisor ?? config.supervisor.listen
+        let listen = supervisor ?? config.supervisor.listen
         print("")
-        guard let (code, body) = HTTPGet.fetch(address: address, path: "/status"), code == 200,
-              let status = try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)), case .object(let fields) = status else {
-            print("local supervisor at \(address): not reachable")
-            return
+        let status: JSONValue
+        do {
+            let response = try await HealthClient.get(try ListenAddress(parsing: listen), path: HealthEndpoint.status.rawValue)
+            guard response.status == 200 else { throw CLIError("/status answered \(response.status)") }
+            status = try JSONDecoder().decode(JSONValue.self, from: Data(response.body.utf8))
+        } catch {
+            print("local supervisor at \(listen): not reachable")
+            throw CLIError("local supervisor at \(listen) not reachable: \(error)")
         }
+        guard case .object(let fields) = status else { throw CLIError("local supervisor at \(listen): /status is not a JSON object") }
+        let address = listen
         let degraded = fields["degraded"] == .bool(true)
         print("local supervisor at \(address)\(degraded ? ": DEGRADED (crash loop)" : ""):")
         if case .array(let workers) = fields["workers"] {

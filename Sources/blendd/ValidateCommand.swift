@@ -9,7 +9,8 @@ struct ValidateCommand: ParsableCommand {
         discussion: """
         FILE holds one job (a JSON object), a JSON array of jobs, or JSON Lines; `-` reads \
         standard input. Each job is judged exactly as a worker judges a message on the jobs \
-        topic. Exit status: 0 when every job is valid, 1 when any is not.
+        topic, under the limits of the configuration (limits.*; see --config and --set). \
+        Exit status: 0 when every job is valid, 1 when any is not or an input holds no job.
         """
     )
 
@@ -22,13 +23,17 @@ struct ValidateCommand: ParsableCommand {
     @Flag(help: "Print one JSON object per job instead of text.")
     var json = false
 
+    @OptionGroup var options: ConfigurationOptions
+
     func run() throws {
-        let validator = JobValidator(limits: .defaults)
+        let validator = JobValidator(limits: try options.loadOrFail().limits)
         var valid = 0, invalid = 0
         for file in files {
-            let data = try readInput(file)
-            for record in JobFileReader.records(in: data) {
-                let location = "\(file == "-" ? "<stdin>" : file):\(record.line)"
+            let name = file == "-" ? "<stdin>" : file
+            let records = JobFileReader.records(in: try readInput(file))
+            guard !records.isEmpty else { throw CLIError("\(name): no job to check (the input is empty)") }
+            for record in records {
+                let location = "\(name):\(record.line)"
                 switch validator.validate(record.bytes) {
                 case .success(let job):
                     valid += 1

@@ -57,6 +57,88 @@ final class DeployFilesTests: XCTestCase {
                        "every exported metric has a panel")
     }
 
+    /// Every Kubernetes document in deploy/k8s, by kind.
+    func kubernetesDocuments() throws -> [String: [[String: Any]]] {
+        var byKind: [String: [[String: Any]]] = [:]
+        for file in try files([".yaml"]) where file.path.contains("/k8s/") {
+            for case let document as [String: Any] in try Yams.load_all(yaml: String(contentsOf: file, encoding: .utf8)) {
+                byKind[document["kind"] as! String, default: []].append(document)
+            }
+        }
+        return byKind
+    }
+
+    func testTheDeploymentLeavesItsReplicaCountToKEDA() throws {
+        let k8s = try kubernetesDocuments()
+        let deployment = try XCTUnwrap(k8s["Deployment"]?.first)
+        let spec = deployment["spec"] as! [String: Any]
+        XCTAssertNil(spec["replicas"], "a fixed replica count resets KEDA's on every apply")
+        let scaled = try XCTUnwrap(k8s["ScaledObject"]?.first)
+        let target = (scaled["spec"] as! [String: Any])["scaleTargetRef"] as! [String: Any]
+        XCTAssertEqual(target["name"] as? String, (deployment["metadata"] as! [String: Any])["name"] as? String)
+    }
+
+    /// The brokers take SASL_SSL with SCRAM: KEDA's lag trigger needs the same credentials, from
+    /// the Secret the workers read, with the mechanism and TLS matching the workers' settings.
+    func testTheLagTriggerAuthenticatesLikeTheWorkers() throws {
+        let k8s = try kubernetesDocuments()
+        let scaled = try XCTUnwrap(k8s["ScaledObject"]?.first)
+        let triggers = (scaled["spec"] as! [String: Any])["triggers"] as! [[String: Any]]
+        let kafka = try XCTUnwrap(triggers.first { $0["type"] as? String == "kafka" })
+        let reference = try XCTUnwrap((kafka["authenticationRef"] as? [String: Any])?["name"] as? String, "the kafka trigger has an authenticationRef")
+        let auth = try XCTUnwrap(k8s["TriggerAuthentication"]?.first { ($0["metadata"] as! [String: Any])["name"] as? String == reference },
+                                 "TriggerAuthentication \(reference) is in deploy/k8s")
+        let refs = (auth["spec"] as! [String: Any])["secretTargetRef"] as! [[String: String]]
+        XCTAssertEqual(Set(refs.map { $0["parameter"]! }), ["sasl", "username", "password", "tls"])
+        let secret = try XCTUnwrap(k8s["Secret"]?.first)
+        let secretName = (secret["metadata"] as! [String: Any])["name"] as! String
+        let values = secret["stringData"] as! [String: String]
+        var resolved: [String: String] = [:]
+        for ref in refs {
+            XCTAssertEqual(ref["name"], secretName, "\(ref["parameter"]!) comes from the workers' Secret")
+            resolved[ref["parameter"]!] = try XCTUnwrap(values[ref["key"]!], "the Secret has \(ref["key"]!)")
+        }
+        let configMap = try XCTUnwrap(k8s["ConfigMap"]?.first)
+        let embedded = try Yams.load(yaml: (configMap["data"] as! [String: String])["blendd.yaml"]!) as! [String: Any]
+        let properties = (embedded["kafka"] as! [String: Any])["properties"] as! [String: String]
+        // librdkafka's mechanism names and KEDA's for the same thing.
+        let kedaMechanism = ["PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"]
+        XCTAssertEqual(resolved["sasl"], kedaMechanism[properties["sasl.mechanisms"]!])
+        XCTAssertEqual(resolved["tls"], properties["security.protocol"]!.hasSuffix("SSL") ? "enable" : "disable")
+        XCTAssertEqual(resolved["username"], properties["sasl.username"])
+        XCTAssertEqual(resolved["password"], values["kafka-password"], "the same password the workers use")
+    }
+
+    /// A Job's template is immutable, so each release needs a Job of its own: the name carries
+    /// `blendd --version`, and finished Jobs clean themselves up.
+    func testTheMigrateJobIsNamedForTheReleaseAndDeletedAfterItFinishes() throws {
+        let source = try String(contentsOf: RepositoryPaths.root.appendingPathComponent("Sources/blendd/Blendd.swift"), encoding: .utf8)
+        let match = try XCTUnwrap(source.range(of: #"static let version = "[0-9.]+""#, options: .regularExpression))
+        let version = source[match].split(separator: "\"")[1]
+        let job = try XCTUnwrap(try kubernetesDocuments()["Job"]?.first)
+        XCTAssertEqual((job["metadata"] as! [String: Any])["name"] as? String, "blendd-migrate-" + version.replacingOccurrences(of: ".", with: "-"))
+        let ttl = try XCTUnwrap((job["spec"] as! [String: Any])["ttlSecondsAfterFinished"] as? Int)
+        XCTAssertGreaterThan(ttl, 0)
+    }
+
+    func testTheImageBuildContextLeavesOutBuildTreesModelsAndHistory() throws {
+        let ignore = try String(contentsOf: RepositoryPaths.root.appendingPathComponent(".dockerignore"), encoding: .utf8)
+        let rules = Set(ignore.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") })
+        for excluded in [".build", ".build*", ".git", "models", "**/*.safetensors", "**/*.bin"] {
+            XCTAssertTrue(rules.contains(excluded), ".dockerignore leaves out \(excluded)")
+        }
+        let dockerfile = try String(contentsOf: deploy.appendingPathComponent("Dockerfile"), encoding: .utf8)
+        let copied = dockerfile.split(separator: "\n").filter { $0.hasPrefix("COPY ") && !$0.contains("--from") }.map { $0.split(separator: " ")[1] }
+        XCTAssertFalse(copied.isEmpty)
+        for source in copied {
+            XCTAssertFalse(rules.contains(String(source)), "the Dockerfile copies \(source), which .dockerignore leaves out")
+            if source != "Package.swift" {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: RepositoryPaths.root.appendingPathComponent(String(source)).path), "\(source) exists")
+            }
+        }
+        XCTAssertTrue(copied.contains("Plugins"), "the BuildCommit plugin is part of the build")
+    }
+
     func testEveryEnvironmentVariableTheDeployFilesSetIsASetting() throws {
         let regex = try NSRegularExpression(pattern: "BLENDD_[A-Z0-9_]+")
         var names = Set<String>()

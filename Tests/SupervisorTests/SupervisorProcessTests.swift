@@ -1,6 +1,7 @@
 import BlendCore
 import BlendTestSupport
 import Foundation
+import Health
 import Kafka
 import Postgres
 import Supervisor
@@ -28,40 +29,50 @@ final class SupervisorProcessTests: XCTestCase {
         try await db?.drop()
     }
 
-    func startSupervisor(workers: Int, extra: [String] = []) -> pid_t {
+    /// - Parameter listenFlag: false when the configuration file names the address (a flag would win over it).
+    func startSupervisor(workers: Int?, listenFlag: Bool = true, extra: [String] = [], environment: [String: String] = [:]) -> pid_t {
         var env = ProcessInfo.processInfo.environment
         env["BLENDD_KAFKA_BOOTSTRAP"] = broker.bootstrapServers
         env["BLENDD_DATABASE_URL"] = db.url
         env["BLENDD_KAFKA_PROPERTY_SESSION_TIMEOUT_MS"] = "6000"
         env["BLENDD_KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS"] = "500"
-        let args = [RepositoryLayout.blenddExecutable.path, "supervise", "--workers", "\(workers)", "--listen", "127.0.0.1:\(port)",
+        env.merge(environment) { $1 }
+        let args = [RepositoryLayout.blenddExecutable.path, "supervise"] + (listenFlag ? ["--listen", "127.0.0.1:\(port)"] : []) + [
                     "--set", "supervisor.heartbeat_seconds=0.5", "--set", "supervisor.heartbeat_timeout_seconds=3",
                     "--set", "supervisor.restart_initial_ms=200", "--set", "supervisor.restart_max_ms=2000",
-                    "--set", "shutdown.drain_seconds=5"] + extra
+                    "--set", "shutdown.drain_seconds=5"] + (workers.map { ["--workers", "\($0)"] } ?? []) + extra
         return spawnProcess(args, stderrPath: logPath, environment: env)!
     }
 
-    func get(_ path: String) -> (Int, String)? {
-        HTTPGet.fetch(address: "127.0.0.1:\(port)", path: path)
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Every pid in /status, whatever its state.
+    func allPids() async -> [Int32] {
+        await workers().compactMap { ($0["pid"] as? NSNumber)?.int32Value }
     }
 
-    func workers() -> [[String: Any]] {
-        guard let (_, body) = get("/status"), let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return [] }
+    func get(_ path: String) async -> (Int, String)? {
+        guard let response = try? await HealthClient.get(host: "127.0.0.1", port: port, path: path) else { return nil }
+        return (response.status, response.body)
+    }
+
+    func workers() async -> [[String: Any]] {
+        guard let (_, body) = await get("/status"), let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else { return [] }
         return object["workers"] as? [[String: Any]] ?? []
     }
 
-    func runningPids() -> [Int32] {
-        workers().filter { $0["state"] as? String == "running" }.compactMap { ($0["pid"] as? NSNumber)?.int32Value }
+    func runningPids() async -> [Int32] {
+        await workers().filter { $0["state"] as? String == "running" }.compactMap { ($0["pid"] as? NSNumber)?.int32Value }
     }
 
-    func waitUntil(_ seconds: Double, _ what: String, _ condition: () -> Bool) throws {
+    func waitUntil(_ seconds: Double, _ what: String, _ condition: () async -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
-        while !condition() {
+        while !(await condition()) {
             guard Date() < deadline else {
-                XCTFail("\(what) not within \(seconds) s; supervisor log:\n\((try? String(contentsOfFile: logPath, encoding: .utf8))?.suffix(3000) ?? "")")
+                XCTFail("\(what) not within \(seconds) s; supervisor log:\n\(log.suffix(3000))")
                 throw CancellationError()
             }
-            Thread.sleep(forTimeInterval: 0.2)
+            try await Task.sleep(for: .milliseconds(200))
         }
     }
 
@@ -75,21 +86,23 @@ final class SupervisorProcessTests: XCTestCase {
         }
         for r in try await producer.send(messages) { _ = try r.get() }
         let supervisor = startSupervisor(workers: 2)
-        try waitUntil(30, "two running workers") { runningPids().count == 2 }
-        XCTAssertEqual(get("/healthz")?.0, 200)
-        try waitUntil(15, "ready") { get("/readyz")?.0 == 200 }
+        try await waitUntil(30, "two running workers") { await runningPids().count == 2 }
+        let health = await get("/healthz")
+        XCTAssertEqual(health?.0, 200)
+        try await waitUntil(15, "ready") { await get("/readyz")?.0 == 200 }
 
-        let victim = runningPids()[0]
+        let victim = await runningPids()[0]
         kill(victim, SIGKILL)
-        try waitUntil(10, "a replacement for the killed worker") { let p = runningPids(); return p.count == 2 && !p.contains(victim) }
+        try await waitUntil(10, "a replacement for the killed worker") { let p = await runningPids(); return p.count == 2 && !p.contains(victim) }
 
-        let frozen = runningPids()[0]
+        let frozen = await runningPids()[0]
         kill(frozen, SIGSTOP)
         let frozenAt = Date()
-        try waitUntil(15, "the stopped worker replaced as hung") { let p = runningPids(); return p.count == 2 && !p.contains(frozen) }
+        try await waitUntil(15, "the stopped worker replaced as hung") { let p = await runningPids(); return p.count == 2 && !p.contains(frozen) }
         XCTAssertLessThan(Date().timeIntervalSince(frozenAt), 3 + 8, "detected within the heartbeat timeout")
 
-        let metrics = try XCTUnwrap(get("/metrics"))
+        let scraped = await get("/metrics")
+        let metrics = try XCTUnwrap(scraped)
         XCTAssertEqual(metrics.0, 200)
         try assertPrometheusText(metrics.1)
         XCTAssertTrue(metrics.1.contains(#"blendd_worker_restarts_total{reason="crashed"} 1"#), metrics.1)
@@ -117,7 +130,7 @@ final class SupervisorProcessTests: XCTestCase {
         let fleet: Int = try await conn.query("SELECT count(*) AS n FROM workers WHERE state = 'running'")[0].decode("n")
         XCTAssertGreaterThanOrEqual(fleet, 2, "worker rows are kept current")
 
-        let children = runningPids()
+        let children = await runningPids()
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
         for pid in children + [frozen] { XCTAssertNotEqual(kill(pid, 0), 0, "worker \(pid) is gone") }
@@ -128,51 +141,180 @@ final class SupervisorProcessTests: XCTestCase {
         await conn.close()
     }
 
-    func testSIGHUPReplacesWorkersOneAtATime() throws {
-        let supervisor = startSupervisor(workers: 2)
-        try waitUntil(30, "two running workers") { runningPids().count == 2 }
-        let before = Set(runningPids())
+    func testSIGHUPScalesWorkersRollsThemForWorkerSettingsAndRefusesANewListenAddress() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("supervisor-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func write(workers: Int, maxJobs: Int = 8, listen: String? = nil) throws {
+            try "supervisor:\n  workers: \(workers)\n  listen: \(listen ?? "127.0.0.1:\(port)")\nbatching:\n  max_jobs: \(maxJobs)\n"
+                .write(toFile: file, atomically: true, encoding: .utf8)
+        }
+        try write(workers: 1)
+        let supervisor = startSupervisor(workers: nil, listenFlag: false, extra: ["--config", file])
+        try await waitUntil(30, "one running worker") { await runningPids().count == 1 }
+        let first = await runningPids()[0]
+
+        try write(workers: 3)
+        kill(supervisor, SIGHUP)
+        try await waitUntil(30, "three running workers") { await runningPids().count == 3 }
+        var pids = await runningPids()
+        XCTAssertTrue(pids.contains(first), "scaling up leaves the running worker alone")
+
+        try write(workers: 2)
+        kill(supervisor, SIGHUP)
+        try await waitUntil(20, "two workers") {
+            let all = await allPids()
+            let running = await runningPids()
+            return all.count == 2 && running.count == 2
+        }
+        pids = await runningPids()
+        XCTAssertTrue(pids.contains(first), "scaling down stops the highest slots")
+
+        try write(workers: 2, maxJobs: 4)
         kill(supervisor, SIGHUP)
         var fewest = 2
-        try waitUntil(60, "both workers replaced") {
-            let now = runningPids()
+        try await waitUntil(60, "both workers replaced for the new worker setting") {
+            let now = await runningPids()
             fewest = min(fewest, now.count)
-            return now.count == 2 && before.isDisjoint(with: now)
+            return now.count == 2 && Set(pids).isDisjoint(with: now)
         }
         XCTAssertGreaterThanOrEqual(fewest, 1, "a rolling restart never leaves the slot set without a running worker")
-        let restarts = get("/metrics")?.1 ?? ""
-        XCTAssertFalse(restarts.contains("blendd_worker_restarts_total{"), "a roll is not counted as failures:\n\(restarts)")
+
+        pids = await runningPids()
+        try write(workers: 2, maxJobs: 4, listen: "127.0.0.1:\(port + 1)")
+        kill(supervisor, SIGHUP)
+        try await waitUntil(10, "the listen change reported") { log.contains("supervisor.listen changed from 127.0.0.1:\(port) to 127.0.0.1:\(port + 1): that needs a restart") }
+        let health = await get("/healthz")
+        XCTAssertEqual(health?.0, 200, "still serving on the old address")
+        let after = await runningPids()
+        XCTAssertEqual(Set(after), Set(pids), "a supervisor-only change replaces no worker")
+
+        let metrics = await get("/metrics")?.1 ?? ""
+        XCTAssertFalse(metrics.contains("blendd_worker_restarts_total{"), "scaling and rolling are not counted as failures:\n\(metrics)")
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
+    }
+
+    /// 200 idle connections, 50 half-sent requests and a 1 MB head on the supervisor's port: the
+    /// probes keep answering and a SIGKILLed worker is still replaced at once.
+    func testHealthzAndSupervisionKeepGoingUnderBadClients() async throws {
+        let supervisor = startSupervisor(workers: 1)
+        try await waitUntil(30, "a running worker") { await runningPids().count == 1 }
+        let clients = try BadHTTPClients(port: port, idle: 200, halfSent: 50, hugeHeaderBytes: 1 << 20)
+        _ = clients.hugeHeaderAnswer(timeout: 5)
+        var latencies: [Duration] = []
+        for _ in 0..<40 {
+            let started = ContinuousClock.now
+            let answer = try await HealthClient.get(host: "127.0.0.1", port: port, path: "/healthz", timeout: .seconds(2))
+            latencies.append(ContinuousClock.now - started)
+            XCTAssertEqual(answer.status, 200)
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        let sorted = latencies.sorted()
+        // The other processes here (the worker, PostgreSQL, parallel builds) share two cores, so the
+        // bound is held by 9 in 10 probes, and none may take long enough to fail a probe.
+        XCTAssertLessThan(sorted[35], .milliseconds(100), "90th percentile of /healthz with \(clients.count) bad connections held: \(latencies)")
+        XCTAssertLessThan(sorted.last!, .seconds(1), "slowest /healthz with \(clients.count) bad connections held: \(latencies)")
+        print("healthz under bad clients (supervisor process): median \(sorted[20]), slowest \(sorted.last!) of 40 probes")
+
+        let victim = await runningPids()[0]
+        kill(victim, SIGKILL)
+        let killed = ContinuousClock.now
+        try await waitUntil(5, "a new worker process") { let all = await allPids(); return !all.isEmpty && !all.contains(victim) }
+        let replaced = ContinuousClock.now - killed
+        XCTAssertLessThan(replaced, .seconds(2), "a SIGKILLed worker is replaced while bad clients hold connections")
+        print("SIGKILLed worker replaced after \(replaced) under bad clients")
+        XCTAssertEqual(clients.stillOpen(), 250, "the bad connections were held throughout")
+        clients.closeAll()
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
+    }
+
+    /// A password given to the supervisor never reaches a worker's command line, the supervisor's
+    /// log, /status or /metrics.
+    func testSecretsStayOutOfWorkerCommandLinesLogsAndEndpoints() async throws {
+        let secret = "Hunter2-\(UInt32.random(in: 100_000...999_999))"
+        let url = db.url.replacingOccurrences(of: "://postgres@", with: "://postgres:\(secret)@")
+        XCTAssertTrue(url.contains(secret), "the test database URL has a user to attach a password to: \(db.url)")
+        let supervisor = startSupervisor(workers: 1, extra: ["--set", "postgres.url=\(url)", "--set", "kafka.properties.sasl.password=\(secret)"])
+        try await waitUntil(30, "a running worker") { await runningPids().count == 1 }
+        let worker = await runningPids()[0]
+        let commandLine = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(worker)/cmdline")), as: UTF8.self)
+        XCTAssertEqual(commandLine.split(separator: "\0").dropFirst().map(String.init), ["worker"], "a worker's command line is just `worker`")
+        let environment = try String(decoding: Data(contentsOf: URL(fileURLWithPath: "/proc/\(worker)/environ")), as: UTF8.self)
+        XCTAssertTrue(environment.contains("BLENDD_OVERRIDES="), "the overrides travel in the environment")
+        let status = await get("/status")?.1 ?? ""
+        let metrics = await get("/metrics")?.1 ?? ""
+        let ready = await get("/readyz")?.1 ?? ""
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
+        XCTAssertTrue(log.contains("postgres.url=postgresql://postgres:****@"), "the overrides are logged masked:\n\(log.suffix(2000))")
+        for (channel, text) in [("command line", commandLine), ("log", log), ("/status", status), ("/metrics", metrics), ("/readyz", ready)] {
+            XCTAssertFalse(text.contains(secret), "the secret appears in the \(channel)")
+        }
+    }
+
+    /// The supervisor exits 0 on SIGTERM at any moment: while its workers start, while they run,
+    /// and while PostgreSQL is down.
+    func testSIGTERMExitsZeroAtEveryStage() async throws {
+        var timings: [String] = []
+        for stage in ["starting", "running"] {
+            let supervisor = startSupervisor(workers: 2)
+            if stage == "running" { try await waitUntil(30, "two running workers") { await runningPids().count == 2 } } else {
+                try await waitUntil(10, "workers spawned") { await allPids().count == 2 }
+            }
+            let children = await allPids()
+            let sent = ContinuousClock.now
+            kill(supervisor, SIGTERM)
+            XCTAssertEqual(waitForExit(supervisor), 0, "SIGTERM while workers are \(stage)")
+            let took = ContinuousClock.now - sent
+            XCTAssertLessThan(took, .seconds(5 + 5), "within the drain time (+ the kill margin)")
+            for pid in children { XCTAssertNotEqual(kill(pid, 0), 0, "worker \(pid) is gone") }
+            timings.append("\(stage): \(took)")
+        }
+        if ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil {
+            let supervisor = startSupervisor(workers: 1)
+            try await waitUntil(30, "a running worker") { await runningPids().count == 1 }
+            XCTAssertTrue(stopTestServer())
+            try await waitUntil(15, "readiness failing on postgres") { (await get("/readyz"))?.1.contains("postgres:") ?? false }
+            let sent = ContinuousClock.now
+            kill(supervisor, SIGTERM)
+            XCTAssertEqual(waitForExit(supervisor), 0, "SIGTERM while PostgreSQL is down")
+            let took = ContinuousClock.now - sent
+            XCTAssertTrue(startTestServer())
+            XCTAssertLessThan(took, .seconds(5 + 5))
+            timings.append("postgres down: \(took)")
+        }
+        print("supervisor SIGTERM: \(timings.joined(separator: ", "))")
     }
 
     func testReadinessFailsWhilePostgresIsDownAndRecovers() async throws {
         guard ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil else { throw XCTSkip(TestDatabase.skipMessage) }
         let supervisor = startSupervisor(workers: 1)
-        try waitUntil(30, "ready") { get("/readyz")?.0 == 200 }
+        try await waitUntil(30, "ready") { await get("/readyz")?.0 == 200 }
         XCTAssertTrue(stopTestServer())
-        try waitUntil(15, "readiness failing on postgres") {
-            guard let (status, body) = get("/readyz") else { return false }
+        try await waitUntil(15, "readiness failing on postgres") {
+            guard let (status, body) = await get("/readyz") else { return false }
             return status == 503 && body.contains("postgres:")
         }
-        XCTAssertEqual(get("/healthz")?.0, 200, "liveness does not depend on the database")
+        let health = await get("/healthz")
+        XCTAssertEqual(health?.0, 200, "liveness does not depend on the database")
         XCTAssertTrue(startTestServer())
-        try waitUntil(30, "ready again") { get("/readyz")?.0 == 200 }
+        try await waitUntil(30, "ready again") { await get("/readyz")?.0 == 200 }
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
     }
 
-    func testAWorkerThatAlwaysFailsMakesTheSupervisorDegradedWithoutSpinning() throws {
+    func testAWorkerThatAlwaysFailsMakesTheSupervisorDegradedWithoutSpinning() async throws {
         let supervisor = startSupervisor(workers: 1, extra: ["--set", "supervisor.crash_loop_restarts=3", "--worker-command", "/bin/false"])
-        try waitUntil(20, "degraded readiness") {
-            guard let (status, body) = get("/readyz") else { return false }
+        try await waitUntil(20, "degraded readiness") {
+            guard let (status, body) = await get("/readyz") else { return false }
             return status == 503 && body.contains("degraded")
         }
         let before = cpuSeconds(supervisor)
-        Thread.sleep(forTimeInterval: 4)
+        try await Task.sleep(for: .seconds(4))
         let used = cpuSeconds(supervisor) - before
         XCTAssertLessThan(used, 0.5, "the supervisor waits between restarts instead of spinning (\(used) s CPU in 4 s)")
-        let metrics = get("/metrics")?.1 ?? ""
+        let metrics = await get("/metrics")?.1 ?? ""
         XCTAssertTrue(metrics.contains("blendd_supervisor_degraded 1"), metrics)
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)

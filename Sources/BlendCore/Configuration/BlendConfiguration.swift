@@ -100,6 +100,9 @@ public struct BlendConfiguration: Sendable, Equatable {
     public enum LogFormat: String, Sendable, CaseIterable { case text, json }
 
     public var workerId = ""
+    /// Where a worker serves its own /healthz, /readyz and /metrics (host:port); empty = not at all.
+    /// For a worker run without a supervisor, e.g. one per Kubernetes pod.
+    public var workerListen = ""
     public var kafka = Kafka()
     public var postgres = Postgres()
     public var models = Models()

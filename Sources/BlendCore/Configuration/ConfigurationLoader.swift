@@ -42,6 +42,7 @@ public enum ConfigurationLoader {
 
     public static let settings: [ConfigurationSetting] = [
         .string("worker_id", \.workerId, "Name of this worker in logs, events and the workers table (default: host-pid)."),
+        .string("worker.listen", \.workerListen, "HTTP address of a lone worker's /healthz, /readyz and /metrics (empty: none)."),
         .string("kafka.bootstrap_servers", \.kafka.bootstrapServers, "Kafka bootstrap servers, host:port[,host:port…]."),
         .string("kafka.group_id", \.kafka.groupId, "Consumer group shared by all workers."),
         .string("kafka.topics.jobs", \.kafka.jobsTopic, "Topic the jobs arrive on."),
