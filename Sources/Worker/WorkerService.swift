@@ -42,15 +42,13 @@ public final class WorkerService: @unchecked Sendable {
         processor = BatchProcessor(validator: JobValidator(limits: config.limits), ranker: ranker, fuser: fuser, workerId: config.workerId)
         pool = PostgresPool(url: config.postgres.url, maxConnections: config.postgres.poolSize)
         store = ResultStore(pool: pool, eventsTopic: config.kafka.eventsTopic, dlqTopic: config.kafka.dlqTopic)
-        let kafka = KafkaConfiguration(bootstrapServers: config.kafka.bootstrapServers, properties: config.kafka.properties)
-        producer = try KafkaProducer(configuration: kafka, logger: logger)
+        let kafka = KafkaConfiguration(config.kafka)
+        producer = try KafkaProducer(configuration: kafka, options: .init(config), logger: logger)
         heartbeat = HeartbeatWriter()
         // The callbacks below are created before `self` exists; they reach it through this box.
         let forward = Forwarder()
         retry = TransientRetry(backoff: Backoff(config.retry), logger: logger, isStopping: { forward.target?.isStopping ?? true })
-        consumer = try KafkaConsumer(configuration: kafka,
-                                     options: .init(groupId: config.kafka.groupId, topics: [config.kafka.jobsTopic],
-                                                    maxBuffered: config.kafka.maxBufferedMessages),
+        consumer = try KafkaConsumer(configuration: kafka, options: .init(config),
                                      logger: logger, rebalanceHandler: { forward.target?.rebalanced($0) })
         forward.target = self
     }
