@@ -99,21 +99,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         self.rebalanceHandler = rebalanceHandler
         self.buffer = MessageBuffer()
         (events, eventContinuation) = AsyncStream<KafkaConsumerEvent>.makeStream(bufferingPolicy: .bufferingNewest(options.eventBuffer))
-        var properties = configuration.librdkafkaProperties.merging([
-            "session.timeout.ms": String(options.sessionTimeout.milliseconds),
-            "heartbeat.interval.ms": String(options.heartbeatInterval.milliseconds),
-        ]) { raw, _ in raw }
-        // What markDone, the revoke hook and the flow control depend on: not overridable.
-        properties.merge([
-            "group.id": options.groupId,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.auto.offset.store": "false",
-            "enable.auto.commit": "true",
-            "auto.commit.interval.ms": String(options.commitIntervalMilliseconds),
-            "auto.offset.reset": options.autoOffsetReset,
-            "enable.partition.eof": "false",
-        ]) { _, managed in managed }
-        if let id = options.groupInstanceId { properties["group.instance.id"] = id }
+        let properties = Self.properties(configuration, options)
         let target = RebalanceTarget()
         let continuation = eventContinuation
         var hooks = RDKafkaClient.Hooks()
@@ -137,6 +123,26 @@ public final class KafkaConsumer: @unchecked Sendable {
             throw KafkaError(code: err, context: "subscribing to \(options.topics.joined(separator: ", "))")
         }
         client.startPolling { [unowned self] in self.pollOnce() }
+    }
+
+    /// The librdkafka properties of a consumer: the typed options, then the raw properties, then
+    /// what `markDone`, the revoke hook and the flow control depend on (not overridable).
+    static func properties(_ configuration: KafkaConfiguration, _ options: Options) -> [String: String] {
+        var properties = configuration.librdkafkaProperties.merging([
+            "session.timeout.ms": String(options.sessionTimeout.milliseconds),
+            "heartbeat.interval.ms": String(options.heartbeatInterval.milliseconds),
+        ]) { raw, _ in raw }
+        properties.merge([
+            "group.id": options.groupId,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.offset.store": "false",
+            "enable.auto.commit": "true",
+            "auto.commit.interval.ms": String(options.commitIntervalMilliseconds),
+            "auto.offset.reset": options.autoOffsetReset,
+            "enable.partition.eof": "false",
+        ]) { _, managed in managed }
+        if let id = options.groupInstanceId { properties["group.instance.id"] = id }
+        return properties
     }
 
     private final class RebalanceTarget: @unchecked Sendable {
@@ -242,6 +248,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread {
                 let err = rd_kafka_consumer_close(rk)
+                self.client.markConsumerClosed()
                 if err != RD_KAFKA_RESP_ERR_NO_ERROR {
                     self.logger.warning("leaving group \(self.options.groupId): \(String(cString: rd_kafka_err2str(err)))")
                 }
@@ -259,11 +266,9 @@ public final class KafkaConsumer: @unchecked Sendable {
         defer { rd_kafka_message_destroy(message) }
         let m = message.pointee
         if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-            // A fatal error also reaches the error callback, which reports it once.
-            if m.err != RD_KAFKA_RESP_ERR__PARTITION_EOF && m.err != RD_KAFKA_RESP_ERR__FATAL {
-                let error = KafkaError(code: m.err, message: String(cString: rd_kafka_err2str(m.err)),
-                                       context: "consuming \(options.topics.joined(separator: ","))")
-                logger.warning("\(error)")
+            // Errors arrive here in place of messages: reported (and logged) once, fatal ones remembered.
+            if m.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                client.reportError(code: m.err, reason: String(cString: rd_kafka_message_errstr(message)))
             }
             return
         }

@@ -72,9 +72,7 @@ public final class KafkaProducer: @unchecked Sendable {
                 logger: Logger = Logger(label: "blendd.kafka.producer")) throws {
         let (events, continuation) = AsyncStream<KafkaProducerEvent>.makeStream(bufferingPolicy: .bufferingNewest(options.eventBuffer))
         self.events = events
-        var properties = configuration.librdkafkaProperties
-        properties["message.timeout.ms"] = String(options.deliveryTimeout.milliseconds)
-        if properties["enable.idempotence"] == nil { properties["enable.idempotence"] = String(options.idempotence) }
+        let properties = Self.properties(configuration, options)
         var hooks = RDKafkaClient.Hooks()
         hooks.event = { event in
             switch event {
@@ -91,6 +89,14 @@ public final class KafkaProducer: @unchecked Sendable {
         client = try RDKafkaClient(role: .producer, properties: properties, name: "producer", logger: logger, hooks: hooks)
         messageMaxBytes = client.property("message.max.bytes").flatMap { Int($0) } ?? 1_000_000
         client.startPolling()
+    }
+
+    /// The librdkafka properties of a producer: the typed options, then the raw properties.
+    static func properties(_ configuration: KafkaConfiguration, _ options: Options) -> [String: String] {
+        [
+            "message.timeout.ms": String(options.deliveryTimeout.milliseconds),
+            "enable.idempotence": String(options.idempotence),
+        ].merging(configuration.librdkafkaProperties) { _, raw in raw }
     }
 
     /// The fatal error that made this producer unusable, if any (then it must be recreated).
@@ -193,7 +199,7 @@ final class PendingDelivery: @unchecked Sendable {
     init(topic: String) { self.topic = topic }
 
     /// Completes from librdkafka's delivery report; a timeout names the client's last broker failure.
-    func complete(_ message: rd_kafka_message_t, client: RDKafkaClient) {
+    func complete(_ message: rd_kafka_message_t, client: RDKafkaClient.Callbacks) {
         if message.err == RD_KAFKA_RESP_ERR_NO_ERROR {
             complete(.success(DeliveryReport(topic: topic, partition: message.partition, offset: message.offset)))
             return

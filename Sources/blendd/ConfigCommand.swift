@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlendCore
 import Foundation
+import Kafka
 
 /// Options every long-running command shares: where the configuration comes from.
 struct ConfigurationOptions: ParsableArguments {
@@ -10,9 +11,16 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong("set"), help: ArgumentHelp("Override one setting, e.g. --set kafka.group_id=blendd (repeatable).", valueName: "path=value"))
     var overrides: [String] = []
 
+    /// The configuration with every problem: the declared ranges and rules, then, when those
+    /// hold, what librdkafka refuses in the clients a worker would create.
     func load() -> LoadedConfiguration {
         let environment = ProcessInfo.processInfo.environment
-        return ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment, overrides: overrides)
+        var loaded = ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment, overrides: overrides)
+        if loaded.problems.isEmpty {
+            loaded.problems += KafkaConfiguration.problems(in: loaded.configuration)
+                .map { ConfigurationProblem(location: "kafka.properties", message: $0) }
+        }
+        return loaded
     }
 
     /// The configuration, or a failure listing every problem.

@@ -8,6 +8,11 @@ public enum ConfigurationSource: String, Sendable { case `default`, file, enviro
 public struct ConfigurationProblem: Sendable, Equatable, CustomStringConvertible {
     public let location: String
     public let message: String
+
+    public init(location: String, message: String) {
+        self.location = location
+        self.message = message
+    }
     public var description: String { "\(location): \(message)" }
 }
 
@@ -216,6 +221,10 @@ public enum ConfigurationLoader {
     static func check(_ c: BlendConfiguration) -> [ConfigurationProblem] {
         settings.compactMap { setting in setting.problem(c).map { ConfigurationProblem(location: setting.path, message: $0) } }
             + rules.compactMap { rule in rule.problem(c).map { ConfigurationProblem(location: rule.path, message: $0) } }
+            + managedKafkaProperties.keys.sorted().filter { c.kafka.properties[$0] != nil }.map { key in
+                ConfigurationProblem(location: "\(kafkaPropertiesPath).\(key)",
+                                     message: "is managed by blendd; set \(managedKafkaProperties[key]!) instead")
+            }
     }
 
     /// What a reload from `old` to `new` changes: settings a running supervisor applies, and

@@ -33,6 +33,19 @@ public struct ConfigurationSetting: Sendable {
 
     /// The value as `config check` prints it (secrets not yet masked).
     public func value(in configuration: BlendConfiguration) -> String { render(configuration) }
+
+    /// For numeric settings, the ends of the declared range and the nearest values past them,
+    /// as they would be written in a file or flag; empty for other kinds.
+    public var boundaries: (inside: [String], outside: [String]) {
+        switch kind {
+        case .integer(let r):
+            return ([String(r.lowerBound), String(r.upperBound)], [String(r.lowerBound - 1), String(r.upperBound + 1)])
+        case .number(let r):
+            return ([String(r.lowerBound), String(r.upperBound)], [String(r.lowerBound.nextDown), String(r.upperBound.nextUp)])
+        case .string, .boolean, .choice:
+            return ([], [])
+        }
+    }
 }
 
 extension ConfigurationSetting {
@@ -64,8 +77,14 @@ extension ConfigurationSetting {
                              render: { String($0[keyPath: key]) },
                              problem: { config in
                                  let v = config[keyPath: key]
-                                 return range.contains(v) ? nil : "must be between \(range.lowerBound) and \(range.upperBound) (is \(v))"
+                                 return range.contains(v) ? nil
+                                     : "must be between \(shown(range.lowerBound)) and \(shown(range.upperBound)) (is \(shown(v)))"
                              })
+    }
+
+    /// A number as people write it: `1`, not `1.0`.
+    static func shown(_ d: Double) -> String {
+        d.rounded() == d && abs(d) < 1e15 ? String(Int(d)) : String(d)
     }
 
     static func bool(_ path: String, _ key: WritableKeyPath<BlendConfiguration, Bool> & Sendable,

@@ -17,7 +17,7 @@ extension ConfigurationLoader {
         .int("kafka.heartbeat_interval_ms", \.kafka.heartbeatIntervalMilliseconds, 100...600_000, "Interval of group heartbeats."),
         .bool("kafka.static_membership", \.kafka.staticMembership,
               "Join as a static member (group.instance.id = worker_id): restarts within the session timeout cause no rebalance."),
-        .int("kafka.delivery_timeout_ms", \.kafka.deliveryTimeoutMilliseconds, 1000...3_600_000,
+        .int("kafka.delivery_timeout_ms", \.kafka.deliveryTimeoutMilliseconds, 1000...3_595_000,
              "Time the producer has to deliver a message before it fails (message.timeout.ms)."),
         .string("postgres.url", \.postgres.url, secret: true, "PostgreSQL URL or conninfo string."),
         .int("postgres.pool_size", \.postgres.poolSize, 1...256, "Connections per worker process."),
@@ -42,7 +42,7 @@ extension ConfigurationLoader {
         .double("retry.jitter", \.retry.jitter, 0...1, "Random fraction of each delay (0…1)."),
         .int("outbox.poll_ms", \.outbox.pollMilliseconds, 1...60_000, "How often the outbox relay looks for unsent events."),
         .int("outbox.batch_size", \.outbox.batchSize, 1...10_000, "Events the relay publishes per round."),
-        .double("outbox.claim_seconds", \.outbox.claimSeconds, 1...3600, "How long a relay holds the rows it publishes."),
+        .double("outbox.claim_seconds", \.outbox.claimSeconds, 6...3600, "How long a relay holds the rows it publishes."),
         .double("shutdown.drain_seconds", \.drainSeconds, 0.1...3600, "Time a stopping worker has to finish its batch."),
         .int("supervisor.workers", \.supervisor.workers, 1...256, reload: true, "Worker processes per supervisor."),
         .string("supervisor.listen", \.supervisor.listen, "Address of /healthz, /readyz and /metrics."),
@@ -76,12 +76,8 @@ extension ConfigurationLoader {
         ConfigurationRule("kafka.delivery_timeout_ms") { c in
             let claim = c.outbox.claimSeconds * 1000
             return Double(c.kafka.deliveryTimeoutMilliseconds) + outboxClaimMarginMilliseconds <= claim ? nil
-                : "must end \(Int(outboxClaimMarginMilliseconds)) ms before outbox.claim_seconds (\(c.outbox.claimSeconds) s) runs out, "
+                : "must end \(Int(outboxClaimMarginMilliseconds)) ms before outbox.claim_seconds (\(ConfigurationSetting.shown(c.outbox.claimSeconds)) s) runs out, "
                 + "so no other relay publishes a message still in flight; is \(c.kafka.deliveryTimeoutMilliseconds)"
-        },
-        ConfigurationRule("kafka.properties") { c in
-            let managed = managedKafkaProperties.filter { c.kafka.properties[$0.key] != nil }
-            return managed.isEmpty ? nil : managed.keys.sorted().map { "\($0) is managed by blendd; set \(managed[$0]!)" }.joined(separator: "; ")
         },
         ConfigurationRule("models.ranker") { c in directoryProblem(c.models.ranker) },
         ConfigurationRule("models.fuser") { c in directoryProblem(c.models.fuser) },

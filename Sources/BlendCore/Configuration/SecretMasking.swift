@@ -106,16 +106,29 @@ extension ConfigurationLoader {
     }
 
     /// The password of a URL's user information, for a URL whose scheme ends just before `start`.
-    /// The user information ends at the last `@` before the query, so an unencoded `@`, `/` or `?`
-    /// in a password is masked too.
+    /// The user information ends at the last `@` that a host follows, so an unencoded `@`, `/`
+    /// or `?` in a password is masked too (an `@` in the query may mask more than the password:
+    /// too much is harmless, too little is a leak).
     private static func userinfoPassword(in s: [Unicode.Scalar], from start: Int) -> Range<Int>? {
         var end = start
         while end < s.count && !s[end].properties.isWhitespace { end += 1 }
-        guard let firstAt = s[start..<end].firstIndex(of: "@") else { return nil }
-        let query = s[firstAt..<end].firstIndex(of: "?") ?? end
-        let at = s[start..<query].lastIndex(of: "@")!
+        let ats = s[start..<end].indices.filter { s[$0] == "@" }
+        guard let last = ats.last else { return nil }
+        let at = ats.last { isHost(s, after: $0, end: end) } ?? last
         guard let colon = s[start..<at].firstIndex(of: ":") else { return nil }
         return (colon + 1)..<at
+    }
+
+    /// Whether a host list (`db:5432,[::1]:5433`) follows position `at`, up to the path, query or end.
+    private static func isHost(_ s: [Unicode.Scalar], after at: Int, end: Int) -> Bool {
+        var k = at + 1
+        while k < end && s[k] != "/" && s[k] != "?" {
+            switch s[k] {
+            case "a"..."z", "A"..."Z", "0"..."9", ".", "-", ":", ",", "[", "]", "%", "_": k += 1
+            default: return false
+            }
+        }
+        return k > at + 1
     }
 
     private static func percentDecoded(_ key: String) -> String {
