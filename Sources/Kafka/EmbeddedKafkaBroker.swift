@@ -6,41 +6,26 @@ import Logging
 /// loopback TCP ports that other processes can use (consumer groups, idempotent producers),
 /// with the mock's fault injection. For `blendd dev` and tests; production uses a real cluster.
 public final class EmbeddedKafkaBroker: @unchecked Sendable {
-    private let handle: OpaquePointer
+    /// The handle the mock cluster runs on; it is never used to produce.
+    private let host: RDKafkaClient
     private let cluster: OpaquePointer
-    private let context: KafkaClientContext
     /// `host:port,…` of the brokers.
     public let bootstrapServers: String
     public let brokerCount: Int32
 
     public init(brokers: Int32 = 1, logger: Logger = Logger(label: "blendd.kafka.embedded")) throws {
         precondition(brokers >= 1, "a cluster needs a broker")
-        context = KafkaClientContext(logger: logger, name: "embedded broker")
-        let conf = rd_kafka_conf_new()!
-        context.install(on: conf)
         // This handle only hosts the cluster; its "no bootstrap.servers" warning is noise.
-        var ignored = [CChar](repeating: 0, count: 128)
-        rd_kafka_conf_set(conf, "log_level", "3", &ignored, ignored.count)
-        var errstr = [CChar](repeating: 0, count: 512)
-        // The mock cluster needs a client handle to run on; it is never used to produce.
-        guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) else {
-            rd_kafka_conf_destroy(conf)
-            throw KafkaError(configuration: cString(errstr), context: "starting the embedded broker")
-        }
-        guard let mc = rd_kafka_mock_cluster_new(rk, Int32(brokers)) else {
-            rd_kafka_destroy(rk)
+        host = try RDKafkaClient(role: .producer, properties: ["log_level": "3"], name: "embedded broker", logger: logger)
+        guard let mc = rd_kafka_mock_cluster_new(host.handle, Int32(brokers)) else {
             throw KafkaError(configuration: "the mock cluster could not start", context: "starting the embedded broker")
         }
-        handle = rk
         cluster = mc
         brokerCount = brokers
         bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(mc))
     }
 
-    deinit {
-        rd_kafka_mock_cluster_destroy(cluster)
-        rd_kafka_destroy(handle)
-    }
+    deinit { rd_kafka_mock_cluster_destroy(cluster) }
 
     public var configuration: KafkaConfiguration { KafkaConfiguration(bootstrapServers: bootstrapServers) }
 

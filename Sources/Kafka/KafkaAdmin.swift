@@ -2,8 +2,9 @@ import CRdKafka
 import Foundation
 import Logging
 
-/// Topic creation and consumer-group lag. Blocking librdkafka calls run on a dispatch
-/// thread, never on Swift's cooperative pool.
+/// Topic creation, metadata and consumer-group lag. Blocking librdkafka calls run on a
+/// dispatch thread, never on Swift's cooperative pool; the client is polled like every other,
+/// so broker failures (say, a readiness check against a dead cluster) are logged as they happen.
 public final class KafkaAdmin: @unchecked Sendable {
     public struct NewTopic: Sendable {
         public var name: String
@@ -29,25 +30,21 @@ public final class KafkaAdmin: @unchecked Sendable {
     }
 
     private let configuration: KafkaConfiguration
-    private let handle: OpaquePointer
-    private let context: KafkaClientContext
+    private let client: RDKafkaClient
+    private let logger: Logger
     private let timeoutMilliseconds: Int32
+    private var handle: OpaquePointer { client.handle }
 
     public init(configuration: KafkaConfiguration, timeout: Duration = .seconds(10), logger: Logger = Logger(label: "blendd.kafka.admin")) throws {
         self.configuration = configuration
-        self.timeoutMilliseconds = Int32(timeout.components.seconds * 1000)
-        context = KafkaClientContext(logger: logger, name: "admin")
-        let conf = try configuration.makeNative(overrides: [:], context: "configuring the admin client")
-        context.install(on: conf)
-        var errstr = [CChar](repeating: 0, count: 512)
-        guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) else {
-            rd_kafka_conf_destroy(conf)
-            throw KafkaError(configuration: cString(errstr), context: "creating the admin client")
-        }
-        handle = rk
+        self.logger = logger
+        self.timeoutMilliseconds = timeout.milliseconds
+        client = try RDKafkaClient(role: .producer, properties: configuration.librdkafkaProperties, name: "admin client", logger: logger)
+        client.startPolling()
     }
 
-    deinit { rd_kafka_destroy(handle) }
+    /// Broker-level failures this client has seen (each logged once).
+    public var brokerErrorCount: Int { client.brokerErrorCount }
 
     /// Creates the topics; a topic that already exists is not an error.
     public func createTopics(_ topics: [NewTopic]) async throws {
@@ -93,18 +90,16 @@ public final class KafkaAdmin: @unchecked Sendable {
     public func consumerGroupLag(groupId: String, topic: String) async throws -> [PartitionLag] {
         let configuration = self.configuration
         let timeout = timeoutMilliseconds
+        let logger = self.logger
         nonisolated(unsafe) let rk = handle
         return try await runBlocking {
             let partitions = try Self.partitionIds(rk: rk, topic: topic, timeout: timeout)
             // Committed offsets are read through a group-member handle that never joins.
-            let conf = try configuration.makeNative(overrides: ["group.id": groupId, "enable.auto.commit": "false"],
-                                                    context: "reading offsets of group \(groupId)")
-            var errstr = [CChar](repeating: 0, count: 512)
-            guard let consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errstr, errstr.count) else {
-                rd_kafka_conf_destroy(conf)
-                throw KafkaError(configuration: cString(errstr), context: "reading offsets of group \(groupId)")
-            }
-            defer { rd_kafka_destroy(consumer) }
+            var properties = configuration.librdkafkaProperties
+            properties["group.id"] = groupId
+            properties["enable.auto.commit"] = "false"
+            let member = try RDKafkaClient(role: .consumer, properties: properties, name: "offset reader of \(groupId)", logger: logger)
+            let consumer = member.handle!
             let list = TopicPartition.nativeList(partitions.map { TopicPartition(topic: topic, partition: $0) })
             defer { rd_kafka_topic_partition_list_destroy(list) }
             let err = rd_kafka_committed(consumer, list, timeout)

@@ -1,45 +1,107 @@
+import BlendCore
 import CRdKafka
 
-/// librdkafka properties for one client. blendd sets what its delivery guarantees depend on;
-/// anything else (security.protocol, sasl.*, ssl.*, client.rack, …) passes through unchanged.
+/// How a client reaches and authenticates to the cluster, shared by producers, consumers and
+/// the admin client. Typed fields for what blendd and its operators commonly set; `properties`
+/// is the escape hatch for any other librdkafka property and is applied after the typed fields.
 public struct KafkaConfiguration: Sendable, CustomStringConvertible {
+    public enum SecurityProtocol: String, Sendable, CaseIterable {
+        case plaintext, ssl
+        case saslPlaintext = "sasl_plaintext"
+        case saslSSL = "sasl_ssl"
+    }
+
+    public struct SASL: Sendable {
+        public enum Mechanism: String, Sendable, CaseIterable {
+            case plain = "PLAIN"
+            case scramSHA256 = "SCRAM-SHA-256"
+            case scramSHA512 = "SCRAM-SHA-512"
+            case oauthBearer = "OAUTHBEARER"
+        }
+
+        public var mechanism: Mechanism
+        public var username: String?
+        public var password: String?
+
+        public init(mechanism: Mechanism, username: String? = nil, password: String? = nil) {
+            self.mechanism = mechanism
+            self.username = username
+            self.password = password
+        }
+    }
+
+    public struct TLS: Sendable {
+        /// CA certificates to verify the brokers with (a file or directory); nil: the system's.
+        public var caLocation: String?
+        public var certificateLocation: String?
+        public var keyLocation: String?
+        public var keyPassword: String?
+
+        public init(caLocation: String? = nil, certificateLocation: String? = nil, keyLocation: String? = nil, keyPassword: String? = nil) {
+            self.caLocation = caLocation
+            self.certificateLocation = certificateLocation
+            self.keyLocation = keyLocation
+            self.keyPassword = keyPassword
+        }
+    }
+
+    /// `host:port[,host:port…]`.
     public var bootstrapServers: String
+    public var securityProtocol: SecurityProtocol?
+    public var sasl: SASL?
+    public var tls: TLS?
+    public var clientId: String?
+    /// Statistics JSON is emitted as an event at this interval; nil: none.
+    public var statisticsInterval: Duration?
+    /// Any librdkafka property, applied after the typed fields.
     public var properties: [String: String]
 
-    public init(bootstrapServers: String, properties: [String: String] = [:]) {
+    public init(bootstrapServers: String, securityProtocol: SecurityProtocol? = nil, sasl: SASL? = nil, tls: TLS? = nil,
+                clientId: String? = nil, statisticsInterval: Duration? = nil, properties: [String: String] = [:]) {
         self.bootstrapServers = bootstrapServers
+        self.securityProtocol = securityProtocol
+        self.sasl = sasl
+        self.tls = tls
+        self.clientId = clientId
+        self.statisticsInterval = statisticsInterval
         self.properties = properties
     }
 
-    /// Property names whose values never appear in logs or messages.
-    public static func isSecret(_ key: String) -> Bool {
-        let k = key.lowercased()
-        return ["password", "secret", "sasl.oauthbearer.config", "token", "ssl.key.pem", "ssl_key", "private"].contains { k.contains($0) }
+    /// Property names whose values never appear in logs or messages (the one list in BlendCore).
+    public static func isSecret(_ key: String) -> Bool { ConfigurationLoader.isSecretKafkaProperty(key) }
+
+    /// Every property this configuration sets, typed fields first, then `properties`.
+    public var librdkafkaProperties: [String: String] {
+        var all: [String: String] = ["bootstrap.servers": bootstrapServers]
+        if let securityProtocol { all["security.protocol"] = securityProtocol.rawValue }
+        if let sasl {
+            all["sasl.mechanism"] = sasl.mechanism.rawValue
+            if let u = sasl.username { all["sasl.username"] = u }
+            if let p = sasl.password { all["sasl.password"] = p }
+        }
+        if let tls {
+            if let v = tls.caLocation { all["ssl.ca.location"] = v }
+            if let v = tls.certificateLocation { all["ssl.certificate.location"] = v }
+            if let v = tls.keyLocation { all["ssl.key.location"] = v }
+            if let v = tls.keyPassword { all["ssl.key.password"] = v }
+        }
+        if let clientId { all["client.id"] = clientId }
+        if let statisticsInterval { all["statistics.interval.ms"] = String(statisticsInterval.milliseconds) }
+        for (k, v) in properties { all[k] = v }
+        return all
     }
 
     /// The properties with secrets masked, for logs.
     public var description: String {
-        let all = properties.merging(["bootstrap.servers": bootstrapServers]) { a, _ in a }
-        return all.keys.sorted().map { "\($0)=\(Self.isSecret($0) ? "****" : all[$0]!)" }.joined(separator: " ")
+        let all = librdkafkaProperties
+        return all.keys.sorted().map { "\($0)=\(Self.isSecret($0) ? ConfigurationLoader.masked : all[$0]!)" }.joined(separator: " ")
     }
+}
 
-    /// A librdkafka configuration object with `overrides` applied last; a refused property is
-    /// reported by name (its value only when it is not a secret).
-    func makeNative(overrides: [String: String], context: String) throws -> OpaquePointer {
-        let conf = rd_kafka_conf_new()!
-        var all = properties
-        all["bootstrap.servers"] = bootstrapServers
-        for (k, v) in overrides { all[k] = v }
-        var errstr = [CChar](repeating: 0, count: 512)
-        for key in all.keys.sorted() {
-            let value = all[key]!
-            if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
-                rd_kafka_conf_destroy(conf)
-                let shown = Self.isSecret(key) ? "****" : value
-                throw KafkaError(configuration: "property \(key)=\(shown) refused: \(cString(errstr))", context: context)
-            }
-        }
-        return conf
+extension Duration {
+    /// Whole milliseconds, clamped to what librdkafka's `int` properties hold.
+    var milliseconds: Int32 {
+        Int32(clamping: components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000)
     }
 }
 

@@ -27,12 +27,25 @@ public enum RebalanceEvent: Sendable, Equatable {
     case lost([TopicPartition])
 }
 
+/// What a consumer reports besides messages, as its own stream (read by one task). Rebalances
+/// appear here after the synchronous `rebalanceHandler` has run.
+public enum KafkaConsumerEvent: Sendable, Equatable {
+    case rebalance(RebalanceEvent)
+    /// A broker-level failure librdkafka retries by itself (logged once).
+    case error(name: String, message: String)
+    /// The consumer is unusable (e.g. its static member id was fenced): exit and restart.
+    case fatal(name: String, message: String)
+    /// librdkafka's statistics JSON, when `KafkaConfiguration.statisticsInterval` is set.
+    case statistics(String)
+}
+
 /// A consumer-group member (cooperative-sticky assignor) whose poll loop runs on its own
 /// thread and feeds a bounded buffer. When the buffer is full the fetching partitions are
 /// paused, and resumed once it has drained to half, so memory stays bounded. Offsets are
 /// stored only for messages the application marks done (`enable.auto.offset.store=false`)
 /// and committed every `auto.commit.interval.ms`, on revocation and on close.
 public final class KafkaConsumer: @unchecked Sendable {
+    /// The consumer's typed settings.
     public struct Options: Sendable {
         public var groupId: String
         public var topics: [String]
@@ -41,6 +54,15 @@ public final class KafkaConsumer: @unchecked Sendable {
         /// Where a group without committed offsets starts.
         public var autoOffsetReset: String = "earliest"
         public var commitIntervalMilliseconds: Int = 1000
+        /// A member silent this long is dropped and its partitions move: short enough that a
+        /// killed worker's partitions resume within about 15 s (librdkafka's default is 45 s).
+        public var sessionTimeout: Duration = .seconds(10)
+        public var heartbeatInterval: Duration = .seconds(1)
+        /// Static membership: a member that comes back with the same id within the session
+        /// timeout keeps its partitions, without a rebalance.
+        public var groupInstanceId: String?
+        /// Events buffered for a reader of `events` before the oldest are dropped.
+        public var eventBuffer = 100
 
         public init(groupId: String, topics: [String], maxBuffered: Int = 1000) {
             self.groupId = groupId
@@ -49,13 +71,14 @@ public final class KafkaConsumer: @unchecked Sendable {
         }
     }
 
-    private let handle: OpaquePointer
-    private let context: KafkaClientContext
+    private let client: RDKafkaClient
     private let logger: Logger
     private let options: Options
     private let rebalanceHandler: @Sendable (RebalanceEvent) -> Void
     private let buffer: MessageBuffer
-    private var poller: PollThread?
+    private let eventContinuation: AsyncStream<KafkaConsumerEvent>.Continuation
+    /// Rebalances, errors, fatal errors and statistics.
+    public let events: AsyncStream<KafkaConsumerEvent>
 
     /// Guards the assignment map and the pause state; `markDone` stores offsets under it.
     private let lock = NSLock()
@@ -64,6 +87,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     private var paused = false
     private var closed = false
     private var closing: Task<Void, Never>?
+    private var handle: OpaquePointer { client.handle }
 
     /// - Parameter rebalanceHandler: called on the consumer's thread; must return once the
     ///   application has finished or abandoned the work of revoked partitions.
@@ -74,8 +98,41 @@ public final class KafkaConsumer: @unchecked Sendable {
         self.logger = logger
         self.rebalanceHandler = rebalanceHandler
         self.buffer = MessageBuffer()
-        context = KafkaClientContext(logger: logger, name: "consumer \(options.groupId)")
-        let conf = try configuration.makeNative(overrides: [
+        (events, eventContinuation) = AsyncStream<KafkaConsumerEvent>.makeStream(bufferingPolicy: .bufferingNewest(options.eventBuffer))
+        let properties = Self.properties(configuration, options)
+        let target = RebalanceTarget()
+        let continuation = eventContinuation
+        var hooks = RDKafkaClient.Hooks()
+        hooks.event = { event in
+            switch event {
+            case .error(let e): continuation.yield(.error(name: e.name, message: e.message))
+            case .fatal(let e): continuation.yield(.fatal(name: e.name, message: e.message))
+            case .statistics(let s): continuation.yield(.statistics(s))
+            }
+        }
+        hooks.rebalance = { rk, err, partitions in target.consumer?.rebalance(rk: rk, err: err, partitions: partitions) }
+        client = try RDKafkaClient(role: .consumer, properties: properties, name: "consumer of \(options.groupId)", logger: logger, hooks: hooks)
+        target.consumer = self
+        let rk = client.handle!
+        rd_kafka_poll_set_consumer(rk)
+        let topics = rd_kafka_topic_partition_list_new(Int32(options.topics.count))!
+        for topic in options.topics { rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA) }
+        let err = rd_kafka_subscribe(rk, topics)
+        rd_kafka_topic_partition_list_destroy(topics)
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw KafkaError(code: err, context: "subscribing to \(options.topics.joined(separator: ", "))")
+        }
+        client.startPolling { [unowned self] in self.pollOnce() }
+    }
+
+    /// The librdkafka properties of a consumer: the typed options, then the raw properties, then
+    /// what `markDone`, the revoke hook and the flow control depend on (not overridable).
+    static func properties(_ configuration: KafkaConfiguration, _ options: Options) -> [String: String] {
+        var properties = configuration.librdkafkaProperties.merging([
+            "session.timeout.ms": String(options.sessionTimeout.milliseconds),
+            "heartbeat.interval.ms": String(options.heartbeatInterval.milliseconds),
+        ]) { raw, _ in raw }
+        properties.merge([
             "group.id": options.groupId,
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.auto.offset.store": "false",
@@ -83,37 +140,27 @@ public final class KafkaConsumer: @unchecked Sendable {
             "auto.commit.interval.ms": String(options.commitIntervalMilliseconds),
             "auto.offset.reset": options.autoOffsetReset,
             "enable.partition.eof": "false",
-        ], context: "configuring the consumer of group \(options.groupId)")
-        context.install(on: conf)
-        rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, _ in
-            guard let rk, let consumer = KafkaClientContext.from(rk)?.consumer else { return }
-            consumer.rebalance(rk: rk, err: err, partitions: partitions)
-        }
-        var errstr = [CChar](repeating: 0, count: 512)
-        guard let rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &errstr, errstr.count) else {
-            rd_kafka_conf_destroy(conf)
-            throw KafkaError(configuration: cString(errstr), context: "creating the consumer of group \(options.groupId)")
-        }
-        handle = rk
-        context.consumer = self
-        rd_kafka_poll_set_consumer(rk)
-        let topics = rd_kafka_topic_partition_list_new(Int32(options.topics.count))!
-        for topic in options.topics { rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA) }
-        let err = rd_kafka_subscribe(rk, topics)
-        rd_kafka_topic_partition_list_destroy(topics)
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            rd_kafka_destroy(rk)
-            throw KafkaError(code: err, context: "subscribing to \(options.topics.joined(separator: ", "))")
-        }
-        poller = PollThread(name: "blendd.kafka.consumer.poll") { [unowned self] in self.pollOnce() }
+        ]) { _, managed in managed }
+        if let id = options.groupInstanceId { properties["group.instance.id"] = id }
+        return properties
+    }
+
+    private final class RebalanceTarget: @unchecked Sendable {
+        weak var consumer: KafkaConsumer?
     }
 
     deinit {
-        poller?.stop()
-        rd_kafka_destroy(handle)
+        client.stopPolling()
+        eventContinuation.finish()
     }
 
-    public var fatalError: KafkaError? { context.fatalError }
+    /// The fatal error that made this consumer unusable, if any.
+    public var fatalError: KafkaError? { client.fatalError }
+
+    /// Raises a fatal consumer error as librdkafka would, for tests of the handling.
+    public func simulateFatalError(reason: String) {
+        client.simulateFatalError(RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID, reason: reason)
+    }
 
     // MARK: - Reading
 
@@ -196,11 +243,12 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     private func leaveGroup() async {
-        poller?.stop()
+        client.stopPolling()
         nonisolated(unsafe) let rk = handle
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread {
                 let err = rd_kafka_consumer_close(rk)
+                self.client.markConsumerClosed()
                 if err != RD_KAFKA_RESP_ERR_NO_ERROR {
                     self.logger.warning("leaving group \(self.options.groupId): \(String(cString: rd_kafka_err2str(err)))")
                 }
@@ -218,10 +266,9 @@ public final class KafkaConsumer: @unchecked Sendable {
         defer { rd_kafka_message_destroy(message) }
         let m = message.pointee
         if m.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            // Errors arrive here in place of messages: reported (and logged) once, fatal ones remembered.
             if m.err != RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                let error = KafkaError(code: m.err, message: String(cString: rd_kafka_err2str(m.err)), context: "consuming \(options.topics.joined(separator: ","))",
-                                       isFatal: m.err == RD_KAFKA_RESP_ERR__FATAL)
-                logger.warning("\(error)")
+                client.reportError(code: m.err, reason: String(cString: rd_kafka_message_errstr(message)))
             }
             return
         }
@@ -276,7 +323,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     }
 
     /// The rebalance callback (poll thread, or the thread running `close`).
-    fileprivate func rebalance(rk: OpaquePointer, err: rd_kafka_resp_err_t, partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) {
+    private func rebalance(rk: OpaquePointer, err: rd_kafka_resp_err_t, partitions: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?) {
         let tps = TopicPartition.list(partitions)
         let cooperative = String(cString: rd_kafka_rebalance_protocol(rk)) == "COOPERATIVE"
         switch err {
@@ -298,6 +345,7 @@ public final class KafkaConsumer: @unchecked Sendable {
             lock.withLock { if paused { setPaused(true, tps) } }
             logger.info("assigned \(tps.map(\.description).sorted().joined(separator: ", "))")
             rebalanceHandler(.assigned(tps))
+            eventContinuation.yield(.rebalance(.assigned(tps)))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
             let lost = rd_kafka_assignment_lost(rk) != 0
             rebalanceHandler(lost ? .lost(tps) : .revoked(tps))
@@ -319,6 +367,7 @@ public final class KafkaConsumer: @unchecked Sendable {
                 rd_kafka_assign(rk, nil)
             }
             logger.info("\(lost ? "lost" : "revoked") \(tps.map(\.description).sorted().joined(separator: ", "))")
+            eventContinuation.yield(.rebalance(lost ? .lost(tps) : .revoked(tps)))
         default:
             logger.error("rebalance error: \(String(cString: rd_kafka_err2str(err)))")
             rd_kafka_assign(rk, nil)

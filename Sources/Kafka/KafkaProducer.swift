@@ -31,51 +31,81 @@ public struct DeliveryReport: Sendable, Equatable {
     public var offset: Int64
 }
 
+/// What a producer reports besides delivery results, as its own stream.
+public enum KafkaProducerEvent: Sendable {
+    /// A broker-level failure librdkafka retries by itself (logged once).
+    case error(KafkaError)
+    /// The producer is unusable (e.g. a fenced or fatal idempotent producer): exit and restart.
+    case fatal(KafkaError)
+    /// librdkafka's statistics JSON, when `KafkaConfiguration.statisticsInterval` is set.
+    case statistics(String)
+}
+
 /// A producer that is idempotent by default (`enable.idempotence=true`: retries never
 /// duplicate or reorder a partition's messages). `send` returns once the broker acknowledged
-/// the message, or throws the delivery error.
+/// the message, or throws the delivery error; a message not delivered within
+/// `Options.deliveryTimeout` fails with `_MSG_TIMED_OUT` and the last broker error.
 public final class KafkaProducer: @unchecked Sendable {
-    private let handle: OpaquePointer
-    private let context: KafkaClientContext
-    private var poller: PollThread!
-    private let closeLock = NSLock()
-    private var closed = false
+    /// The producer's typed settings.
+    public struct Options: Sendable {
+        /// How long librdkafka tries to deliver a message (`message.timeout.ms`). Kept shorter
+        /// than the outbox claim, so no other relay publishes a message that may still arrive.
+        public var deliveryTimeout: Duration = .seconds(20)
+        public var idempotence = true
+        /// Events buffered for a reader of `events` before the oldest are dropped.
+        public var eventBuffer = 100
 
-    public init(configuration: KafkaConfiguration, logger: Logger = Logger(label: "blendd.kafka.producer")) throws {
-        context = KafkaClientContext(logger: logger, name: "producer")
-        var overrides: [String: String] = [:]
-        if configuration.properties["enable.idempotence"] == nil { overrides["enable.idempotence"] = "true" }
-        let conf = try configuration.makeNative(overrides: overrides, context: "configuring the producer")
-        context.install(on: conf)
-        rd_kafka_conf_set_dr_msg_cb(conf) { _, message, _ in
-            guard let message, let opaque = message.pointee._private else { return }
-            let pending = Unmanaged<PendingDelivery>.fromOpaque(opaque).takeRetainedValue()
-            let err = message.pointee.err
-            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                pending.complete(.success(DeliveryReport(topic: pending.topic, partition: message.pointee.partition, offset: message.pointee.offset)))
-            } else {
-                pending.complete(.failure(KafkaError(code: err, context: "delivering to \(pending.topic)",
-                                                     isFatal: err == RD_KAFKA_RESP_ERR__FATAL)))
-            }
+        public init(deliveryTimeout: Duration = .seconds(20), idempotence: Bool = true) {
+            self.deliveryTimeout = deliveryTimeout
+            self.idempotence = idempotence
         }
-        var errstr = [CChar](repeating: 0, count: 512)
-        guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) else {
-            rd_kafka_conf_destroy(conf)
-            throw KafkaError(configuration: cString(errstr), context: "creating the producer")
-        }
-        handle = rk
-        // librdkafka handles are thread-safe; the poll thread only serves callbacks.
-        nonisolated(unsafe) let polled = rk
-        poller = PollThread(name: "blendd.kafka.producer.poll") { rd_kafka_poll(polled, 100) }
     }
 
-    deinit {
-        poller.stop()
-        rd_kafka_destroy(handle)
+    private let client: RDKafkaClient
+    /// Errors, fatal errors and statistics; read by one task.
+    public let events: AsyncStream<KafkaProducerEvent>
+    /// The largest message the producer accepts (`message.max.bytes`); larger ones fail with
+    /// `MSG_SIZE_TOO_LARGE` before they are sent.
+    public let messageMaxBytes: Int
+
+    public init(configuration: KafkaConfiguration, options: Options = Options(),
+                logger: Logger = Logger(label: "blendd.kafka.producer")) throws {
+        let (events, continuation) = AsyncStream<KafkaProducerEvent>.makeStream(bufferingPolicy: .bufferingNewest(options.eventBuffer))
+        self.events = events
+        let properties = Self.properties(configuration, options)
+        var hooks = RDKafkaClient.Hooks()
+        hooks.event = { event in
+            switch event {
+            case .error(let e): continuation.yield(.error(e))
+            case .fatal(let e): continuation.yield(.fatal(e))
+            case .statistics(let s): continuation.yield(.statistics(s))
+            }
+        }
+        hooks.delivery = { message, client in
+            guard let opaque = message.pointee._private else { return }
+            let pending = Unmanaged<PendingDelivery>.fromOpaque(opaque).takeRetainedValue()
+            pending.complete(message.pointee, client: client)
+        }
+        client = try RDKafkaClient(role: .producer, properties: properties, name: "producer", logger: logger, hooks: hooks)
+        messageMaxBytes = client.property("message.max.bytes").flatMap { Int($0) } ?? 1_000_000
+        client.startPolling()
+    }
+
+    /// The librdkafka properties of a producer: the typed options, then the raw properties.
+    static func properties(_ configuration: KafkaConfiguration, _ options: Options) -> [String: String] {
+        [
+            "message.timeout.ms": String(options.deliveryTimeout.milliseconds),
+            "enable.idempotence": String(options.idempotence),
+        ].merging(configuration.librdkafkaProperties) { _, raw in raw }
     }
 
     /// The fatal error that made this producer unusable, if any (then it must be recreated).
-    public var fatalError: KafkaError? { context.fatalError }
+    public var fatalError: KafkaError? { client.fatalError }
+
+    /// Raises a fatal error as a fenced idempotent producer would, for tests of the handling.
+    public func simulateFatalError(reason: String) {
+        client.simulateFatalError(RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason: reason)
+    }
 
     /// Sends one message and waits for the broker's acknowledgement.
     @discardableResult
@@ -86,19 +116,31 @@ public final class KafkaProducer: @unchecked Sendable {
     /// Sends many messages (in order, per partition) and waits for all acknowledgements;
     /// results are in input order, each a report or that message's delivery error.
     public func send(_ messages: [ProducerMessage]) async throws -> [Result<DeliveryReport, KafkaError>] {
-        var pending: [PendingDelivery] = []
+        var pending: [Result<PendingDelivery, KafkaError>] = []
         pending.reserveCapacity(messages.count)
-        for message in messages { pending.append(try await enqueue(message)) }
+        for message in messages {
+            do {
+                pending.append(.success(try await enqueue(message)))
+            } catch let error as KafkaError where !error.isFatal {
+                // Refused locally (too large, unknown partition): this message fails, the others go on.
+                pending.append(.failure(error))
+            }
+        }
         var results: [Result<DeliveryReport, KafkaError>] = []
         for p in pending {
-            do { results.append(.success(try await p.value)) } catch let error as KafkaError { results.append(.failure(error)) }
+            switch p {
+            case .success(let delivery):
+                do { results.append(.success(try await delivery.value)) } catch let error as KafkaError { results.append(.failure(error)) }
+            case .failure(let error):
+                results.append(.failure(error))
+            }
         }
         return results
     }
 
     /// Hands the message to librdkafka, waiting while its local queue is full.
     private func enqueue(_ message: ProducerMessage) async throws -> PendingDelivery {
-        if let fatal = context.fatalError { throw fatal }
+        if let fatal = client.fatalError { throw fatal }
         while true {
             let pending = PendingDelivery(topic: message.topic)
             let err = produce(message, pending: pending)
@@ -107,7 +149,8 @@ public final class KafkaProducer: @unchecked Sendable {
                 try await Task.sleep(for: .milliseconds(5))
                 continue
             }
-            throw KafkaError(code: err, context: "producing to \(message.topic)", isFatal: err == RD_KAFKA_RESP_ERR__FATAL)
+            if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError { throw fatal }
+            throw KafkaError(code: err, context: "producing to \(message.topic) (\(message.value.count) bytes)")
         }
     }
 
@@ -120,7 +163,7 @@ public final class KafkaProducer: @unchecked Sendable {
         let key = message.key ?? []
         let err = key.withUnsafeBytes { k in
             message.value.withUnsafeBytes { v in
-                blendd_produce(handle, message.topic, message.partition ?? RD_KAFKA_PARTITION_UA,
+                blendd_produce(client.handle, message.topic, message.partition ?? RD_KAFKA_PARTITION_UA,
                                message.key == nil ? nil : k.baseAddress, k.count, v.baseAddress, v.count, headers, opaque)
             }
         }
@@ -135,8 +178,8 @@ public final class KafkaProducer: @unchecked Sendable {
     /// returns the number of messages still in flight (0 = all done).
     @discardableResult
     public func flush(timeout: Duration) async -> Int {
-        let ms = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        nonisolated(unsafe) let rk = handle
+        let ms = timeout.milliseconds
+        nonisolated(unsafe) let rk = client.handle!
         return await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
                 rd_kafka_flush(rk, ms)
@@ -155,7 +198,19 @@ final class PendingDelivery: @unchecked Sendable {
 
     init(topic: String) { self.topic = topic }
 
-    func complete(_ result: Result<DeliveryReport, KafkaError>) {
+    /// Completes from librdkafka's delivery report; a timeout names the client's last broker failure.
+    func complete(_ message: rd_kafka_message_t, client: RDKafkaClient.Callbacks) {
+        if message.err == RD_KAFKA_RESP_ERR_NO_ERROR {
+            complete(.success(DeliveryReport(topic: topic, partition: message.partition, offset: message.offset)))
+            return
+        }
+        var error = KafkaError(code: message.err, context: "delivering to \(topic) (\(message.len) bytes)")
+        if error.isFatal, let fatal = client.fatalError { error = fatal }
+        if message.err == RD_KAFKA_RESP_ERR__MSG_TIMED_OUT { error.brokerError = client.lastBrokerError.map { "\($0.name): \($0.message)" } }
+        complete(.failure(error))
+    }
+
+    private func complete(_ result: Result<DeliveryReport, KafkaError>) {
         let waiter = lock.withLock { () -> CheckedContinuation<DeliveryReport, Error>? in
             self.result = result
             defer { self.waiter = nil }

@@ -57,11 +57,11 @@ public final class WorkerService: Service, @unchecked Sendable {
                                                            applicationName: "blendd worker \(config.workerId)")
         pool = PostgresPool(url: config.postgres.url, maxConnections: config.postgres.poolSize, options: connectionOptions)
         store = ResultStore(pool: pool, eventsTopic: config.kafka.eventsTopic, dlqTopic: config.kafka.dlqTopic)
-        let kafka = KafkaConfiguration(bootstrapServers: config.kafka.bootstrapServers, properties: config.kafka.properties)
-        producer = try KafkaProducer(configuration: kafka, logger: logger)
+        let kafka = KafkaConfiguration(config.kafka)
+        producer = try KafkaProducer(configuration: kafka, options: .init(config), logger: logger)
         heartbeat = HeartbeatWriter()
         relay = OutboxRelay(store: store, producer: producer,
-                            settings: .init(batchSize: config.outbox.batchSize, minIdleSeconds: Double(config.outbox.pollMilliseconds) / 1000,
+                            settings: .init(batchSize: config.outbox.batchSize, claimSeconds: config.outbox.claimSeconds, minIdleSeconds: Double(config.outbox.pollMilliseconds) / 1000,
                                             maxIdleSeconds: Double(config.outbox.maxIdleMilliseconds) / 1000,
                                             messageMaxBytes: kafka.messageMaxBytes, retry: Backoff(config.retry)),
                             instruments: instruments, logger: logger)
@@ -73,9 +73,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         retry = TransientRetry(backoff: Backoff(config.retry), logger: logger,
                                isStopping: { forward.target?.isStopping ?? true },
                                sleep: { [stopWake] seconds in await stopWake.wait(upTo: seconds) })
-        consumer = try KafkaConsumer(configuration: kafka,
-                                     options: .init(groupId: config.kafka.groupId, topics: [config.kafka.jobsTopic],
-                                                    maxBuffered: config.kafka.maxBufferedMessages),
+        consumer = try KafkaConsumer(configuration: kafka, options: .init(config),
                                      logger: logger, rebalanceHandler: { forward.target?.rebalanced($0) })
         forward.target = self
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlendCore
 import Foundation
+import Kafka
 
 /// Options every long-running command shares: where the configuration comes from.
 struct ConfigurationOptions: ParsableArguments {
@@ -15,10 +16,17 @@ struct ConfigurationOptions: ParsableArguments {
     /// every local user can read in /proc. Applied before the process's own `--set` flags.
     static let inheritedOverridesVariable = "BLENDD_OVERRIDES"
 
+    /// The configuration with every problem: the declared ranges and rules, then, when those
+    /// hold, what librdkafka refuses in the clients a worker would create.
     func load() -> LoadedConfiguration {
         let environment = ProcessInfo.processInfo.environment
-        return ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment,
-                                        overrides: Self.inheritedOverrides(environment) + overrides)
+        var loaded = ConfigurationLoader.load(file: config ?? environment["BLENDD_CONFIG"], environment: environment,
+                                              overrides: Self.inheritedOverrides(environment) + overrides)
+        if loaded.problems.isEmpty {
+            loaded.problems += KafkaConfiguration.problems(in: loaded.configuration)
+                .map { ConfigurationProblem(location: "kafka.properties", message: $0) }
+        }
+        return loaded
     }
 
     static func inheritedOverrides(_ environment: [String: String]) -> [String] {

@@ -11,8 +11,10 @@ struct EnqueueCommand: AsyncParsableCommand {
         FILE holds one job, a JSON array of jobs, or JSON Lines (`-` for standard input). Each \
         job is validated first; invalid jobs are reported with every violation and not sent \
         (unless --no-validate). Valid jobs are sent with key = job_id through the idempotent \
-        producer; one line per job reports its partition and offset. Exit status 1 when any job \
-        was invalid or not delivered.
+        producer; one line per job reports its partition and offset. A job not acknowledged \
+        within --timeout (default: kafka.delivery_timeout_ms) is reported as not delivered, \
+        with the last broker error (e.g. connection refused). Exit status 1 when any job was \
+        invalid or not delivered.
         """
     )
 
@@ -27,6 +29,9 @@ struct EnqueueCommand: AsyncParsableCommand {
 
     @Option(name: .customShort("X"), help: ArgumentHelp("A librdkafka property, e.g. -X security.protocol=SSL (repeatable).", valueName: "key=value"))
     var properties: [String] = []
+
+    @Option(help: ArgumentHelp("Seconds a job may take to be acknowledged before it counts as not delivered.", valueName: "seconds"))
+    var timeout: Double?
 
     @Flag(help: "Send jobs without validating them (to test how workers reject bad input).")
     var noValidate = false
@@ -43,6 +48,8 @@ struct EnqueueCommand: AsyncParsableCommand {
             guard let eq = p.firstIndex(of: "="), eq != p.startIndex else { throw ValidationError("-X expects key=value, got \(p)") }
             kafkaProperties[String(p[..<eq])] = String(p[p.index(after: eq)...])
         }
+        if let timeout, !(timeout >= 1 && timeout <= 3600) { throw ValidationError("--timeout must be between 1 and 3600 seconds") }
+        let deliveryTimeout = timeout.map { Duration.milliseconds(Int($0 * 1000)) } ?? .milliseconds(config.kafka.deliveryTimeoutMilliseconds)
         let topic = self.topic ?? config.kafka.jobsTopic
         let validator = JobValidator(limits: config.limits)
         var messages: [ProducerMessage] = []
@@ -68,7 +75,8 @@ struct EnqueueCommand: AsyncParsableCommand {
         var delivered = 0, failed = 0
         if !messages.isEmpty {
             let producer = try KafkaProducer(configuration: KafkaConfiguration(
-                bootstrapServers: bootstrapServers ?? config.kafka.bootstrapServers, properties: kafkaProperties))
+                bootstrapServers: bootstrapServers ?? config.kafka.bootstrapServers, properties: kafkaProperties),
+                options: .init(deliveryTimeout: deliveryTimeout))
             let results = try await producer.send(messages)
             for (label, result) in zip(labels, results) {
                 switch result {

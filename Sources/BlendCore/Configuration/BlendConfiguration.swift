@@ -13,6 +13,16 @@ public struct BlendConfiguration: Sendable, Equatable {
         public var properties: [String: String] = [:]
         /// Messages buffered ahead of the pipeline before the consumer pauses fetching.
         public var maxBufferedMessages = 1000
+        /// A member silent for this long leaves the group and its partitions move (librdkafka's
+        /// 45 s default left a killed worker's partitions idle for that long).
+        public var sessionTimeoutMilliseconds = 10000
+        public var heartbeatIntervalMilliseconds = 1000
+        /// Joins the group as a static member (`group.instance.id` = worker id), so a restart
+        /// within the session timeout gets its partitions back without a rebalance.
+        public var staticMembership = false
+        /// How long the producer tries to deliver a message before failing it; shorter than the
+        /// outbox claim, so a claim never expires while its message may still be delivered.
+        public var deliveryTimeoutMilliseconds = 20000
     }
 
     public struct Postgres: Sendable, Equatable {
@@ -75,6 +85,8 @@ public struct BlendConfiguration: Sendable, Equatable {
         /// The longest idle interval: the idle interval doubles up to this while nothing happens.
         public var maxIdleMilliseconds = 30000
         public var batchSize = 100
+        /// How long a relay holds the outbox rows it is publishing before another may take them.
+        public var claimSeconds = 30.0
     }
 
     public struct Supervisor: Sendable, Equatable {

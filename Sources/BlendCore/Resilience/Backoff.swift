@@ -7,9 +7,11 @@ public struct Backoff: Sendable, Equatable {
     /// Fraction of each delay drawn at random: the delay lies in [d·(1−jitter), d].
     public var jitter: Double
 
+    /// Parameters outside these bounds are a programming error: the configuration's declared
+    /// ranges and rules (`retry.*`, `supervisor.restart_*`) keep every configured backoff inside them.
     public init(initialSeconds: Double, maxSeconds: Double, multiplier: Double = 2, jitter: Double = 0.2) {
         precondition(initialSeconds > 0 && maxSeconds >= initialSeconds && multiplier >= 1 && (0...1).contains(jitter),
-                     "invalid backoff parameters")
+                     "invalid backoff parameters: initial \(initialSeconds) s, max \(maxSeconds) s, multiplier \(multiplier), jitter \(jitter)")
         self.initialSeconds = initialSeconds
         self.maxSeconds = maxSeconds
         self.multiplier = multiplier
