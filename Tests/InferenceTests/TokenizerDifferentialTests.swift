@@ -51,6 +51,9 @@ final class TokenizerDifferentialTests: XCTestCase {
         var indices: [Int]?
         /// Vocabulary entries replaced in the model's tokenizer.json.
         var edits: [Edit]?
+        /// With byte fallback switched on, and the decoder (as JSON text) that replaces the model's.
+        var byte_fallback: Bool?
+        var decoder: String?
         var ids: [[Int]]
         var decoded: [String]
         var decoded_special: [String: String]
@@ -166,12 +169,16 @@ final class TokenizerDifferentialTests: XCTestCase {
     }
 
     /// The model's tokenizer.json with some vocabulary entries replaced, as the generator replaced them.
-    static func editedTokenizer(_ model: String, _ edits: [Edit]) throws -> Tokenizer {
+    static func editedTokenizer(_ model: String, _ edits: [Edit], byteFallback: Bool? = nil, decoder: String? = nil) throws -> Tokenizer {
         let files = try TokenizerDirectory(ReferenceFixtures.path(model))
         var pipeline = try TokenizerPipeline(tokenizerJSON: files.tokenizerJSON!, data: files.tokenizerJSONData!, path: model)
         var vocabulary = Array(zip(pipeline.model.pieces, pipeline.model.scores)).map { (piece: $0.0, score: $0.1) }
         for e in edits { vocabulary[e.id] = (e.piece, e.score) }
-        pipeline.model = try UnigramModel(vocabulary: vocabulary, unknownId: pipeline.model.unknownId, byteFallback: pipeline.model.byteFallback)
+        pipeline.model = try UnigramModel(vocabulary: vocabulary, unknownId: pipeline.model.unknownId,
+                                          byteFallback: byteFallback ?? pipeline.model.byteFallback)
+        if let decoder {
+            pipeline.decoder = try TokenizerPipeline.decoder(JSONSerialization.jsonObject(with: Data(decoder.utf8)) as! [String: Any])
+        }
         return Tokenizer(family: try files.family(), source: .tokenizerJSON, pipeline: pipeline,
                          cleanUpSpaces: (files.config["clean_up_tokenization_spaces"] as? Bool) ?? false)
     }
@@ -182,6 +189,7 @@ final class TokenizerDifferentialTests: XCTestCase {
     func testRunsOverTieProneVocabulariesFollowTheReferenceTieRule() throws {
         for model in ["pairrm-tiny", "t5-tiny"] {
             let variant = try XCTUnwrap(Self.fixture.variants["\(model)/run-pieces"])
+            XCTAssertNil(variant.byte_fallback)
             let edits = try XCTUnwrap(variant.edits)
             XCTAssertGreaterThanOrEqual(edits.count, 10)
             let tokenizer = try Self.editedTokenizer(model, edits)
@@ -192,6 +200,20 @@ final class TokenizerDifferentialTests: XCTestCase {
                         decodedSpecial: { variant.decoded_special[String($0)] ?? variant.decoded[$0] },
                         subset: { variant.subset[String($0)] })
         }
+    }
+
+    /// Byte fallback: characters no piece covers become `<0xXX>` pieces, and the ByteFallback decoder chain
+    /// (Replace `▁`, ByteFallback, Fuse, Strip) turns them back into text, or into U+FFFD for invalid bytes.
+    func testByteFallbackAndItsDecoderChainMatchTheReference() throws {
+        let variant = try XCTUnwrap(Self.fixture.variants["pairrm-tiny/byte-fallback"])
+        let tokenizer = try Self.editedTokenizer("pairrm-tiny", try XCTUnwrap(variant.edits), byteFallback: variant.byte_fallback,
+                                                 decoder: variant.decoder)
+        let byteIds = Set(try XCTUnwrap(variant.edits).map(\.id))
+        XCTAssertGreaterThan(variant.ids.filter { $0.contains(where: byteIds.contains) }.count, 500, "the fallback is exercised")
+        try compare(tokenizer, label: "pairrm-tiny/byte-fallback", count: variant.count, indices: variant.indices,
+                    ids: { variant.ids[$0] }, decoded: { variant.decoded[$0] },
+                    decodedSpecial: { variant.decoded_special[String($0)] ?? variant.decoded[$0] },
+                    subset: { variant.subset[String($0)] })
     }
 
     /// The trailing case: a space then a zero-width character at the end keeps its `▁` (DeBERTa's

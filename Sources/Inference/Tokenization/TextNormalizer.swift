@@ -53,7 +53,13 @@ indirect enum TextNormalizer: Sendable {
         case .prepend(let prefix):
             return text.isEmpty ? text : prefix + text
         case .stripAccents:
-            return String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.properties.generalCategory != .nonspacingMark }))
+            // Every combining mark (Mn, Mc, Me), as `tokenizers`' StripAccents removes them.
+            return String(String.UnicodeScalarView(text.unicodeScalars.filter {
+                switch $0.properties.generalCategory {
+                case .nonspacingMark, .spacingMark, .enclosingMark: false
+                default: true
+                }
+            }))
         case .unicode(let form):
             switch form {
             case .nfc: return text.precomposedStringWithCanonicalMapping
