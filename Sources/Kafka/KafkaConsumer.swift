@@ -56,7 +56,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         public var commitIntervalMilliseconds: Int = 1000
         /// A member silent this long is dropped and its partitions move: short enough that a
         /// killed worker's partitions resume within about 15 s (librdkafka's default is 45 s).
-        public var sessionTimeout: Duration = .seconds(10)
+        public var sessionTimeout: Duration = .seconds(6)
         public var heartbeatInterval: Duration = .seconds(1)
         /// Static membership: a member that comes back with the same id within the session
         /// timeout keeps its partitions, without a rebalance.

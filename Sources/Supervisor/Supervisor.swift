@@ -70,7 +70,7 @@ public final class Supervisor: @unchecked Sendable {
             await self?.respond(path) ?? .init(status: 503, contentType: "text/plain", body: "stopping\n")
         }
         lock.withLock { server = http }
-        logger.info("supervising \(slots.count) worker(s): \(options.command.joined(separator: " ")); http on port \(http.port)")
+        logger.info("supervising \(slots.count) worker(s): \(ConfigurationLoader.mask(options.command.joined(separator: " "))); http on port \(http.port)")
         let signalTask = Task { [weak self] in
             for await sig in signals.signals {
                 guard let self else { return }

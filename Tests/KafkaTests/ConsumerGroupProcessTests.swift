@@ -51,4 +51,51 @@ final class ConsumerGroupProcessTests: XCTestCase {
             XCTAssertEqual(p.lag, 0, "the survivor committed everything it finished")
         }
     }
+
+    /// With the default session timeout (6 s) and heartbeat interval (1 s), a SIGKILLed member's
+    /// partitions are assigned to the survivor within about 15 s (librdkafka's 45 s default left them
+    /// idle for 46 s). The mock cluster waits session timeout − 1 s for members to rejoin before
+    /// it reassigns (a real broker goes on once every live member has rejoined), so here the
+    /// takeover takes about twice the session timeout. The figure is printed.
+    func testAKilledMembersPartitionsMoveWithinTheDefaultSessionTimeout() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("failover", partitions: 4)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        _ = try await producer.send((0..<3000).map { ProducerMessage(topic: "failover", key: "k\($0 % 13)", value: Array("\($0)".utf8)) })
+        let defaults = KafkaConsumer.Options(groupId: "g", topics: ["failover"])
+        XCTAssertEqual(defaults.sessionTimeout, .seconds(6))
+        XCTAssertEqual(defaults.heartbeatInterval, .seconds(1))
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("blendd-failover-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func start(_ name: String) -> pid_t {
+            // No timeout flags: the consumer's defaults are under test.
+            spawnProcess([RepositoryLayout.blenddExecutable.path, "dev", "consume-probe", "--bootstrap-servers", broker.bootstrapServers,
+                          "--group", "failover", "--topic", "failover", "--output", dir.appendingPathComponent(name).path, "--work-ms", "10"],
+                         stderrPath: dir.appendingPathComponent("\(name).log").path)!
+        }
+        func partitions(_ name: String) -> Set<String> {
+            let text = (try? String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)) ?? ""
+            return Set(text.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
+        }
+        let a = start("a")
+        let b = start("b")
+        defer { kill(b, SIGKILL); _ = waitForExit(b) }
+        // The mock cluster sometimes leaves one member of a fresh join idle until a later rejoin.
+        try await eventually(within: 120, "both members working") { !partitions("a").isEmpty && !partitions("b").isEmpty }
+        func assignments() -> [String] {
+            let text = (try? String(contentsOf: dir.appendingPathComponent("b.log"), encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").map(String.init).filter { $0.contains("assigned failover[") }
+        }
+        let before = assignments().count
+        kill(a, SIGKILL)
+        XCTAssertEqual(waitForExit(a), 128 + SIGKILL)
+        let killed = Date()
+        try await eventually(within: 60, "the survivor is assigned the killed member's partitions") { assignments().count > before }
+        let takeover = Date().timeIntervalSince(killed)
+        print("failover: \(assignments().last ?? "") \(String(format: "%.1f", takeover)) s after SIGKILL")
+        XCTAssertLessThan(takeover, 16, "session timeout plus the mock's rejoin wait; the survivor's log:\n\(assignments().joined(separator: "\n"))")
+        try await eventually(within: 90, "the survivor works on every partition") { partitions("b").count == 4 }
+    }
 }
