@@ -1,3 +1,4 @@
+import BlendCore
 import BlendTestSupport
 import CRdKafka
 import Foundation
@@ -132,6 +133,25 @@ final class KafkaClientTests: XCTestCase {
     func testTheEffectiveMessageSizeLimitFollowsTheRawProperty() throws {
         let producer = try KafkaProducer(configuration: KafkaConfiguration(bootstrapServers: Self.deadBroker, properties: ["message.max.bytes": "2000000"]))
         XCTAssertEqual(producer.messageMaxBytes, 2_000_000)
+    }
+
+    func testTheWorkersConsumerAndProducerFollowTheConfiguration() {
+        var config = BlendConfiguration()
+        config.workerId = "host-w3"
+        XCTAssertNil(KafkaConsumer.Options(config).groupInstanceId, "dynamic membership by default")
+        config.kafka.staticMembership = true
+        config.kafka.sessionTimeoutMilliseconds = 9000
+        config.kafka.heartbeatIntervalMilliseconds = 2000
+        config.kafka.deliveryTimeoutMilliseconds = 7000
+        let options = KafkaConsumer.Options(config)
+        XCTAssertEqual(options.groupInstanceId, "host-w3")
+        XCTAssertEqual(options.sessionTimeout, .seconds(9))
+        XCTAssertEqual(options.heartbeatInterval, .seconds(2))
+        XCTAssertEqual(options.topics, [config.kafka.jobsTopic])
+        XCTAssertEqual(KafkaProducer.Options(config).deliveryTimeout, .seconds(7))
+        XCTAssertEqual(KafkaConfiguration.problems(in: config), [])
+        config.kafka.properties["acks"] = "1"
+        XCTAssertEqual(KafkaConfiguration.problems(in: config).count, 1, "acks=1 conflicts with the idempotent producer")
     }
 
     func testTypedSecurityFieldsBecomeLibrdkafkaPropertiesAndTheirSecretsAreMasked() throws {
