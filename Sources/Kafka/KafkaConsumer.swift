@@ -32,9 +32,9 @@ public enum RebalanceEvent: Sendable, Equatable {
 public enum KafkaConsumerEvent: Sendable, Equatable {
     case rebalance(RebalanceEvent)
     /// A broker-level failure librdkafka retries by itself (logged once).
-    case error(name: String, message: String)
+    case error(KafkaError)
     /// The consumer is unusable (e.g. its static member id was fenced): exit and restart.
-    case fatal(name: String, message: String)
+    case fatal(KafkaError)
     /// librdkafka's statistics JSON, when `KafkaConfiguration.statisticsInterval` is set.
     case statistics(String)
 }
@@ -105,8 +105,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         var hooks = RDKafkaClient.Hooks()
         hooks.event = { event in
             switch event {
-            case .error(let e): continuation.yield(.error(name: e.name, message: e.message))
-            case .fatal(let e): continuation.yield(.fatal(name: e.name, message: e.message))
+            case .error(let e): continuation.yield(.error(e))
+            case .fatal(let e): continuation.yield(.fatal(e))
             case .statistics(let s): continuation.yield(.statistics(s))
             }
         }

@@ -37,10 +37,11 @@ final class KafkaClientTests: XCTestCase {
         try broker.createTopic("fatal-c", partitions: 1)
         let consumer = try KafkaConsumer(configuration: broker.configuration, options: .init(groupId: "g-fatal", topics: ["fatal-c"]))
         consumer.simulateFatalError(reason: "test: instance fenced")
-        let fatal = await firstEvent(consumer.events, within: .seconds(10)) { if case .fatal(let name, let message) = $0 { (name, message) } else { nil } }
-        XCTAssertEqual(fatal?.0, "FENCED_INSTANCE_ID")
-        XCTAssertTrue(fatal?.1.contains("test: instance fenced") ?? false)
-        XCTAssertEqual(consumer.fatalError?.disposition, .fatal)
+        let fatal = await firstEvent(consumer.events, within: .seconds(10)) { if case .fatal(let e) = $0 { e } else { nil } }
+        XCTAssertEqual(fatal?.name, "FENCED_INSTANCE_ID")
+        XCTAssertTrue(fatal?.message.contains("test: instance fenced") ?? false)
+        XCTAssertEqual(fatal?.disposition, .fatal)
+        XCTAssertEqual(consumer.fatalError, fatal)
         await consumer.close()
     }
 

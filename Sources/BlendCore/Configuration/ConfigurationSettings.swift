@@ -110,12 +110,12 @@ extension ConfigurationLoader {
     static let outboxClaimMarginMilliseconds = 5000.0
 
     /// librdkafka properties blendd sets itself, and the setting (or fact) that decides them.
+    /// (`session.timeout.ms` and `heartbeat.interval.ms` in `kafka.properties` still override
+    /// their settings, as they did before the settings existed; librdkafka checks the pair.)
     static let managedKafkaProperties: [String: String] = [
         "bootstrap.servers": "kafka.bootstrap_servers",
         "group.id": "kafka.group_id",
         "enable.auto.offset.store": "nothing: offsets are stored only for finished jobs",
-        "session.timeout.ms": "kafka.session_timeout_ms",
-        "heartbeat.interval.ms": "kafka.heartbeat_interval_ms",
         "group.instance.id": "kafka.static_membership",
         "message.timeout.ms": "kafka.delivery_timeout_ms",
         "delivery.timeout.ms": "kafka.delivery_timeout_ms",
