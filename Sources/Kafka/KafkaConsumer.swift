@@ -32,9 +32,9 @@ public enum RebalanceEvent: Sendable, Equatable {
 public enum KafkaConsumerEvent: Sendable, Equatable {
     case rebalance(RebalanceEvent)
     /// A broker-level failure librdkafka retries by itself (logged once).
-    case error(name: String, message: String)
+    case error(KafkaError)
     /// The consumer is unusable (e.g. its static member id was fenced): exit and restart.
-    case fatal(name: String, message: String)
+    case fatal(KafkaError)
     /// librdkafka's statistics JSON, when `KafkaConfiguration.statisticsInterval` is set.
     case statistics(String)
 }
@@ -56,7 +56,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         public var commitIntervalMilliseconds: Int = 1000
         /// A member silent this long is dropped and its partitions move: short enough that a
         /// killed worker's partitions resume within about 15 s (librdkafka's default is 45 s).
-        public var sessionTimeout: Duration = .seconds(10)
+        public var sessionTimeout: Duration = .seconds(6)
         public var heartbeatInterval: Duration = .seconds(1)
         /// Static membership: a member that comes back with the same id within the session
         /// timeout keeps its partitions, without a rebalance.
@@ -105,8 +105,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         var hooks = RDKafkaClient.Hooks()
         hooks.event = { event in
             switch event {
-            case .error(let e): continuation.yield(.error(name: e.name, message: e.message))
-            case .fatal(let e): continuation.yield(.fatal(name: e.name, message: e.message))
+            case .error(let e): continuation.yield(.error(e))
+            case .fatal(let e): continuation.yield(.fatal(e))
             case .statistics(let s): continuation.yield(.statistics(s))
             }
         }

@@ -3,7 +3,7 @@ import CRdKafka
 
 /// A Kafka failure with librdkafka's error name (e.g. `_MSG_TIMED_OUT`, `TOPIC_AUTHORIZATION_FAILED`),
 /// its message, where it happened, and what retrying it can achieve.
-public struct KafkaError: Error, Sendable, CustomStringConvertible {
+public struct KafkaError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What retrying can achieve.
     public enum Disposition: String, Sendable {
         /// The cluster may accept it later (a broker down, a leader moving, a timeout): retry with backoff.

@@ -74,7 +74,7 @@ public final class Supervisor: Service, @unchecked Sendable {
 
     /// Supervises until graceful shutdown, then drains every worker and returns.
     public func run() async throws {
-        logger.info("supervising \(slots.count) worker(s): \(options.command.joined(separator: " "))")
+        logger.info("supervising \(slots.count) worker(s): \(ConfigurationLoader.mask(options.command.joined(separator: " ")))")
         let hangups = Task {
             for await _ in await UnixSignalsSequence(trapping: .sighup) {
                 guard !Task.isCancelled else { return }

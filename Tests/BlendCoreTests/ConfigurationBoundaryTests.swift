@@ -114,7 +114,7 @@ final class ConfigurationBoundaryTests: XCTestCase {
     }
 
     func testSettingsManagedByBlenddCannotBeSetAsRawKafkaProperties() {
-        for property in ["message.timeout.ms", "delivery.timeout.ms", "session.timeout.ms", "heartbeat.interval.ms", "group.instance.id"] {
+        for property in ["message.timeout.ms", "delivery.timeout.ms", "group.instance.id"] {
             let loaded = ConfigurationLoader.load(file: nil, environment: [:], overrides: ["kafka.properties.\(property)=1"])
             XCTAssertEqual(loaded.problems.map(\.location), ["kafka.properties.\(property)"], property)
         }

@@ -47,4 +47,28 @@ final class EnqueueCommandTests: XCTestCase {
         let more = await readValues(consumer, count: 1, within: .seconds(1))
         XCTAssertEqual(more, [], "invalid jobs were not sent")
     }
+
+    func testEnqueueToADeadClusterFailsWithinTheTimeoutAndSaysWhy() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("jobs-\(UUID().uuidString).jsonl")
+        try #"{"job_id":"ok-1","instruction":"Say hi","candidates":[{"model":"a","text":"hi"},{"model":"b","text":"hello"}]}"#
+            .write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let process = Process()
+        process.executableURL = RepositoryLayout.blenddExecutable
+        // Nothing listens on port 1: every connect is refused.
+        process.arguments = ["enqueue", "--bootstrap-servers", "127.0.0.1:1", "--topic", "jobs", "--timeout", "2", file.path]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        let started = Date()
+        try process.run()
+        let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 1, stdout)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 15, "bounded by --timeout, not librdkafka's 300 s default")
+        let lines = stdout.split(separator: "\n").map(String.init)
+        let failure = try XCTUnwrap(lines.first { $0.hasPrefix("ok-1: not delivered: kafka error _MSG_TIMED_OUT") }, stdout)
+        XCTAssertTrue(failure.contains("last broker error: _TRANSPORT") && failure.contains("Connection refused"), failure)
+        XCTAssertEqual(lines.last, "0 sent, 0 invalid, 1 failed")
+    }
 }

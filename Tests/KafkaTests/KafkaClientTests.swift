@@ -1,3 +1,4 @@
+import BlendCore
 import BlendTestSupport
 import CRdKafka
 import Foundation
@@ -36,10 +37,11 @@ final class KafkaClientTests: XCTestCase {
         try broker.createTopic("fatal-c", partitions: 1)
         let consumer = try KafkaConsumer(configuration: broker.configuration, options: .init(groupId: "g-fatal", topics: ["fatal-c"]))
         consumer.simulateFatalError(reason: "test: instance fenced")
-        let fatal = await firstEvent(consumer.events, within: .seconds(10)) { if case .fatal(let name, let message) = $0 { (name, message) } else { nil } }
-        XCTAssertEqual(fatal?.0, "FENCED_INSTANCE_ID")
-        XCTAssertTrue(fatal?.1.contains("test: instance fenced") ?? false)
-        XCTAssertEqual(consumer.fatalError?.disposition, .fatal)
+        let fatal = await firstEvent(consumer.events, within: .seconds(10)) { if case .fatal(let e) = $0 { e } else { nil } }
+        XCTAssertEqual(fatal?.name, "FENCED_INSTANCE_ID")
+        XCTAssertTrue(fatal?.message.contains("test: instance fenced") ?? false)
+        XCTAssertEqual(fatal?.disposition, .fatal)
+        XCTAssertEqual(consumer.fatalError, fatal)
         await consumer.close()
     }
 
@@ -132,6 +134,25 @@ final class KafkaClientTests: XCTestCase {
     func testTheEffectiveMessageSizeLimitFollowsTheRawProperty() throws {
         let producer = try KafkaProducer(configuration: KafkaConfiguration(bootstrapServers: Self.deadBroker, properties: ["message.max.bytes": "2000000"]))
         XCTAssertEqual(producer.messageMaxBytes, 2_000_000)
+    }
+
+    func testTheWorkersConsumerAndProducerFollowTheConfiguration() {
+        var config = BlendConfiguration()
+        config.workerId = "host-w3"
+        XCTAssertNil(KafkaConsumer.Options(config).groupInstanceId, "dynamic membership by default")
+        config.kafka.staticMembership = true
+        config.kafka.sessionTimeoutMilliseconds = 9000
+        config.kafka.heartbeatIntervalMilliseconds = 2000
+        config.kafka.deliveryTimeoutMilliseconds = 7000
+        let options = KafkaConsumer.Options(config)
+        XCTAssertEqual(options.groupInstanceId, "host-w3")
+        XCTAssertEqual(options.sessionTimeout, .seconds(9))
+        XCTAssertEqual(options.heartbeatInterval, .seconds(2))
+        XCTAssertEqual(options.topics, [config.kafka.jobsTopic])
+        XCTAssertEqual(KafkaProducer.Options(config).deliveryTimeout, .seconds(7))
+        XCTAssertEqual(KafkaConfiguration.problems(in: config), [])
+        config.kafka.properties["acks"] = "1"
+        XCTAssertEqual(KafkaConfiguration.problems(in: config).count, 1, "acks=1 conflicts with the idempotent producer")
     }
 
     func testTypedSecurityFieldsBecomeLibrdkafkaPropertiesAndTheirSecretsAreMasked() throws {

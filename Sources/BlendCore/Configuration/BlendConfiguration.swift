@@ -14,8 +14,9 @@ public struct BlendConfiguration: Sendable, Equatable {
         /// Messages buffered ahead of the pipeline before the consumer pauses fetching.
         public var maxBufferedMessages = 1000
         /// A member silent for this long leaves the group and its partitions move (librdkafka's
-        /// 45 s default left a killed worker's partitions idle for that long).
-        public var sessionTimeoutMilliseconds = 10000
+        /// 45 s default left a killed worker's partitions idle for that long). 6 s is the
+        /// smallest a broker accepts by default (`group.min.session.timeout.ms`).
+        public var sessionTimeoutMilliseconds = 6000
         public var heartbeatIntervalMilliseconds = 1000
         /// Joins the group as a static member (`group.instance.id` = worker id), so a restart
         /// within the session timeout gets its partitions back without a rebalance.

@@ -14,9 +14,10 @@ extension ConfigurationLoader {
         .string("kafka.topics.events", \.kafka.eventsTopic, "Topic completion events are published to."),
         .string("kafka.topics.dlq", \.kafka.dlqTopic, "Dead-letter topic for rejected messages."),
         .int("kafka.max_buffered_messages", \.kafka.maxBufferedMessages, 1...1_000_000, "Messages buffered before fetching pauses."),
-        .int("kafka.session_timeout_ms", \.kafka.sessionTimeoutMilliseconds, 1000...1_800_000,
+        // At most librdkafka's max.poll.interval.ms (300 s), which it must not exceed.
+        .int("kafka.session_timeout_ms", \.kafka.sessionTimeoutMilliseconds, 1000...300_000,
              "Silence after which a member's partitions move to the others."),
-        .int("kafka.heartbeat_interval_ms", \.kafka.heartbeatIntervalMilliseconds, 100...600_000, "Interval of group heartbeats."),
+        .int("kafka.heartbeat_interval_ms", \.kafka.heartbeatIntervalMilliseconds, 100...100_000, "Interval of group heartbeats."),
         .bool("kafka.static_membership", \.kafka.staticMembership,
               "Join as a static member (group.instance.id = worker_id): restarts within the session timeout cause no rebalance."),
         .int("kafka.delivery_timeout_ms", \.kafka.deliveryTimeoutMilliseconds, 1000...3_595_000,
@@ -125,12 +126,12 @@ extension ConfigurationLoader {
     static let outboxClaimMarginMilliseconds = 5000.0
 
     /// librdkafka properties blendd sets itself, and the setting (or fact) that decides them.
+    /// (`session.timeout.ms` and `heartbeat.interval.ms` in `kafka.properties` still override
+    /// their settings, as they did before the settings existed; librdkafka checks the pair.)
     static let managedKafkaProperties: [String: String] = [
         "bootstrap.servers": "kafka.bootstrap_servers",
         "group.id": "kafka.group_id",
         "enable.auto.offset.store": "nothing: offsets are stored only for finished jobs",
-        "session.timeout.ms": "kafka.session_timeout_ms",
-        "heartbeat.interval.ms": "kafka.heartbeat_interval_ms",
         "group.instance.id": "kafka.static_membership",
         "message.timeout.ms": "kafka.delivery_timeout_ms",
         "delivery.timeout.ms": "kafka.delivery_timeout_ms",
