@@ -82,7 +82,8 @@ public final class Supervisor: Service, @unchecked Sendable {
             }
         }
         await withGracefulShutdownHandler {
-            while !lock.withLock({ shuttingDown }) {
+            // Cancellation (another service of the group failed) ends it too; the drain then kills.
+            while !lock.withLock({ shuttingDown }) && !Task.isCancelled {
                 tick(now: Date())
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.tick) }
             }

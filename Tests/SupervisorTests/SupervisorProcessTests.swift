@@ -244,7 +244,14 @@ final class SupervisorProcessTests: XCTestCase {
         XCTAssertTrue(environment.contains("BLENDD_OVERRIDES="), "the overrides travel in the environment")
         let status = await get("/status")?.1 ?? ""
         let metrics = await get("/metrics")?.1 ?? ""
-        let ready = await get("/readyz")?.1 ?? ""
+        var ready = await get("/readyz")?.1 ?? ""
+        // Error messages name the database too: with PostgreSQL down, /readyz and the log carry them.
+        if ProcessInfo.processInfo.environment["BLENDD_TEST_PG_DIR"] != nil {
+            XCTAssertTrue(stopTestServer())
+            try await waitUntil(15, "readiness failing on postgres") { (await get("/readyz"))?.1.contains("postgres:") ?? false }
+            ready += await get("/readyz")?.1 ?? ""
+            XCTAssertTrue(startTestServer())
+        }
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
         XCTAssertTrue(log.contains("postgres.url=postgresql://postgres:****@"), "the overrides are logged masked:\n\(log.suffix(2000))")
@@ -318,6 +325,24 @@ final class SupervisorProcessTests: XCTestCase {
         XCTAssertTrue(metrics.contains("blendd_supervisor_degraded 1"), metrics)
         kill(supervisor, SIGTERM)
         XCTAssertEqual(waitForExit(supervisor), 0)
+    }
+
+    func testAListenAddressInUseEndsTheSupervisorWithExitOneAndNoWorkerLeft() async throws {
+        let blocker = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(blocker) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        inet_pton(AF_INET, "127.0.0.1", &address.sin_addr)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(blocker, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        XCTAssertEqual(bound, 0)
+        XCTAssertEqual(listen(blocker, 1), 0)
+        let supervisor = startSupervisor(workers: 1)
+        XCTAssertEqual(waitForExit(supervisor), 1)
+        XCTAssertTrue(log.contains("http: cannot listen on 127.0.0.1:\(port): "), log)
+        let workers = try String(contentsOfFile: logPath, encoding: .utf8).components(separatedBy: "started worker ").dropFirst()
+            .compactMap { Int32($0.split(whereSeparator: \.isWhitespace).dropFirst(2).first ?? "") }
+        for pid in workers { XCTAssertNotEqual(kill(pid, 0), 0, "worker \(pid) is gone") }
     }
 
     private func cpuSeconds(_ pid: pid_t) -> Double {

@@ -30,7 +30,7 @@ final class WorkerCommandLifecycleTests: XCTestCase {
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    func startWorker(databaseURL: String? = nil, listen port: Int? = nil, extra: [String] = []) -> pid_t {
+    func startWorker(databaseURL: String? = nil, listen port: Int? = nil) -> pid_t {
         var env = ProcessInfo.processInfo.environment
         env["BLENDD_KAFKA_BOOTSTRAP"] = broker.bootstrapServers
         env["BLENDD_DATABASE_URL"] = databaseURL ?? db.url
@@ -39,7 +39,6 @@ final class WorkerCommandLifecycleTests: XCTestCase {
         var args = [RepositoryLayout.blenddExecutable.path, "worker", "--set", "shutdown.drain_seconds=\(drainSeconds)",
                     "--set", "retry.initial_ms=500", "--set", "retry.max_ms=20000"]
         if let port { args += ["--set", "worker.listen=127.0.0.1:\(port)"] }
-        args += extra
         return spawnProcess(args, stderrPath: logPath, environment: env)!
     }
 
@@ -53,25 +52,6 @@ final class WorkerCommandLifecycleTests: XCTestCase {
 
     func get(_ port: Int, _ path: String) async -> HealthResponse? {
         try? await HealthClient.get(host: "127.0.0.1", port: port, path: path, timeout: .seconds(3))
-    }
-
-    /// A checkpoint whose config.json is a FIFO nobody writes: loading blocks for as long as the
-    /// test likes, standing in for a multi-gigabyte model that takes minutes to load.
-    func testSIGTERMWhileTheModelsLoadExitsZeroAtOnce() async throws {
-        let checkpoint = FileManager.default.temporaryDirectory.appendingPathComponent("loading-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: checkpoint, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: checkpoint) }
-        XCTAssertEqual(mkfifo(checkpoint.appendingPathComponent("config.json").path, 0o600), 0)
-        let port = Int.random(in: 40001...50000)
-        let worker = startWorker(listen: port, extra: ["--set", "models.ranker=\(checkpoint.path)"])
-        try await eventually(within: 20, "the worker loading its models") {
-            guard let ready = await self.get(port, "/readyz") else { return false }
-            return ready.status == 503 && ready.body.contains("starting: loading the models")
-        }
-        let (status, took) = terminate(worker)
-        XCTAssertEqual(status, 0, "log:\n\(log.suffix(2000))")
-        XCTAssertLessThan(took, .seconds(1), "nothing to drain while loading")
-        print("worker SIGTERM while loading models: exit \(status) after \(took)")
     }
 
     func testSIGTERMDuringStartupRetriesExitsZeroWithinTheDrainTime() async throws {
