@@ -141,11 +141,10 @@ static void bf16_tile_portable(const uint32_t *a, int rows, int k2, const uint32
         }
 }
 
-void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n, int n0, int n1,
+void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n0, int n1,
                   float *c, int ldc, int vector) {
     int k2 = (k + 1) / 2;
     size_t blockStride = (size_t)k2 * 16;
-    (void)n;
     for (int j = n0; j < n1; j += 64) {
         int width = n1 - j < 64 ? n1 - j : 64, blocks = (width + 15) / 16;
         const uint32_t *panel = packed + (size_t)(j / 16) * blockStride;

@@ -60,6 +60,11 @@ def main():
         return (head(torch.cat([s, c1], -1)) - head(torch.cat([s, c2], -1))).squeeze(-1)
 
     class Network(torch.nn.Module):
+        """The same forward with the weights registered, so the ONNX export sees them as parameters."""
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = backbone, head
+
         def forward(self, ids, s, c1, c2):
             return forward(ids, (s, c1, c2))
 
@@ -89,7 +94,7 @@ def main():
             path = os.path.join(tempfile.mkdtemp(), "pairrm.onnx")
             torch.onnx.export(Network(), (ids, *positions), path, input_names=["ids", "s", "c1", "c2"],
                               dynamic_axes={"ids": {0: "pairs", 1: "length"}, "s": {0: "pairs"}, "c1": {0: "pairs"}, "c2": {0: "pairs"}},
-                              opset_version=17)
+                              opset_version=17, dynamo=False)
             options = onnxruntime.SessionOptions()
             if args.threads > 0:
                 options.intra_op_num_threads = args.threads
@@ -106,7 +111,7 @@ def main():
             positions = [torch.full((args.pairs,), p) for p in (1, length // 3 + 1, 2 * length // 3 + 1)]
             try:
                 runs, elapsed = timed(engine_runner(engine, ids, positions))
-            except ImportError as error:
+            except Exception as error:  # a missing package or a failed export skips this engine, with the reason
                 print(f"{engine} skipped: {error}", file=sys.stderr)
                 break
             if engine == "onnxruntime":

@@ -6,5 +6,5 @@ set -euo pipefail
 venv="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/blendd-bench-venv}"
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q torch transformers sentencepiece onnx onnxruntime ctranslate2
+"$venv/bin/pip" install -q torch transformers sentencepiece onnx onnxscript onnxruntime ctranslate2
 "$venv/bin/python" -c 'import torch, transformers, onnxruntime, ctranslate2; print("baselines:", torch.__version__, transformers.__version__, onnxruntime.__version__, ctranslate2.__version__)'

@@ -19,7 +19,7 @@ void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out);
 /// float32 accumulation: `a` from bk_bf16_round_rows, `packed` from bk_bf16_pack. Uses AVX512_BF16 when
 /// `vector` is nonzero (the caller checked bk_has_avx512_bf16), else a portable loop with the same
 /// arithmetic up to the instruction's flush of subnormals.
-void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n, int n0, int n1,
+void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n0, int n1,
                   float *c, int ldc, int vector);
 
 /// Weight-only int8 with one scale per output channel: y[r][j] = scale[j] · Σ_k x[r][k]·q[j][k] for

@@ -125,7 +125,7 @@ extension WeightMatrix {
                     let rowTiles = (m + 95) / 96, columnTiles = (n + 255) / 256
                     NumericsThreading.forEachItem(rowTiles * columnTiles) { item in
                         let r = (item / columnTiles) * 96, j = (item % columnTiles) * 256
-                        bk_bf16_gemm(rb + r * k2, Int32(min(m, r + 96) - r), Int32(k), wb, Int32(n), Int32(j), Int32(min(n, j + 256)),
+                        bk_bf16_gemm(rb + r * k2, Int32(min(m, r + 96) - r), Int32(k), wb, Int32(j), Int32(min(n, j + 256)),
                                      yb + r * n, Int32(n), vector ? 1 : 0)
                     }
                 }
