@@ -3,8 +3,8 @@ import Logging
 import ServiceLifecycle
 import Worker
 
-/// Runs `WorkerService` (which has `run()` and `stop()`) as a lifecycle `Service`, until the worker
-/// conforms to `Service` itself; then the worker joins the `ServiceGroup` directly and this goes.
+/// Builds `WorkerService` inside the `ServiceGroup` and runs it there. The worker is a `Service` of
+/// its own once it exists; this wrapper is what lets a SIGTERM arrive while it is still being built.
 ///
 /// The worker is built (its models loaded, which takes seconds to minutes) inside the service on
 /// a thread of its own, so a SIGTERM during loading already finds the group listening: the service
