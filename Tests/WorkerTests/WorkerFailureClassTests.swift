@@ -75,7 +75,7 @@ final class WorkerFailureClassTests: XCTestCase {
             let lines = try String(contentsOf: log(c.name), encoding: .utf8).split(separator: "\n")
             let reasons = lines.filter { $0.contains(c.expected) }
             XCTAssertEqual(reasons.count, 1, "\(c.name): \(lines)")
-            XCTAssertTrue(reasons.first?.hasPrefix("Error: ") ?? false, "\(c.name): \(reasons)")
+            XCTAssertTrue(reasons.first?.lowercased().hasPrefix("error: ") ?? false, "\(c.name): \(reasons)")
             XCTAssertFalse(lines.contains { $0.contains("retrying") }, "\(c.name) retried a permanent fault: \(lines)")
         }
     }
