@@ -22,14 +22,16 @@ public final class WorkerService: Service, @unchecked Sendable {
     private let processor: BatchProcessor
     private let pool: PostgresPool
     private let store: ResultStore
-    private let producer: KafkaProducer
-    private let consumer: KafkaConsumer
+    // Internal, so tests can raise librdkafka's fatal errors on them.
+    let producer: KafkaProducer
+    let consumer: KafkaConsumer
     private let heartbeat: HeartbeatWriter?
     private let retry: TransientRetry
     private let startedAt = Date()
 
     private let lock = NSLock()
     private var _stopping = false
+    private var kafkaFatal: WorkerError?
     private var _state = HeartbeatReport.State.starting
     private var inFlightPartitions: Set<TopicPartition> = []
     private var inFlightCount = 0
@@ -116,6 +118,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         listener.start()
         let relayTask = Task { await self.relay.run() }
         let fleet = Task { await self.fleetHeartbeatLoop() }
+        let fatalWatch = Task { await self.stopOnFatalKafkaError() }
         var failure: Error?
         while !isStopping {
             let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
@@ -135,10 +138,36 @@ public final class WorkerService: Service, @unchecked Sendable {
         setState(.draining)
         relayTask.cancel()
         fleet.cancel()
+        fatalWatch.cancel()
         listener.stop()
+        if failure == nil { failure = lock.withLock { kafkaFatal } }
         if failure == nil { await flushOutbox() }
         await shutDown(registered: true)
         if let failure { throw failure }
+    }
+
+    /// A fatal librdkafka error (a fenced or fatal idempotent producer, a fenced static member)
+    /// leaves a client that can never work again: the worker stops and `run()` throws, so the
+    /// process exits non-zero and its supervisor (or Kubernetes) starts a fresh one.
+    private func stopOnFatalKafkaError() async {
+        let fatal: WorkerError? = await withTaskGroup(of: WorkerError?.self) { group in
+            group.addTask { [consumer] in
+                for await case .fatal(let error) in consumer.events { return .kafkaFatal(client: "consumer", error) }
+                return nil
+            }
+            group.addTask { [producer] in
+                for await case .fatal(let error) in producer.events { return .kafkaFatal(client: "producer", error) }
+                return nil
+            }
+            // Streams end only at shutdown; the first fatal error (or the watch's cancellation) decides.
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        guard let fatal, !Task.isCancelled else { return }
+        logger.critical("\(fatal); stopping")
+        lock.withLock { kafkaFatal = fatal }
+        await stop()
     }
 
     /// Leaves the group, flushes the producer and closes the pool, within what is left of the drain time.
@@ -437,11 +466,14 @@ public final class WorkerService: Service, @unchecked Sendable {
 /// Faults of the worker's environment that no retry fixes: the process ends with this line.
 public enum WorkerError: Error, CustomStringConvertible {
     case schemaOutdated(found: Int, required: Int)
+    case kafkaFatal(client: String, KafkaError)
 
     public var description: String {
         switch self {
         case .schemaOutdated(let found, let required):
             "the database schema is at version \(found), this worker needs \(required): run `blendd migrate` first"
+        case .kafkaFatal(let client, let error):
+            "the Kafka \(client) failed fatally and cannot recover: \(error)"
         }
     }
 }

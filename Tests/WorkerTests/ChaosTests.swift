@@ -93,21 +93,28 @@ final class ChaosTests: XCTestCase {
         producerConfig.properties["message.max.bytes"] = "4000000"
         producerConfig.properties["batch.size"] = "1000000"
         let producer = try KafkaProducer(configuration: producerConfig)
-        // A multi-megabyte record travels in a record batch of its own: librdkafka 2.0.2 against
-        // the mock cluster was seen to skip a batch that mixed one with small records at the
-        // start of a partition (the consumer's position moved past all of them). That is a
-        // broker-client matter for the Kafka layer, kept out of this test of the worker.
+        // The mock cluster keeps at most 5 MiB per partition and deletes the oldest record batches
+        // beyond that, like a broker's retention.bytes (rdkafka_mock.c, max_size). Two 3 MB records
+        // in one partition would make it delete jobs before any worker could read them, so each
+        // multi-megabyte record gets a partition of its own and the near-limit ones share the last.
         var results: [Result<DeliveryReport, KafkaError>] = []
         var chunk: [ProducerMessage] = []
+        var hugeRecords: Int32 = 0
         for record in corpus {
-            let message = ProducerMessage(topic: "blend.jobs", key: record.key, value: record.value)
-            if record.value.count > 500_000 {
-                results += try await producer.send(chunk)
-                chunk = []
-                results += try await producer.send([message])
-            } else {
-                chunk.append(message)
+            guard record.value.count > 500_000 else {
+                chunk.append(ProducerMessage(topic: "blend.jobs", key: record.key, value: record.value))
+                continue
             }
+            let partition: Int32
+            if record.value.count > 2_000_000 {
+                partition = hugeRecords % 3
+                hugeRecords += 1
+            } else {
+                partition = 3
+            }
+            results += try await producer.send(chunk)
+            chunk = []
+            results += try await producer.send([ProducerMessage(topic: "blend.jobs", partition: partition, key: record.key, value: record.value)])
         }
         results += try await producer.send(chunk)
         let validator = JobValidator()

@@ -118,6 +118,29 @@ final class WorkerPipelineTests: XCTestCase {
         XCTAssertEqual(service.metrics.value(MetricNames.redeliveries), 5, "the 5 repeated jobs were acknowledged without recomputation")
     }
 
+    func testAFatalKafkaErrorStopsTheWorkerAndMakesRunThrow() async throws {
+        _ = try await sendJobs()
+        for client in ["producer", "consumer"] {
+            let service = try WorkerService(config: config(group: "fatal-\(client)", workerId: "w-fatal-\(client)"),
+                                            ranker: ConsensusRanker(), fuser: TopCandidateFuser())
+            let running = Task { try await service.run() }
+            try await eventually(within: 60, "the \(client) test worker is assigned partitions") { !service.consumer.assignment.isEmpty }
+            if client == "producer" {
+                service.producer.simulateFatalError(reason: "test: fenced producer")
+            } else {
+                service.consumer.simulateFatalError(reason: "test: fenced static member")
+            }
+            do {
+                try await running.value
+                XCTFail("run() returned normally after a fatal \(client) error")
+            } catch let error as WorkerError {
+                guard case .kafkaFatal(let failed, _) = error else { return XCTFail("unexpected \(error)") }
+                XCTAssertEqual(failed, client)
+                XCTAssertTrue(error.description.contains("failed fatally"), error.description)
+            }
+        }
+    }
+
     func testARedeliveredBatchIsAcknowledgedWithoutRecomputationOrSecondEvents() async throws {
         _ = try await sendJobs()
         let first = try WorkerService(config: config(group: "first"), ranker: ConsensusRanker(), fuser: TopCandidateFuser())
