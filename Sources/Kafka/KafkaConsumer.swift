@@ -9,10 +9,14 @@ public struct KafkaMessage: Sendable {
     public var partition: Int32
     public var offset: Int64
     public var key: [UInt8]?
-    public var value: [UInt8]
+    /// nil for a record whose value is null (a tombstone), which is not the same as empty.
+    public var value: [UInt8]?
     public var headers: [(String, [UInt8])]
     public var timestamp: Date?
     let assignment: UInt64
+
+    /// The value's bytes, empty for a null value.
+    public var bytes: [UInt8] { value ?? [] }
 
     public var topicPartition: TopicPartition { TopicPartition(topic: topic, partition: partition) }
 }
@@ -291,7 +295,7 @@ public final class KafkaConsumer: @unchecked Sendable {
         var timestampType = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
         let ms = rd_kafka_message_timestamp(message, &timestampType)
         let key: [UInt8]? = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
-        let value: [UInt8] = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) } ?? []
+        let value: [UInt8]? = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) }
         buffer.append(KafkaMessage(topic: topic, partition: m.partition, offset: m.offset, key: key, value: value, headers: headers,
                                    timestamp: ms >= 0 ? Date(timeIntervalSince1970: Double(ms) / 1000) : nil, assignment: generation))
     }

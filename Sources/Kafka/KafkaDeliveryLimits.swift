@@ -13,7 +13,7 @@ extension ProducerMessage {
     /// What librdkafka counts against `message.max.bytes` for this record: key, value and
     /// headers plus the record framing (at most 64 bytes, and a few per header).
     public var wireSize: Int {
-        64 + (key?.count ?? 0) + value.count + headers.reduce(0) { $0 + 12 + $1.0.utf8.count + $1.1.count }
+        64 + (key?.count ?? 0) + (value?.count ?? 0) + headers.reduce(0) { $0 + 12 + $1.0.utf8.count + $1.1.count }
     }
 }
 

@@ -7,10 +7,11 @@ public struct ProducerMessage: Sendable {
     public var topic: String
     public var partition: Int32?
     public var key: [UInt8]?
-    public var value: [UInt8]
+    /// nil sends a record whose value is null (a tombstone).
+    public var value: [UInt8]?
     public var headers: [(String, [UInt8])]
 
-    public init(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8], headers: [(String, [UInt8])] = []) {
+    public init(topic: String, partition: Int32? = nil, key: [UInt8]?, value: [UInt8]?, headers: [(String, [UInt8])] = []) {
         self.topic = topic
         self.partition = partition
         self.key = key
@@ -150,9 +151,12 @@ public final class KafkaProducer: @unchecked Sendable {
                 continue
             }
             if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError { throw fatal }
-            throw KafkaError(code: err, context: "producing to \(message.topic) (\(message.value.count) bytes)")
+            throw KafkaError(code: err, context: "producing to \(message.topic) (\(message.value?.count ?? 0) bytes)")
         }
     }
+
+    /// A valid address for an empty key or value: librdkafka reads a nil pointer as null.
+    nonisolated(unsafe) private static let emptyBytes = UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 1)
 
     private func produce(_ message: ProducerMessage, pending: PendingDelivery) -> rd_kafka_resp_err_t {
         let headers: OpaquePointer? = message.headers.isEmpty ? nil : rd_kafka_headers_new(message.headers.count)
@@ -161,10 +165,13 @@ public final class KafkaProducer: @unchecked Sendable {
         }
         let opaque = Unmanaged.passRetained(pending).toOpaque()
         let key = message.key ?? []
+        let value = message.value ?? []
         let err = key.withUnsafeBytes { k in
-            message.value.withUnsafeBytes { v in
+            value.withUnsafeBytes { v in
+                // A nil pointer is librdkafka's null key or value; an empty buffer is an empty one.
                 blendd_produce(client.handle, message.topic, message.partition ?? RD_KAFKA_PARTITION_UA,
-                               message.key == nil ? nil : k.baseAddress, k.count, v.baseAddress, v.count, headers, opaque)
+                               message.key == nil ? nil : k.baseAddress ?? UnsafeRawPointer(Self.emptyBytes), k.count,
+                               message.value == nil ? nil : v.baseAddress ?? UnsafeRawPointer(Self.emptyBytes), v.count, headers, opaque)
             }
         }
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {

@@ -41,7 +41,7 @@ final class EnqueueCommandTests: XCTestCase {
         for _ in 0..<2 {
             guard let m = await consumer.next() else { break }
             keys.append(String(decoding: m.key ?? [], as: UTF8.self))
-            XCTAssertTrue(String(decoding: m.value, as: UTF8.self).contains("\"job_id\":\"\(keys.last!)\""))
+            XCTAssertTrue(String(decoding: m.bytes, as: UTF8.self).contains("\"job_id\":\"\(keys.last!)\""))
         }
         XCTAssertEqual(Set(keys), ["ok-1", "ok-2"])
         let more = await readValues(consumer, count: 1, within: .seconds(1))

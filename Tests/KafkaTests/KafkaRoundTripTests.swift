@@ -22,7 +22,7 @@ final class KafkaRoundTripTests: XCTestCase {
         while total < count {
             let batch = await consumer.nextBatch(maxCount: 256, maxWait: .milliseconds(50))
             for m in batch {
-                let value = Int(String(decoding: m.value, as: UTF8.self))!
+                let value = Int(String(decoding: m.bytes, as: UTF8.self))!
                 seen[m.partition, default: []].append(value)
                 XCTAssertEqual(m.headers.first?.0, "seq")
                 XCTAssertEqual(m.headers.first.map { String(decoding: $0.1, as: UTF8.self) }, "\(value)")
@@ -88,7 +88,7 @@ final class KafkaRoundTripTests: XCTestCase {
         var values = Set<Int>()
         while values.count < 2000 {
             for m in await consumer.nextBatch(maxCount: 100, maxWait: .milliseconds(100)) {
-                values.insert(Int(String(decoding: m.value, as: UTF8.self))!)
+                values.insert(Int(String(decoding: m.bytes, as: UTF8.self))!)
                 consumer.markDone(m)
             }
         }
@@ -131,7 +131,7 @@ func readValues(_ consumer: KafkaConsumer, count: Int, within: Duration) async -
     let reader = Task {
         var values: [String] = []
         while values.count < count, let m = await consumer.next() {
-            values.append(String(decoding: m.value, as: UTF8.self))
+            values.append(String(decoding: m.bytes, as: UTF8.self))
             consumer.markDone(m)
         }
         return values

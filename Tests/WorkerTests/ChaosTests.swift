@@ -228,11 +228,11 @@ final class ChaosTests: XCTestCase {
         var deliveries: [String: Int] = [:]
         var oversizeEvents = 0
         for event in events {
-            let parsed = try JSONParser.parse(event.value).value
+            let parsed = try JSONParser.parse(event.bytes).value
             guard case .string(let id) = parsed["id"], case .string(let subject) = parsed["subject"] else { XCTFail("event without id"); continue }
             eventIds[subject, default: []].insert(id)
             deliveries[id, default: 0] += 1
-            if event.value.count >= 1_000_000 { oversizeEvents += 1 }
+            if event.bytes.count >= 1_000_000 { oversizeEvents += 1 }
         }
         let unannounced = Set(status.keys).subtracting(eventIds.keys)
         let orphanEvents = Set(eventIds.keys).subtracting(status.keys)
@@ -255,7 +255,7 @@ final class ChaosTests: XCTestCase {
             if header("blendd-dlq-truncated") == "true" {
                 dlqCut += 1
                 if header("blendd-original-sha256") != SHA256.hex(original.bytes) || header("blendd-original-bytes") != String(original.bytes.count)
-                    || !original.bytes.starts(with: m.value) || m.key != original.key {
+                    || !original.bytes.starts(with: m.bytes) || m.key != original.key {
                     dlqMismatch.append("cut dead letter of \(original.jobId) does not describe its original")
                 }
             } else if m.value != original.bytes || m.key != original.key {

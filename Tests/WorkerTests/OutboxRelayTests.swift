@@ -32,7 +32,7 @@ final class OutboxRelayTests: XCTestCase {
         broker = nil
     }
 
-    private func message(_ offset: Int64, key: [UInt8]?, _ value: [UInt8]) -> IncomingMessage {
+    private func message(_ offset: Int64, key: [UInt8]?, _ value: [UInt8]?) -> IncomingMessage {
         IncomingMessage(coordinates: MessageCoordinates(topic: "blend.jobs", partition: 0, offset: offset), key: key, value: value, timestamp: nil)
     }
 
@@ -84,7 +84,7 @@ final class OutboxRelayTests: XCTestCase {
         let events = await read("blend.events", count: 4)
         XCTAssertEqual(events.map { String(decoding: $0.key ?? [], as: UTF8.self) }.sorted(),
                        ["a", "b", "big-1", "kafka/blend.jobs/0/3"])
-        XCTAssertTrue(events.allSatisfy { $0.value.count < 1_000_000 })
+        XCTAssertTrue(events.allSatisfy { $0.bytes.count < 1_000_000 })
 
         let deadLetters = await read("blend.jobs.dlq", count: 2)
         XCTAssertEqual(deadLetters.count, 2)
@@ -107,6 +107,41 @@ final class OutboxRelayTests: XCTestCase {
             try await conn.query("SELECT payload FROM outbox WHERE event_id = 'big-1/dlq'")[0].decode("payload", as: PostgresBytes.self).bytes
         }
         XCTAssertEqual(kept, huge)
+    }
+
+    func testANullRecordValueReachesTheDeadLetterTopicAsNullAndAnEmptyOneAsEmpty() async throws {
+        // Through Kafka itself, so the consumer's and the producer's handling of null is in the test.
+        try broker.createTopic("blend.jobs", partitions: 1)
+        let sender = try KafkaProducer(configuration: broker.configuration)
+        _ = try await sender.send([ProducerMessage(topic: "blend.jobs", key: Array("tombstone".utf8), value: nil),
+                                   ProducerMessage(topic: "blend.jobs", key: Array("empty".utf8), value: [])])
+        let incoming = await read("blend.jobs", count: 2).map { m in
+            IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
+                            key: m.key, value: m.value, timestamp: nil)
+        }
+        XCTAssertEqual(incoming.map(\.value), [nil, []], "the consumer tells a null value from an empty one")
+        let processor = BatchProcessor(validator: JobValidator(), ranker: ConsensusRanker(), fuser: TopCandidateFuser(), workerId: "w1")
+        let outcomes = await processor.process(processor.validate(incoming), isStored: [])
+        XCTAssertEqual(outcomes.map(\.status), [.rejected, .rejected])
+        try await store.store(outcomes, workerId: "w1")
+
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        let relay = OutboxRelay(store: store, producer: producer,
+                                settings: .init(batchSize: 100, minIdleSeconds: 0.05, maxIdleSeconds: 1, messageMaxBytes: broker.configuration.messageMaxBytes,
+                                                retry: Backoff(BlendConfiguration.Retry())),
+                                instruments: WorkerMetrics(registry: MetricsRegistry()), logger: .init(label: "test"))
+        let round = try await relay.publishPendingOnce()
+        XCTAssertEqual(round.failed, 0)
+        let deadLetters = await read("blend.jobs.dlq", count: 2)
+        let byKey = Dictionary(uniqueKeysWithValues: deadLetters.map { (String(decoding: $0.key ?? [], as: UTF8.self), $0) })
+        XCTAssertEqual(byKey.count, 2)
+        XCTAssertNil(try XCTUnwrap(byKey["tombstone"]).value, "a null value stays null in the dead-letter copy")
+        XCTAssertEqual(try XCTUnwrap(byKey["empty"]).value, [], "an empty value stays empty")
+        let stored = try await pool.withConnection { conn in
+            try await conn.query("SELECT (payload IS NULL) AS null_payload FROM outbox WHERE topic = 'blend.jobs.dlq' ORDER BY id")
+                .map { try $0.decode("null_payload", as: Bool.self) }
+        }
+        XCTAssertEqual(stored, [true, false])
     }
 
     func testSHA256MatchesTheStandardVectors() {

@@ -98,7 +98,7 @@ final class WorkerCrashTests: XCTestCase {
         let deadline = Date().addingTimeInterval(30)
         while announced.count < 485 && Date() < deadline {
             for m in await reader.nextBatch(maxCount: 500, maxWait: .milliseconds(200)) {
-                let object = try JSONSerialization.jsonObject(with: Data(m.value)) as! [String: Any]
+                let object = try JSONSerialization.jsonObject(with: Data(m.bytes)) as! [String: Any]
                 announced.insert(object["id"] as! String)
             }
         }

@@ -71,7 +71,7 @@ final class WorkerPipelineTests: XCTestCase {
         let deadline = Date().addingTimeInterval(seconds)
         while events.count < expected && Date() < deadline {
             for m in await consumer.nextBatch(maxCount: 100, maxWait: .milliseconds(200)) {
-                let object = try JSONSerialization.jsonObject(with: Data(m.value)) as! [String: Any]
+                let object = try JSONSerialization.jsonObject(with: Data(m.bytes)) as! [String: Any]
                 let id = object["id"] as! String
                 if events[id] != nil { duplicates += 1 }
                 events[id] = object

@@ -162,8 +162,9 @@ final class OutboxRelay: Sendable {
         instruments.deadLetterCut()
         var headers = entry.headers
         headers["blendd-dlq-truncated"] = "true"
-        headers["blendd-original-bytes"] = String(entry.payload.count)
-        headers["blendd-original-sha256"] = SHA256.hex(entry.payload)
+        let payload = entry.payload ?? []
+        headers["blendd-original-bytes"] = String(payload.count)
+        headers["blendd-original-sha256"] = SHA256.hex(payload)
         var key = entry.key
         if let k = key, k.count > Self.maxKeyBytes {
             headers["blendd-original-key-bytes"] = String(k.count)
@@ -173,7 +174,7 @@ final class OutboxRelay: Sendable {
         var message = ProducerMessage(topic: entry.topic, key: key, value: [],
                                       headers: headers.keys.sorted().map { ($0, Array(headers[$0]!.utf8)) })
         let room = settings.messageMaxBytes - message.wireSize - 1024
-        message.value = Array(entry.payload.prefix(max(0, min(room, Self.maxCutPayloadBytes))))
+        message.value = Array(payload.prefix(max(0, min(room, Self.maxCutPayloadBytes))))
         return message
     }
 }

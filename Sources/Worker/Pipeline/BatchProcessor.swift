@@ -23,7 +23,7 @@ public struct BatchProcessor: Sendable {
 
     /// Validates every message once; the caller then asks the store which of `jobIds` exist.
     public func validate(_ messages: [IncomingMessage]) -> ValidatedBatch {
-        let verdicts = messages.map { validator.validate($0.value) }
+        let verdicts = messages.map { validator.validate($0.value ?? []) }
         let ids = zip(messages, verdicts).map { message, verdict in
             switch verdict {
             case .success(let job): job.jobId

@@ -22,11 +22,12 @@ public struct MessageCoordinates: Sendable, Hashable {
 public struct IncomingMessage: Sendable {
     public var coordinates: MessageCoordinates
     public var key: [UInt8]?
-    public var value: [UInt8]
+    /// nil for a null record value; kept apart from empty so the dead-letter copy is exact.
+    public var value: [UInt8]?
     /// The broker's (or producer's) timestamp, for queue-time metrics.
     public var timestamp: Date?
 
-    public init(coordinates: MessageCoordinates, key: [UInt8]?, value: [UInt8], timestamp: Date?) {
+    public init(coordinates: MessageCoordinates, key: [UInt8]?, value: [UInt8]?, timestamp: Date?) {
         self.coordinates = coordinates
         self.key = key
         self.value = value

@@ -120,7 +120,7 @@ public struct ResultStore: Sendable {
             ]
             try await conn.execute("""
                 INSERT INTO outbox (event_id, job_id, topic, key, payload, headers)
-                VALUES (\(o.jobId + "/dlq"), \(o.jobId), \(dlqTopic), \(o.message.key.map(PostgresBytes.init)), \(PostgresBytes(o.message.value)),
+                VALUES (\(o.jobId + "/dlq"), \(o.jobId), \(dlqTopic), \(o.message.key.map(PostgresBytes.init)), \(o.message.value.map(PostgresBytes.init)),
                         \(try PostgresJSON(encoding: headers))::jsonb)
                 ON CONFLICT (event_id) DO NOTHING
                 """)
@@ -141,7 +141,8 @@ public struct ResultStore: Sendable {
         public var topic: String
         /// nil: the record has no key.
         public var key: [UInt8]?
-        public var payload: [UInt8]
+        /// nil: the record's value is null (dead-letter copies of null records).
+        public var payload: [UInt8]?
         public var headers: [String: String]
         /// Publish attempts so far, this one included.
         public var attempts: Int
@@ -165,7 +166,7 @@ public struct ResultStore: Sendable {
         return try rows.map { row in
             OutboxEntry(id: try row.decode("id"), eventId: try row.decode("event_id"), topic: try row.decode("topic"),
                         key: try row.decode("key", as: PostgresBytes?.self)?.bytes,
-                        payload: try row.decode("payload", as: PostgresBytes?.self)?.bytes ?? [],
+                        payload: try row.decode("payload", as: PostgresBytes?.self)?.bytes,
                         headers: try row.decode("headers", as: PostgresJSON.self).decoded(as: [String: String].self),
                         attempts: try row.decode("attempts"))
         }.sorted { $0.id < $1.id }
