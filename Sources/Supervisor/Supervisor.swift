@@ -41,6 +41,8 @@ public final class Supervisor: Service, @unchecked Sendable {
         var restarts: [Date] = []
         var nextStart = Date.distantPast
         var lastReason: ReplacementReason?
+        /// The error line of the last worker of this slot that ended on a fault no retry fixes.
+        var lastFatalError: String?
     }
 
     private let lock = NSLock()
@@ -114,7 +116,9 @@ public final class Supervisor: Service, @unchecked Sendable {
             if looping != degraded {
                 degraded = looping
                 if looping {
-                    logger.critical("workers are crash-looping (\(policy.crashLoopRestarts) restarts within \(Int(policy.crashLoopWindow)) s): supervisor degraded, readiness fails; see the worker logs")
+                    let causes = Set(slots.compactMap(\.lastFatalError)).sorted().map(ConfigurationLoader.mask)
+                    let why = causes.isEmpty ? "see the worker logs" : "last error: \(causes.joined(separator: "; "))"
+                    logger.critical("workers are crash-looping (\(policy.crashLoopRestarts) restarts within \(Int(policy.crashLoopWindow)) s): supervisor degraded, readiness fails; \(why)")
                 } else {
                     logger.notice("workers stable again: supervisor no longer degraded")
                 }
@@ -133,13 +137,16 @@ public final class Supervisor: Service, @unchecked Sendable {
             }
             guard let reason = policy.verdict(process.observation, now: now) else { return }
             slots[i].lastReason = reason
+            let fatal = reason == .exited || reason == .crashed ? process.finalReport()?.fatalError : nil
+            if let fatal { slots[i].lastFatalError = fatal }
             slots[i].restarts = policy.recentRestarts(slots[i].restarts, now: now) + [now]
             let recent = slots[i].restarts.count
             let delay = policy.isCrashLooping(recentRestarts: recent) ? policy.restartBackoff.maxSeconds : policy.restartDelay(recentRestarts: recent)
             slots[i].nextStart = now.addingTimeInterval(delay)
             metrics.increment(MetricNames.restarts, labels: ["reason": reason.rawValue])
             let status = process.observation.exitStatus.map { " (status \($0))" } ?? ""
-            logger.warning("worker \(process.workerId) pid \(process.pid) \(reason.rawValue)\(status): replacing it in \(String(format: "%.1f", delay)) s")
+            let cause = fatal.map { ": \(ConfigurationLoader.mask($0))" } ?? ""
+            logger.warning("worker \(process.workerId) pid \(process.pid) \(reason.rawValue)\(status)\(cause): replacing it in \(String(format: "%.1f", delay)) s")
             switch reason {
             case .exited, .crashed: slots[i].process = nil
             case .hung: process.killNow()  // a stopped or wedged process does not act on SIGTERM
@@ -337,6 +344,7 @@ public final class Supervisor: Service, @unchecked Sendable {
                     "state": .string(state(of: slot)),
                     "restarts_recent": .number(Double(policy.recentRestarts(slot.restarts, now: now).count)),
                     "last_reason": slot.lastReason.map { .string($0.rawValue) } ?? .null,
+                    "last_fatal_error": slot.lastFatalError.map { .string(ConfigurationLoader.mask($0)) } ?? .null,
                     "partitions": .array((obs?.report?.partitions ?? []).map(JSONValue.string)),
                     "in_flight": .number(Double(obs?.report?.inFlight ?? 0)),
                     "lag": .number(Double(obs?.report?.lag ?? 0)),

@@ -43,8 +43,21 @@ final class WorkerProcess: @unchecked Sendable {
         reader.start()
     }
 
+    /// Signalled once the heartbeat pipe reached its end (the worker exited).
+    private let heartbeatsEnded = DispatchSemaphore(value: 0)
+
+    /// The last report of an exited worker, once its final line (which may name the fatal
+    /// error it died of) has been read; the pipe ends the moment the worker exits.
+    func finalReport() -> HeartbeatReport? {
+        if heartbeatsEnded.wait(timeout: .now() + .milliseconds(50)) == .success { heartbeatsEnded.signal() }
+        return lock.withLock { _report }
+    }
+
     private func readHeartbeats(_ fd: Int32) {
-        defer { close(fd) }
+        defer {
+            close(fd)
+            heartbeatsEnded.signal()
+        }
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -91,10 +91,18 @@ public final class WorkerService: Service, @unchecked Sendable {
     /// and leaves the group, and returns. Throws only for faults no retry can fix (wrong
     /// credentials, a missing database, an outdated schema) and for unexpected errors.
     public func run() async throws {
-        try await withTaskCancellationOrGracefulShutdownHandler {
-            try await runUntilStopped()
-        } onCancelOrGracefulShutdown: { [self] in
-            Task { await self.stop() }
+        do {
+            try await withTaskCancellationOrGracefulShutdownHandler {
+                try await runUntilStopped()
+            } onCancelOrGracefulShutdown: { [self] in
+                Task { await self.stop() }
+            }
+        } catch {
+            // The last word to the supervisor names the fault, so a crash loop says why.
+            var report = currentReport()
+            report.fatalError = "\(error)"
+            _ = heartbeat?.send(report)
+            throw error
         }
     }
 

@@ -33,23 +33,28 @@ struct ResultCommand: AsyncParsableCommand {
         guard let row = rows.first else { throw CLIError("no stored outcome for job \(jobId)") }
         let ranking = try row.decode("ranking", as: PostgresJSON?.self)?.decoded(as: [RankedRow].self) ?? []
         if json {
-            var object: [String: JSONValue] = [
+            var object: [String: ExactJSON] = [
                 "job_id": .string(jobId),
                 "status": .string(try row.decode("status")),
-                "ranking": .array(ranking.map(\.json)),
+                "ranking": .array(ranking.map { ExactJSON($0.json) }),
                 "finished_at": .string(CompletionEvent.timestamp(try row.decode("finished_at", as: Date.self))),
                 "worker_id": .string(try row.decode("worker_id")),
             ]
             for column in ["error", "ranker", "fuser", "fused_text"] {
                 if let v = try row.decode(column, as: String?.self) { object[column] = .string(v) }
             }
+            // Parsed exactly, so metadata numbers print as written (18446744073709551617, 1e400).
             for column in ["violations", "metadata", "timings_ms"] {
-                if let v = try row.decode(column, as: PostgresJSON?.self) { object[column] = try v.decoded(as: JSONValue.self) }
+                if let v = try row.decode(column, as: PostgresJSON?.self) {
+                    do {
+                        object[column] = try JSONParser.parse(Array(v.text.utf8)).value
+                    } catch {
+                        throw CLIError("job \(jobId): the stored \(column) is not JSON (\(error))")
+                    }
+                }
             }
-            if let from = try row.decode("fused_from", as: [Int]?.self) { object["fused_from"] = .array(from.map { .number(Double($0)) }) }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(JSONValue.object(object)), as: UTF8.self))
+            if let from = try row.decode("fused_from", as: [Int]?.self) { object["fused_from"] = .array(from.map { .number(String($0)) }) }
+            print(ExactJSON.object(object.keys.sorted().map { ExactJSON.Member($0, object[$0]!) }).serialized())
             return
         }
         print("job       \(jobId)")

@@ -327,6 +327,27 @@ final class SupervisorProcessTests: XCTestCase {
         XCTAssertEqual(waitForExit(supervisor), 0)
     }
 
+    func testWorkersEndingOnAPermanentFaultShowAsACrashLoopWithTheirErrorLine() async throws {
+        // A database that does not exist: each worker ends at once with one line and exit 1.
+        var missing = URLComponents(string: db.url)!
+        missing.path = "/blendd_no_such_database"
+        let supervisor = startSupervisor(workers: 1, extra: ["--set", "supervisor.crash_loop_restarts=3"],
+                                         environment: ["BLENDD_DATABASE_URL": missing.string!])
+        try await waitUntil(30, "degraded readiness") {
+            guard let (status, body) = await get("/readyz") else { return false }
+            return status == 503 && body.contains("degraded")
+        }
+        let slots = await workers()
+        let slot = try XCTUnwrap(slots.first)
+        let fatal = try XCTUnwrap(slot["last_fatal_error"] as? String, "\(slot)")
+        XCTAssertTrue(fatal.contains("blendd_no_such_database"), fatal)
+        XCTAssertEqual(slot["last_reason"] as? String, "crashed", "a non-zero exit counts as a crash")
+        let looping = try XCTUnwrap(log.split(separator: "\n").first { $0.contains("crash-looping") }, log)
+        XCTAssertTrue(looping.contains("last error:") && looping.contains("blendd_no_such_database"), String(looping))
+        kill(supervisor, SIGTERM)
+        XCTAssertEqual(waitForExit(supervisor), 0)
+    }
+
     func testAListenAddressInUseEndsTheSupervisorWithExitOneAndNoWorkerLeft() async throws {
         let blocker = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(blocker) }

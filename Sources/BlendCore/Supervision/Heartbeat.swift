@@ -17,6 +17,9 @@ public struct HeartbeatReport: Sendable, Codable, Equatable {
     public var lag: Int64
     public var rssBytes: Int64
     public var metrics: [MetricFamily]
+    /// Set in a worker's last report when a fault no retry fixes ends it (its one error line),
+    /// so the supervisor can say why its workers crash-loop.
+    public var fatalError: String?
 
     public init(workerId: String, pid: Int32, state: State, partitions: [String], inFlight: Int, lastProgress: Date,
                 lag: Int64, rssBytes: Int64, metrics: [MetricFamily]) {
@@ -26,7 +29,7 @@ public struct HeartbeatReport: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case workerId = "worker_id", pid, state, partitions, inFlight = "in_flight", lastProgress = "last_progress", lag
-        case rssBytes = "rss_bytes", metrics
+        case rssBytes = "rss_bytes", metrics, fatalError = "fatal_error"
     }
 
     static let encoder: JSONEncoder = {
