@@ -43,18 +43,4 @@ public struct JobLimits: Sendable, Equatable, Codable {
     }
 
     public static let defaults = JobLimits()
-
-    /// Problems with the limits themselves (checked once at start-up).
-    public var problems: [String] {
-        var p: [String] = []
-        if maxCandidates < JobLimits.minCandidates { p.append("max_candidates must be at least 2 (is \(maxCandidates))") }
-        if maxTextBytes < 1 { p.append("max_text_bytes must be positive (is \(maxTextBytes))") }
-        if maxJobBytes < maxTextBytes { p.append("max_job_bytes (\(maxJobBytes)) must be at least max_text_bytes (\(maxTextBytes))") }
-        if maxMetadataBytes < 2 { p.append("max_metadata_bytes must be at least 2 (is \(maxMetadataBytes))") }
-        if maxModelNameLength < 1 { p.append("max_model_name_length must be positive (is \(maxModelNameLength))") }
-        if maxTopK < 1 { p.append("max_top_k must be positive (is \(maxTopK))") }
-        if maxNewTokens < 1 { p.append("max_new_tokens must be positive (is \(maxNewTokens))") }
-        if maxBeams < 1 { p.append("max_beams must be positive (is \(maxBeams))") }
-        return p
-    }
 }
