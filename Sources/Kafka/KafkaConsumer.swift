@@ -126,7 +126,8 @@ public final class KafkaConsumer: @unchecked Sendable {
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
             throw KafkaError(code: err, context: "subscribing to \(options.topics.joined(separator: ", "))")
         }
-        client.startPolling { [unowned self] in self.pollOnce() }
+        // Weak: the consumer may be deinitialising while the poll thread starts an iteration.
+        client.startPolling { [weak self] in self?.pollOnce() }
     }
 
     /// The librdkafka properties of a consumer: the typed options, then the raw properties, then

@@ -216,10 +216,12 @@ extension RDKafkaClient {
 final class PollThread: @unchecked Sendable {
     private let lock = NSLock()
     private var running = true
+    private var owner: pthread_t?
     private let finished = DispatchSemaphore(value: 0)
 
     init(name: String, body: @escaping @Sendable () -> Void) {
         let thread = Thread { [self] in
+            lock.withLock { owner = pthread_self() }
             while self.isRunning { body() }
             self.finished.signal()
         }
@@ -229,13 +231,14 @@ final class PollThread: @unchecked Sendable {
 
     var isRunning: Bool { lock.withLock { running } }
 
-    /// Stops the loop and waits for its current iteration to end.
+    /// Stops the loop and waits for its current iteration to end, unless it is called from that
+    /// iteration (the last reference to the client can be released on its own poll thread).
     func stop() {
-        let wasRunning = lock.withLock { () -> Bool in
+        let (wasRunning, onPollThread) = lock.withLock { () -> (Bool, Bool) in
             defer { running = false }
-            return running
+            return (running, owner.map { pthread_equal($0, pthread_self()) != 0 } ?? false)
         }
-        if wasRunning { finished.wait() }
+        if wasRunning && !onPollThread { finished.wait() }
     }
 }
 

@@ -131,7 +131,7 @@ final class ConsumerGroupProcessTests: XCTestCase {
         XCTAssertEqual(waitForExit(a), 128 + SIGKILL)
         let a2 = start("a2", instance: "worker-a")
         defer { kill(a2, SIGKILL); _ = waitForExit(a2) }
-        try await eventually(within: 30, "the restarted member works again") { records("a2") > 0 }
+        try await eventually(within: 60, "the restarted member works again") { records("a2") > 0 }
         for name in ["a2", "b"] {
             XCTAssertFalse(log(name).contains("FENCED") || log(name).contains("critical"), "\(name) was not fenced:\n\(log(name))")
         }
