@@ -47,13 +47,18 @@ public final class WorkerService: Service, @unchecked Sendable {
     /// Operations riding out an infrastructure fault now; the worker is `degraded` while any are.
     private var faulted: Set<String> = []
 
-    public init(config: BlendConfiguration, ranker: any CandidateRanker, fuser: any CandidateFuser,
+    public convenience init(config: BlendConfiguration, ranker: any CandidateRanker, fuser: any CandidateFuser,
+                            logger: Logger = Logger(label: "blendd.worker")) throws {
+        try self.init(config: config, rankers: RankerSet(single: ranker), fuser: fuser, logger: logger)
+    }
+
+    public init(config: BlendConfiguration, rankers: RankerSet, fuser: any CandidateFuser,
                 logger: Logger = Logger(label: "blendd.worker")) throws {
         self.config = config
         self.logger = logger
         metrics = MetricsRegistry()
         instruments = WorkerMetrics(registry: metrics)
-        processor = BatchProcessor(validator: JobValidator(limits: config.limits), ranker: ranker, fuser: fuser, workerId: config.workerId)
+        processor = BatchProcessor(validator: JobValidator(limits: config.limits), rankers: rankers, fuser: fuser, workerId: config.workerId)
         let connectionOptions = PostgresConnection.Options(statementTimeoutMilliseconds: config.postgres.statementTimeoutMilliseconds,
                                                            keepaliveSeconds: config.postgres.keepaliveSeconds,
                                                            applicationName: "blendd worker \(config.workerId)")
@@ -107,7 +112,7 @@ public final class WorkerService: Service, @unchecked Sendable {
     }
 
     private func runUntilStopped() async throws {
-        logger.info("worker \(config.workerId) starting: group \(config.kafka.groupId), topic \(config.kafka.jobsTopic), ranker \(processor.ranker.label), fuser \(processor.fuser.label)")
+        logger.info("worker \(config.workerId) starting: group \(config.kafka.groupId), topic \(config.kafka.jobsTopic), ranker \(processor.rankers.label), fuser \(processor.fuser.label)")
         // Heartbeats to the supervisor start first and never wait on the database, so a worker
         // that rides out an outage (even at start-up) is seen alive and degraded, not hung.
         let beats = Task { await self.supervisorHeartbeatLoop() }
@@ -414,7 +419,7 @@ public final class WorkerService: Service, @unchecked Sendable {
             try await pool.withConnection { conn in
                 try await conn.execute("""
                     INSERT INTO workers (worker_id, host, pid, state, ranker, fuser)
-                    VALUES (\(c.workerId), \(ProcessInfo.processInfo.hostName), \(Int(getpid())), 'starting', \(self.processor.ranker.label), \(self.processor.fuser.label))
+                    VALUES (\(c.workerId), \(ProcessInfo.processInfo.hostName), \(Int(getpid())), 'starting', \(self.processor.rankers.label), \(self.processor.fuser.label))
                     ON CONFLICT (worker_id) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state,
                         started_at = now(), last_heartbeat = now(), ranker = EXCLUDED.ranker, fuser = EXCLUDED.fuser
                     """)

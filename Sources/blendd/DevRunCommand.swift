@@ -52,7 +52,7 @@ struct DevRunCommand: AsyncParsableCommand {
         let applied = try await MigrationRunner(directory: try MigrateCommand.migrationsDirectory(explicit: nil)).run(on: connection)
         say("database \(ConfigurationLoader.mask(config.postgres.url)): \(applied.filter { if case .applied = $0 { true } else { false } }.count) migration(s) applied")
 
-        let service = try WorkerService(config: config, ranker: try ModelFactory.ranker(for: config), fuser: try ModelFactory.fuser(for: config))
+        let service = try WorkerService(config: config, rankers: try ModelFactory.rankers(for: config), fuser: try ModelFactory.fuser(for: config))
         let worker = Task { try await service.run() }
 
         let (messages, ids) = try sampleJobs(topic: config.kafka.jobsTopic)

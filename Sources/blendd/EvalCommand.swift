@@ -65,9 +65,16 @@ struct EvalCommand: AsyncParsableCommand {
             throw CLIError("\(file): no record has cmp_results (\(set.withoutComparisons) without), nothing to evaluate")
         }
         var rankers: [any CandidateRanker] = []
-        for directory in models.isEmpty ? [config.models.ranker] : models {
+        if models.isEmpty {
+            // Every configured ranker (models.ranker and models.rankers), the default first.
+            let set = try ModelFactory.rankers(for: config)
+            rankers = ([set.defaultName] + set.names.filter { $0 != set.defaultName }).map { set.rankers[$0]! }
+        }
+        for directory in models {
             var c = config
             c.models.ranker = directory
+            c.models.rankers = [:]
+            c.models.defaultRanker = ""
             rankers.append(try ModelFactory.ranker(for: c))
         }
         var progress = try ProgressFile(path: resume ?? output.map { $0 + ".progress.jsonl" }, set: set)

@@ -105,21 +105,46 @@ struct RankCommand: AsyncParsableCommand {
 
 /// Builds the configured models, or the weight-free fallbacks when none are configured.
 enum ModelFactory {
+    /// The ranker of jobs that name none (`models.default_ranker`).
     static func ranker(for config: BlendConfiguration) throws -> any CandidateRanker {
-        guard !config.models.ranker.isEmpty else { return ConsensusRanker() }
+        let name = try defaultRankerName(config)
+        let directory = config.models.namedRankers.first { $0.name == name }?.directory ?? config.models.ranker
+        return try ranker(directory: directory, setting: settingPath(of: name), config: config)
+    }
+
+    /// Every configured ranker by name (`models.ranker` as `default`, and `models.rankers`).
+    static func rankers(for config: BlendConfiguration) throws -> RankerSet {
+        var rankers: [String: any CandidateRanker] = [:]
+        for (name, directory) in config.models.namedRankers {
+            rankers[name] = try ranker(directory: directory, setting: settingPath(of: name), config: config)
+        }
+        return RankerSet(rankers, defaultName: try defaultRankerName(config))
+    }
+
+    private static func defaultRankerName(_ config: BlendConfiguration) throws -> String {
+        switch config.models.resolvedDefaultRanker {
+        case .ranker(let name): return name
+        case .unresolved(let problem): throw CLIError("models.default_ranker \(problem)")
+        }
+    }
+
+    private static func settingPath(of name: String) -> String {
+        name == BlendConfiguration.Models.unnamedRanker ? "models.ranker" : "models.rankers.\(name)"
+    }
+
+    private static func ranker(directory: String, setting: String, config: BlendConfiguration) throws -> any CandidateRanker {
+        guard !directory.isEmpty else { return ConsensusRanker() }
         NumericsThreading.configure(threads: config.models.threads)
         let planner = TokenBudgetPlanner(maxSequences: config.batching.maxPairs, maxTokens: config.batching.maxTokens)
         // config.json's architectures tells a pointwise reward model (DebertaV2ForSequenceClassification) from PairRM.
-        let pointwise = RewardModelHead.declared(in: config.models.ranker)
+        let pointwise = RewardModelHead.declared(in: directory)
         do {
             if pointwise {
-                return RewardModelRanker(model: try RewardModel(directory: config.models.ranker),
-                                         planner: planner)
+                return RewardModelRanker(model: try RewardModel(directory: directory), planner: planner)
             }
-            return PairRMRanker(model: try PairRMModel(directory: config.models.ranker, precision: config.models.rankerPrecision),
-                                planner: planner)
+            return PairRMRanker(model: try PairRMModel(directory: directory, precision: config.models.rankerPrecision), planner: planner)
         } catch {
-            throw CLIError("cannot load the \(pointwise ? "reward model" : "PairRM") checkpoint in \(config.models.ranker) (models.ranker): \(error)")
+            throw CLIError("cannot load the \(pointwise ? "reward model" : "PairRM") checkpoint in \(directory) (\(setting)): \(error)")
         }
     }
 

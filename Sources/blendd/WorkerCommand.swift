@@ -33,7 +33,7 @@ struct WorkerCommand: AsyncParsableCommand {
             do { address = try ListenAddress(parsing: config.workerListen) } catch { throw CLIError("worker.listen: \(error)") }
         }
         let worker = WorkerLifecycleAdapter(drainSeconds: config.drainSeconds, logger: logger) {
-            try WorkerService(config: config, ranker: try ModelFactory.ranker(for: config), fuser: try ModelFactory.fuser(for: config))
+            try WorkerService(config: config, rankers: try ModelFactory.rankers(for: config), fuser: try ModelFactory.fuser(for: config))
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let address {

@@ -42,6 +42,11 @@ public struct BlendConfiguration: Sendable, Equatable {
 
         /// Directory of a PairRM checkpoint; empty = the weight-free consensus ranker.
         public var ranker = ""
+        /// Further rankers by name (name → checkpoint directory); a job picks one with `rank.model`.
+        public var rankers: [String: String] = [:]
+        /// The ranker of jobs that name none: a key of `rankers`, or `default` for `models.ranker`.
+        /// Empty: `default` when `models.ranker` is set or no ranker is named, else the only named one.
+        public var defaultRanker = ""
         /// Directory of a GenFuser checkpoint; empty = the top-ranked candidate is returned.
         public var fuser = ""
         /// Compute threads for inference; 0 = one per core.

@@ -34,6 +34,10 @@ public struct LoadedConfiguration: Sendable {
             let source = sources[setting.path] ?? .default
             lines.append("\(setting.path) = \(shown.isEmpty ? "\"\"" : shown)  (\(source.rawValue))")
         }
+        for name in configuration.models.rankers.keys.sorted() {
+            let path = "\(ConfigurationLoader.rankersPath).\(name)"
+            lines.append("\(path) = \(configuration.models.rankers[name]!)  (\((sources[path] ?? .default).rawValue))")
+        }
         for key in configuration.kafka.properties.keys.sorted() {
             let value = configuration.kafka.properties[key]!
             let path = "\(ConfigurationLoader.kafkaPropertiesPath).\(key)"
@@ -47,6 +51,9 @@ public struct LoadedConfiguration: Sendable {
 public enum ConfigurationLoader {
     static let kafkaPropertiesPath = "kafka.properties"
     static let kafkaPropertyEnvironmentPrefix = "BLENDD_KAFKA_PROPERTY_"
+    /// Named rankers: `models.rankers.<name>: <checkpoint directory>`.
+    static let rankersPath = "models.rankers"
+    static let rankersEnvironmentPrefix = "BLENDD_MODELS_RANKERS_"
 
     static let settingsByPath: [String: ConfigurationSetting] = Dictionary(uniqueKeysWithValues: settings.map { ($0.path, $0) })
     static let settingsByEnvironment: [String: ConfigurationSetting] = Dictionary(uniqueKeysWithValues: settings.map { ($0.environmentName, $0) })
@@ -114,6 +121,19 @@ public enum ConfigurationLoader {
                     loaded.configuration.kafka.properties[name] = v
                     loaded.sources["\(path).\(name)"] = .file
                 }
+            } else if path == rankersPath {
+                guard let rankers = value as? [String: Any] else {
+                    loaded.problems.append(ConfigurationProblem(location: "\(file): \(path)", message: "must be a mapping of ranker names to checkpoint directories"))
+                    continue
+                }
+                for (name, raw) in rankers {
+                    guard case .string(let directory)? = scalar(raw) else {
+                        loaded.problems.append(ConfigurationProblem(location: "\(file): \(path).\(name)", message: "must be a checkpoint directory"))
+                        continue
+                    }
+                    loaded.configuration.models.rankers[name] = directory
+                    loaded.sources["\(path).\(name)"] = .file
+                }
             } else if let child = value as? [String: Any] {
                 walk(child, prefix: path, file: file, into: &loaded)
             } else if let v = scalar(value) {
@@ -141,9 +161,12 @@ public enum ConfigurationLoader {
             let variable = fromFile ? String(name.dropLast(5)) : name
             let property = variable.hasPrefix(kafkaPropertyEnvironmentPrefix)
                 ? variable.dropFirst(kafkaPropertyEnvironmentPrefix.count).lowercased().replacingOccurrences(of: "_", with: ".") : nil
+            // A name from the environment is the variable's suffix in lower case (BLENDD_MODELS_RANKERS_OASST → oasst).
+            let rankerName = variable.hasPrefix(rankersEnvironmentPrefix) && variable.count > rankersEnvironmentPrefix.count
+                ? variable.dropFirst(rankersEnvironmentPrefix.count).lowercased() : nil
             let setting = settingsByEnvironment[variable] ?? aliases[variable].flatMap { settingsByPath[$0] }
             // Other BLENDD_* variables belong to the scripts and tests (e.g. BLENDD_TEST_*): not ours to judge.
-            guard property != nil || setting != nil else { continue }
+            guard property != nil || setting != nil || rankerName != nil else { continue }
             var value = environment[name]!
             if fromFile {
                 guard let data = FileManager.default.contents(atPath: value) else {
@@ -152,7 +175,10 @@ public enum ConfigurationLoader {
                 }
                 value = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             }
-            if let property {
+            if let rankerName, setting == nil {
+                loaded.configuration.models.rankers[rankerName] = value
+                loaded.sources["\(rankersPath).\(rankerName)"] = .environment
+            } else if let property {
                 let path = "\(kafkaPropertiesPath).\(property)"
                 loaded.configuration.kafka.properties[property] = value
                 loaded.sources[path] = .environment
@@ -176,6 +202,11 @@ public enum ConfigurationLoader {
             loaded.configuration.kafka.properties[property] = v
             loaded.sources[path] = source
             loaded.fromSecretFiles.remove(path)
+            return
+        }
+        if path.hasPrefix(rankersPath + "."), let directory = value.asString {
+            loaded.configuration.models.rankers[String(path.dropFirst(rankersPath.count + 1))] = directory
+            loaded.sources[path] = source
             return
         }
         guard let setting = settingsByPath[path] else {
@@ -235,6 +266,7 @@ public enum ConfigurationLoader {
             if setting.appliesOnReload { apply.append(setting.path) } else { restart.append(setting.path) }
         }
         if old.kafka.properties != new.kafka.properties { restart.append(kafkaPropertiesPath) }
+        if old.models.rankers != new.models.rankers { restart.append(rankersPath) }
         return (apply, restart)
     }
 }

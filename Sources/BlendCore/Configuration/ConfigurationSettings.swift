@@ -30,6 +30,8 @@ extension ConfigurationLoader {
              "TCP keepalive idle time; a silent server is declared dead after about twice this."),
         .string("models.ranker", \.models.ranker, allowEmpty: true,
                 "PairRM or pointwise reward-model checkpoint directory (empty: weight-free consensus ranker)."),
+        .string("models.default_ranker", \.models.defaultRanker, allowEmpty: true,
+                "Ranker of jobs that name none (rank.model): a name under models.rankers, or default for models.ranker."),
         .string("models.fuser", \.models.fuser, allowEmpty: true, "GenFuser checkpoint directory (empty: return the top-ranked candidate)."),
         .int("models.threads", \.models.threads, 0...1024, "Inference threads (0: one per core)."),
         .choice("models.ranker_precision", \.models.rankerPrecision, "PairRM arithmetic: fp32 (exact to the reference), bf16 or int8."),
@@ -94,6 +96,20 @@ extension ConfigurationLoader {
         },
         ConfigurationRule("models.ranker") { c in directoryProblem(c.models.ranker) },
         ConfigurationRule("models.fuser") { c in directoryProblem(c.models.fuser) },
+        ConfigurationRule("models.rankers") { c in
+            for name in c.models.rankers.keys.sorted() {
+                if let problem = BlendConfiguration.Models.rankerNameProblem(name) { return "\(name): \(problem)" }
+                if let problem = directoryProblem(c.models.rankers[name]!) { return "\(name): \(problem)" }
+            }
+            if c.models.rankers[BlendConfiguration.Models.unnamedRanker] != nil, !c.models.ranker.isEmpty {
+                return "\(BlendConfiguration.Models.unnamedRanker) is the name of models.ranker; give this one another name"
+            }
+            return nil
+        },
+        ConfigurationRule("models.default_ranker") { c in
+            if case .unresolved(let problem) = c.models.resolvedDefaultRanker { return problem }
+            return nil
+        },
         ConfigurationRule("limits.max_job_bytes") { c in
             c.limits.maxJobBytes >= c.limits.maxTextBytes ? nil
                 : "must be at least limits.max_text_bytes (\(c.limits.maxTextBytes)), is \(c.limits.maxJobBytes)"

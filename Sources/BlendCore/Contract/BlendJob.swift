@@ -11,7 +11,11 @@ public struct BlendJob: Sendable, Equatable, Codable {
         public var mode: RankMode
         /// Seeds the bubble order so results reproduce; derived from the job id when absent.
         public var seed: UInt64?
-        public init(mode: RankMode = .maxLogits, seed: UInt64? = nil) { self.mode = mode; self.seed = seed }
+        /// The named ranker (`models.rankers`) to rank with; nil: the worker's default ranker.
+        public var model: String?
+        public init(mode: RankMode = .maxLogits, seed: UInt64? = nil, model: String? = nil) {
+            self.mode = mode; self.seed = seed; self.model = model
+        }
     }
 
     /// Generation settings of the fuser; defaults are the reference's (4 beams, 128 new tokens).

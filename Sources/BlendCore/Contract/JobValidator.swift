@@ -4,12 +4,17 @@ import Foundation
 /// The same rules are stated in `schemas/job.schema.json`.
 public struct JobValidator: Sendable {
     public var limits: JobLimits
+    /// The ranker names a job may ask for in `rank.model` (those the worker serves); nil accepts any well-formed name.
+    public var rankers: Set<String>?
 
-    public init(limits: JobLimits = .defaults) { self.limits = limits }
+    public init(limits: JobLimits = .defaults, rankers: Set<String>? = nil) {
+        self.limits = limits
+        self.rankers = rankers
+    }
 
     public static let topLevelFields: Set<String> = ["job_id", "instruction", "input", "candidates", "rank", "fuse", "metadata"]
     static let candidateFields: Set<String> = ["model", "text"]
-    static let rankFields: Set<String> = ["mode", "seed"]
+    static let rankFields: Set<String> = ["mode", "seed", "model"]
     static let fuseFields = Set(BlendJob.FuseOptions.CodingKeys.allCases.map(\.rawValue))
     /// Largest integer a JSON number carries exactly (2^53).
     static let maxExactInteger: Double = 9_007_199_254_740_992
@@ -51,7 +56,7 @@ public struct JobValidator: Sendable {
     }
 
     public func validate(exact: ExactJSON, priorViolations: [Violation] = []) -> Result<BlendJob, JobRejection> {
-        var check = Checker(limits: limits, violations: priorViolations)
+        var check = Checker(limits: limits, rankers: rankers, violations: priorViolations)
         let document = exact.jsonValue
         guard case .object(let fields) = document else {
             check.add(.notObject, "", "a job must be a JSON object, found \(document.typeName)")
@@ -84,6 +89,7 @@ public struct JobValidator: Sendable {
 /// Collects violations while reading a job's fields; every reader returns nil when its field is unusable.
 private struct Checker {
     let limits: JobLimits
+    let rankers: Set<String>?
     var violations: [Violation]
 
     mutating func add(_ code: Violation.Code, _ path: String, _ message: String) {
@@ -191,6 +197,19 @@ private struct Checker {
         }
         if let seed = fields["seed"] {
             if let s = seedValue(seed, at: "rank.seed") { options.seed = s } else { ok = false }
+        }
+        if let model = fields["model"] {
+            if case .string(let name) = model {
+                if let problem = BlendConfiguration.Models.rankerNameProblem(name) {
+                    add(.unknownRanker, "rank.model", "\(Self.quote(name)) is not a ranker name: \(problem)")
+                    ok = false
+                } else if let served = rankers, !served.contains(name) {
+                    add(.unknownRanker, "rank.model", "no ranker named \(Self.quote(name)) is configured; configured: \(served.sorted().joined(separator: ", "))")
+                    ok = false
+                } else {
+                    options.model = name
+                }
+            } else { wrongType(model, at: "rank.model", expected: "a string"); ok = false }
         }
         return ok ? options : nil
     }

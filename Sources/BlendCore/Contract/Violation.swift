@@ -16,6 +16,8 @@ public struct Violation: Sendable, Equatable, Codable, CustomStringConvertible {
         case jobTooLarge = "job_too_large"
         case metadataTooLarge = "metadata_too_large"
         case unknownRankMode = "unknown_rank_mode"
+        /// `rank.model` names no ranker this worker serves (or is no valid name).
+        case unknownRanker = "unknown_ranker"
         case topKOutOfRange = "top_k_out_of_range"
         case optionOutOfRange = "option_out_of_range"
         /// U+0000 in a text or metadata string: PostgreSQL text and jsonb cannot store it.

@@ -46,9 +46,11 @@ public final class RewardModelNetwork: Sendable {
         for (s, offset) in offsets.enumerated() {
             first.replaceSubrange((s * h)..<((s + 1) * h), with: hidden.storage[(offset * h)..<((offset + 1) * h)])
         }
-        let pooled = head.activation.apply(Kernels.linear(Tensor(shape: [sequences.count, h], storage: first),
-                                                          weight: poolerWeight, bias: poolerBias))
-        return Kernels.linear(pooled, weight: classifierWeight, bias: classifierBias).storage
+        // Each pooled row is its own item: `linearRows` keeps a sequence's score independent of its batch-mates,
+        // so a job scores the same bits whichever other jobs share its batch (a GEMM's blocking depends on the row count).
+        let pooled = head.activation.apply(Kernels.linearRows(Tensor(shape: [sequences.count, h], storage: first),
+                                                              weight: poolerWeight, bias: poolerBias))
+        return Kernels.linearRows(pooled, weight: classifierWeight, bias: classifierBias).storage
     }
 }
 

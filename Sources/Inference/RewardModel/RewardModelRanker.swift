@@ -4,8 +4,8 @@ import Synchronization
 
 /// A pointwise reward model behind the `CandidateRanker` API: one forward pass per distinct candidate, scoring
 /// (instruction + input, candidate) as the question and answer, instead of PairRM's N(N−1) ordered pairs.
-/// Candidates of a job that tokenize identically share one pass, so they tie exactly (packed rows can
-/// differ in the last bits by their position in a batch).
+/// Candidates of a job that tokenize identically share one pass, so they tie exactly; a job's scores are the same
+/// bits whichever other jobs share its batches (the packed encoder and the per-row head are batch-composition invariant).
 /// The candidates of every job of a call are sorted by length and packed into forward batches under the
 /// planner's budget. Scores are the logits; ranks are BlendCore's competition ranks of them. A rank mode
 /// does not apply to a pointwise model: every mode ranks by score, and no comparison matrix is produced.

@@ -7,18 +7,30 @@ import Inference
 /// It does no I/O: the caller says which job ids are already stored, and stores the result.
 public struct BatchProcessor: Sendable {
     public var validator: JobValidator
-    public var ranker: any CandidateRanker
+    /// Every ranker served, by name; a job picks one with `rank.model`.
+    public var rankers: RankerSet
     public var fuser: any CandidateFuser
     public var workerId: String
     public var clock: @Sendable () -> Date
 
-    public init(validator: JobValidator, ranker: any CandidateRanker, fuser: any CandidateFuser, workerId: String,
+    /// The ranker of jobs that name none.
+    public var ranker: any CandidateRanker { rankers.defaultRanker }
+
+    public init(validator: JobValidator, rankers: RankerSet, fuser: any CandidateFuser, workerId: String,
                 clock: @escaping @Sendable () -> Date = Date.init) {
+        var validator = validator
+        // A job may name only the rankers served here.
+        validator.rankers = Set(rankers.names)
         self.validator = validator
-        self.ranker = ranker
+        self.rankers = rankers
         self.fuser = fuser
         self.workerId = workerId
         self.clock = clock
+    }
+
+    public init(validator: JobValidator, ranker: any CandidateRanker, fuser: any CandidateFuser, workerId: String,
+                clock: @escaping @Sendable () -> Date = Date.init) {
+        self.init(validator: validator, rankers: RankerSet(single: ranker), fuser: fuser, workerId: workerId, clock: clock)
     }
 
     /// Validates every message once; the caller then asks the store which of `jobIds` exist.
@@ -68,7 +80,16 @@ public struct BatchProcessor: Sendable {
         }
 
         let rankStart = clock()
-        let rankResults = await ranker.rank(work.map { RankRequest(job: $0.job) })
+        // Jobs that share a ranker share its forward batches; each result records the ranker that served it.
+        var rankResults = [Result<RankOutcome, RankingError>?](repeating: nil, count: work.count)
+        var servedBy = [any CandidateRanker](repeating: ranker, count: work.count)
+        for group in rankers.partition(work.map { $0.job.rank.model }) {
+            let results = await group.ranker.rank(group.indexes.map { RankRequest(job: work[$0].job) })
+            for (index, result) in zip(group.indexes, results) {
+                rankResults[index] = result
+                servedBy[index] = group.ranker
+            }
+        }
         let rankMs = clock().timeIntervalSince(rankStart) * 1000
 
         var fuseSlots: [Int] = []
@@ -78,15 +99,16 @@ public struct BatchProcessor: Sendable {
             let message = messages[item.slot]
             var timings = ["rank": rankMs]
             if let t = message.timestamp { timings["queue"] = max(0, started.timeIntervalSince(t) * 1000) }
+            let served = servedBy[index]
             var outcome = JobOutcome(kind: .outcome(status: .completed), jobId: item.job.jobId, message: message,
-                                     job: item.job, timingsMs: timings, models: models)
-            switch rankResults[index] {
+                                     job: item.job, timingsMs: timings, models: ["ranker": served.label, "fuser": fuser.label])
+            switch rankResults[index]! {
             case .failure(let error):
                 outcome.kind = .outcome(status: .failed)
                 outcome.error = error.description
             case .success(let ranked):
                 outcome.rank = RankedJob(ranks: ranked.ranks, scores: ranked.scores, comparisons: ranked.comparisons,
-                                         ranker: ranker.label, forwardPasses: ranked.forwardPasses)
+                                         ranker: served.label, forwardPasses: ranked.forwardPasses)
                 if let options = item.job.fuse {
                     let top = RankAggregation.topK(ranks: ranked.ranks, k: min(options.topK, item.job.candidates.count))
                     outcome.fusion = EventData.Fusion(text: "", fuser: fuser.label, topK: top.count, sourceIndexes: top, generatedTokens: 0)
