@@ -188,11 +188,28 @@ public struct PostgresTextArray: PostgresEncodable, PostgresDecodable, Equatable
     public var elements: [String?]
     public init(_ elements: [String?]) { self.elements = elements }
 
+    /// Every element is double-quoted (so "NULL", "", braces, commas and spaces stay text) with
+    /// `"` and `\` backslash-escaped; a nil element is an unquoted NULL. Built byte by byte: the
+    /// result store sends whole batches of texts in one array, so this runs over megabytes.
     public var postgresText: String? {
-        "{" + elements.map { element in
-            guard let element else { return "NULL" }
-            return "\"" + element.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }.joined(separator: ",") + "}"
+        var out: [UInt8] = []
+        out.reserveCapacity(2 + elements.reduce(0) { $0 + ($1?.utf8.count ?? 4) + 3 })
+        out.append(UInt8(ascii: "{"))
+        for (i, element) in elements.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            guard let element else {
+                out.append(contentsOf: "NULL".utf8)
+                continue
+            }
+            out.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
+            }
+            out.append(UInt8(ascii: "\""))
+        }
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func decode(postgresText: String?) throws(PostgresDecodingFailure) -> PostgresTextArray {

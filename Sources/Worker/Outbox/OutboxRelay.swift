@@ -60,16 +60,22 @@ final class OutboxRelay: Sendable {
             do {
                 let round = try await publishPendingOnce()
                 failures = 0
-                if round.claimed > 0 {
+                // A full round: more rows are probably waiting.
+                if round.claimed >= settings.batchSize {
                     idle = settings.minIdleSeconds
                     continue
                 }
+                if round.claimed > 0 { idle = settings.minIdleSeconds }
                 var delay = idle
                 if let due = try await store.secondsUntilNextDue() {
-                    // Due now but nothing claimable: another relay holds those rows this instant.
+                    // Rows that came in during a round are claimed at once; due now after an
+                    // empty round means another relay holds those rows this instant.
+                    if due <= 0 && round.claimed > 0 { continue }
                     delay = min(delay, due > 0 ? due + 0.01 : settings.minIdleSeconds)
                 }
-                idle = min(idle * 2, settings.maxIdleSeconds)
+                // A partial round drained the outbox: the next stored batch's signal wakes the
+                // relay, so it need not look again at once (one claim round trip saved per batch).
+                if round.claimed == 0 { idle = min(idle * 2, settings.maxIdleSeconds) }
                 await wake.wait(upTo: delay)
             } catch {
                 let delay = settings.retry.delay(attempt: failures)
@@ -88,27 +94,29 @@ final class OutboxRelay: Sendable {
         var round = Round(claimed: entries.count)
         guard !entries.isEmpty else { return round }
         let results = await publish(entries)
-        var sent: [Int64] = []
+        var sent: [Int64] = [], retrying: [ResultStore.Retry] = [], failed: [ResultStore.Failure] = []
         for (entry, result) in zip(entries, results) {
             switch result {
             case .success:
                 sent.append(entry.id)
                 instruments.published(topic: entry.topic)
             case .failure(let error) where error.isPermanentForRecord:
-                round.failed += 1
                 instruments.outboxFailed(topic: entry.topic, permanent: true)
                 logger.error("outbox: \(entry.eventId) cannot be published and is set aside: \(error)")
-                try await store.markFailed(entry.id, error: error.description)
+                failed.append(.init(id: entry.id, error: error.description))
             case .failure(let error):
-                round.retrying += 1
                 instruments.outboxFailed(topic: entry.topic, permanent: false)
                 let delay = settings.retry.delay(attempt: max(0, entry.attempts - 1))
                 logger.warning("outbox: \(entry.eventId) not published (attempt \(entry.attempts)), retrying in \(String(format: "%.2f", delay)) s: \(error)")
-                try await store.markRetry(entry.id, error: error.description, afterSeconds: delay)
+                retrying.append(.init(id: entry.id, error: error.description, afterSeconds: delay))
             }
         }
-        try await store.markSent(sent)
+        // One statement settles the round; if it fails, the claims lapse and the rows are
+        // published again (at least once, as before).
+        try await store.settle(sent: sent, retrying: retrying, failed: failed)
         round.sent = sent.count
+        round.retrying = retrying.count
+        round.failed = failed.count
         return round
     }
 
