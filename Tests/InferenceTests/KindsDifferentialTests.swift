@@ -100,6 +100,9 @@ final class KindsDifferentialTests: XCTestCase {
 
     var texts: [String] { Self.fixture.texts }
 
+    /// Largest |ours − reference| (in our convention) seen by `checkCompare`, for the printed summary.
+    private var maxCompareDelta: Float = 0
+
     /// The reference's compare value in our convention (positive = A better, both = average).
     static func ours(fromReference value: Double, mode: CompareMode) -> Float {
         switch mode {
@@ -112,6 +115,7 @@ final class KindsDifferentialTests: XCTestCase {
     /// Checks one compare value; returns whether its verdict was near zero (and so allowed to differ).
     private func checkCompare(_ ours: Float, reference: Double, mode: CompareMode, _ what: String) -> (nearZero: Bool, agrees: Bool) {
         let expected = Self.ours(fromReference: reference, mode: mode)
+        maxCompareDelta = max(maxCompareDelta, abs(ours - expected))
         XCTAssertEqual(ours, expected, accuracy: Self.tolerance, "\(what) \(mode.rawValue)")
         let near = expected != 0 && abs(expected) <= Self.nearZero
         let agrees = (ours > 0) == (expected > 0)
@@ -150,7 +154,7 @@ final class KindsDifferentialTests: XCTestCase {
                 if check.nearZero { near += 1 }
             }
         }
-        print("compare: \(agree)/\(total) values and verdicts agree; reference within \(Self.nearZero) of 0: \(near) (verdict differs: \(nearFlips))")
+        print("compare: \(agree)/\(total) values and verdicts agree; reference within \(Self.nearZero) of 0: \(near) (verdict differs: \(nearFlips)); max |Δ| \(maxCompareDelta)")
         XCTAssertEqual(agree + nearFlips, total, "every compare value within \(Self.tolerance) with the same verdict")
     }
 
@@ -198,7 +202,7 @@ final class KindsDifferentialTests: XCTestCase {
             }
         }
         print("conversations: \(records.count) records; flattened identical \(identical), rejected with the reference's reason \(rejectedAlike), "
-              + "rejected by our stricter empty rules \(stricter), compare values \(compared) (reference near 0: \(near))")
+              + "rejected by our stricter empty rules \(stricter), compare values \(compared) (reference near 0: \(near), max |Δ| \(maxCompareDelta))")
         XCTAssertEqual(identical + rejectedAlike + stricter, records.count)
         XCTAssertGreaterThan(identical, 100)
     }
@@ -275,6 +279,7 @@ final class KindsDifferentialTests: XCTestCase {
 
     func testRewardsMatchRankWithRefForEveryModeAndAGivenText() throws {
         var values = 0, signsNearZero = 0
+        var maxDelta: Float = 0
         let records = Self.fixture.rewards
         for r in records {
             XCTAssertEqual(Set(r.scores.keys), Set(ReferenceMode.allCases.map(\.rawValue) + ["given"]), "the reference's ref_modes are ours")
@@ -296,12 +301,13 @@ final class KindsDifferentialTests: XCTestCase {
                 for (o, t) in zip(ours, theirs) {
                     // Rewards are sums of two logits: twice the compare tolerance.
                     XCTAssertEqual(o, Float(t), accuracy: 2 * Self.tolerance, "reward \(i) \(name)")
+                    maxDelta = max(maxDelta, abs(o - Float(t)))
                     if t != 0 && abs(t) <= Double(Self.nearZero) { signsNearZero += 1 } else { XCTAssertEqual(o > 0, t > 0, "reward \(i) \(name) sign") }
                     values += 1
                 }
             }
         }
-        print("rewards: \(values) values over \(records.count) inputs × \(cases.count) reference choices; reference within \(Self.nearZero) of 0: \(signsNearZero)")
+        print("rewards: \(values) values over \(records.count) inputs × \(cases.count) reference choices; reference within \(Self.nearZero) of 0: \(signsNearZero); max |Δ| \(maxDelta)")
     }
 
     /// `PairRMJudge.judge(return_scores=True)` is softmax of Blender.rank's two scores = σ(ℓ(A,B) − ℓ(B,A)),
