@@ -27,6 +27,16 @@ public struct BubbleTournament: Sendable, Equatable {
         self.carried = count == 1 ? order[0] : nil
     }
 
+    /// A tournament in a given order, e.g. the permutation the reference's `torch.randperm` drew, so a
+    /// parity test can replay the reference's run.
+    public init(order: [Int], goal: Goal = .best) {
+        precondition(!order.isEmpty, "a bubble tournament needs at least one candidate")
+        precondition(order.sorted() == Array(order.indices), "bubble order \(order) is not a permutation of 0..<\(order.count)")
+        self.goal = goal
+        self.order = order
+        self.carried = order.count == 1 ? order[0] : nil
+    }
+
     public var isFinished: Bool { steps.count == order.count - 1 }
 
     /// The pair to compare next (both orders), or nil when finished.

@@ -250,3 +250,58 @@ public final class PairRMRanker: CandidateRanker {
         }
     }
 }
+
+// MARK: Given bubble orders and given reference texts
+
+extension PairRMRanker {
+    /// `select` with each job's bubble order given (the job's seed is ignored), e.g. the permutation the
+    /// reference drew with `torch.randperm`, so its run can be replayed.
+    public func select(_ requests: [RankRequest], goal: BubbleTournament.Goal, orders: [[Int]]) -> [Result<BubbleTournament, RankingError>] {
+        precondition(orders.count == requests.count, "\(orders.count) bubble orders for \(requests.count) requests")
+        let encoded = encodeEach(requests.map { ($0.jobId, $0.instruction + $0.input, $0.candidates) })
+        var results = [Result<BubbleTournament, RankingError>?](repeating: nil, count: requests.count)
+        var slots: [Int] = []
+        var jobs: [PairInputBuilder.EncodedJob] = []
+        var tournaments: [BubbleTournament] = []
+        for (i, result) in encoded.enumerated() {
+            switch result {
+            case .failure(let error): results[i] = .failure(error)
+            case .success(let job) where job.candidates.count != orders[i].count || job.candidates.isEmpty:
+                results[i] = .failure(RankingError(jobId: requests[i].jobId,
+                                                   message: "bubble order \(orders[i]) does not fit \(job.candidates.count) candidates"))
+            case .success(let job):
+                slots.append(i); jobs.append(job)
+                tournaments.append(BubbleTournament(order: orders[i], goal: goal))
+            }
+        }
+        _ = runTournaments(&tournaments, jobs: jobs)
+        for (slot, i) in slots.enumerated() { results[i] = .success(tournaments[slot]) }
+        return results.map { $0! }
+    }
+
+    /// `rank_with_ref(ref_candidates=…)`: rewards against a given reference text per request (it need not
+    /// be one of the candidates), with the values and sign of `rewards(_:reference:)`.
+    public func rewards(_ requests: [RankRequest], referenceTexts: [String]) -> [Result<[Float], RankingError>] {
+        precondition(referenceTexts.count == requests.count, "\(referenceTexts.count) reference texts for \(requests.count) requests")
+        var items: [Comparison] = []
+        for (request, ref) in zip(requests, referenceTexts) {
+            for candidate in request.candidates {
+                items.append(Comparison(jobId: request.jobId, source: request.instruction + request.input, a: ref, b: candidate))
+            }
+        }
+        var compared = compare(items, mode: .both)[...]
+        return requests.map { request in
+            guard !request.candidates.isEmpty else { return .failure(RankingError(jobId: request.jobId, message: "no candidates to rank")) }
+            let mine = compared.prefix(request.candidates.count)
+            compared = compared.dropFirst(request.candidates.count)
+            var versus: [Float] = []
+            for result in mine {
+                switch result {
+                case .success(let v): versus.append(2 * v)
+                case .failure(let error): return .failure(error)
+                }
+            }
+            return .success(ReferenceMode.rewards(referenceVersus: versus))
+        }
+    }
+}
