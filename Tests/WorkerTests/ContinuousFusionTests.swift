@@ -73,7 +73,7 @@ final class ContinuousFusionTests: XCTestCase {
         for (i, r) in reports.enumerated() { jobAt[r.partition, default: [:]][r.offset] = i % 9 == 7 ? nil : "job-\(i)" }
 
         let conn = try await PostgresConnection.connect(db.url)
-        let admin = KafkaAdmin(configuration: broker.configuration)
+        let admin = try KafkaAdmin(configuration: broker.configuration)
         /// Reads the committed offsets, then the stored jobs: every message below a committed offset must be stored.
         func checkCommitsAreStored(_ context: String) async throws -> Int64 {
             let lag = try await admin.consumerGroupLag(groupId: "blendd", topic: "blend.jobs")
