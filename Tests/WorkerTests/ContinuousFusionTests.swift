@@ -51,7 +51,7 @@ final class ContinuousFusionTests: XCTestCase {
     static func payload(_ i: Int) -> String {
         let candidates = #"[{"model":"a","text":"The answer is \#(i)."},{"model":"b","text":"I think it is \#(i * 3) or so."},{"model":"c","text":"Bananas \#(i % 5)."}]"#
         switch i % 9 {
-        case 4: return #"{"job_id":"job-\#(i)","instruction":"Rank only \#(i)","candidates":\#(candidates)}"#
+        case 4: return #"{"job_id":"job-\#(i)","instruction":"Rank only \#(i)","candidates":\#(candidates),"fuse":false}"#
         case 7: return #"{"job_id":"job-\#(i)","candidates":[]}"#
         default:
             let tokens = [90, 1, 3, 40, 2, 17, 60, 5][i % 8]
