@@ -59,6 +59,10 @@ struct BenchWorkerCommand: AsyncParsableCommand {
             }
             print("blendd bench worker: flan-t5-\(shape) shape (d_model \(t5.modelSize), \(t5.encoderLayers)+\(t5.decoderLayers) layers), random bf16-valued weights built in \(String(format: "%.1f", Date().timeIntervalSince(built))) s, precision \(precision.rawValue), \(NumericsThreading.threads) threads")
             print("  backlog: \(jobs) fuse jobs, prompts of \(promptTokens.min() ?? 0)…\(promptTokens.max() ?? 0) tokens (mean \(promptTokens.reduce(0, +) / max(1, promptTokens.count))), max_new_tokens from {\(newTokens)}, num_beams from {\(beams)}; batches of \(batch), up to \(maxFusing) fusions in flight")
+            let requests = try backlog.map(Self.request)
+            let decoderOnly = decodeAlone(fuser: fuser, requests: requests)
+            print(String(format: "  decoder alone (no worker): micro-batches of %d %.1f s, continuous %.1f s: %.2f× the throughput",
+                         batch, decoderOnly.micro, decoderOnly.continuous, decoderOnly.micro / decoderOnly.continuous))
             var rates: [Bool: [Double]] = [:]
             for round in 0..<rounds {
                 for continuous in [false, true] {
@@ -128,6 +132,20 @@ struct BenchWorkerCommand: AsyncParsableCommand {
         await conn.close()
         if failed > 0 { throw CLIError("\(failed) bench jobs did not complete") }
         return seconds
+    }
+
+    /// The backlog's fusions without Kafka or the database: `fuseNow` over successive batches, then one continuous session.
+    private func decodeAlone(fuser: GenFuser, requests: [FuseRequest]) -> (micro: Double, continuous: Double) {
+        let microStart = Date()
+        for start in stride(from: 0, to: requests.count, by: batch) {
+            _ = fuser.fuseNow(Array(requests[start..<min(start + batch, requests.count)]))
+        }
+        let micro = Date().timeIntervalSince(microStart)
+        let continuousStart = Date()
+        let session = fuser.makeSession(maxRows: 4 * batch)
+        for (i, request) in requests.enumerated() { session.submit(tag: i, request: request) }
+        while session.unfinishedCount > 0 { _ = session.step() }
+        return (micro, Date().timeIntervalSince(continuousStart))
     }
 
     /// The same backlog for both modes: a seeded mix of prompt lengths, token limits, beams and sampling.
