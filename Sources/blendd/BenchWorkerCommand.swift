@@ -38,6 +38,10 @@ struct BenchWorkerCommand: AsyncParsableCommand {
     var tokenizer = "Tests/Fixtures/t5-tiny"
     @Option(help: "Arithmetic of the model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
 
+    @Flag(help: "Measure the decoder alone, without the worker.") var decoderOnly = false
+    @Option(help: "Rows of the decoder-alone continuous session (default: 4 × --batch, as the worker).") var maxRows: Int?
+    @Option(help: "Prompt tokens the decoder-alone continuous session encodes per step.") var encodeTokens = 2048
+
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
@@ -60,9 +64,10 @@ struct BenchWorkerCommand: AsyncParsableCommand {
             print("blendd bench worker: flan-t5-\(shape) shape (d_model \(t5.modelSize), \(t5.encoderLayers)+\(t5.decoderLayers) layers), random bf16-valued weights built in \(String(format: "%.1f", Date().timeIntervalSince(built))) s, precision \(precision.rawValue), \(NumericsThreading.threads) threads")
             print("  backlog: \(jobs) fuse jobs, prompts of \(promptTokens.min() ?? 0)…\(promptTokens.max() ?? 0) tokens (mean \(promptTokens.reduce(0, +) / max(1, promptTokens.count))), max_new_tokens from {\(newTokens)}, num_beams from {\(beams)}; batches of \(batch), up to \(maxFusing) fusions in flight")
             let requests = try backlog.map(Self.request)
-            let decoderOnly = decodeAlone(fuser: fuser, requests: requests)
-            print(String(format: "  decoder alone (no worker): micro-batches of %d %.1f s, continuous %.1f s: %.2f× the throughput",
-                         batch, decoderOnly.micro, decoderOnly.continuous, decoderOnly.micro / decoderOnly.continuous))
+            let alone = decodeAlone(fuser: fuser, requests: requests)
+            print(String(format: "  fusion alone (no worker, encoder included): micro-batches of %d %.1f s, continuous %.1f s: %.2f× the throughput",
+                         batch, alone.micro, alone.continuous, alone.micro / alone.continuous))
+            if decoderOnly { continue }
             var rates: [Bool: [Double]] = [:]
             for round in 0..<rounds {
                 for continuous in [false, true] {
@@ -142,9 +147,12 @@ struct BenchWorkerCommand: AsyncParsableCommand {
         }
         let micro = Date().timeIntervalSince(microStart)
         let continuousStart = Date()
-        let session = fuser.makeSession(maxRows: 4 * batch)
+        let session = GenFuserSession(fuser: fuser, maxRows: maxRows ?? 4 * batch, encodeTokensPerStep: encodeTokens)
         for (i, request) in requests.enumerated() { session.submit(tag: i, request: request) }
         while session.unfinishedCount > 0 { _ = session.step() }
+        if let d = (session as? GenFuserSession)?.decoder {
+            print(String(format: "  continuous session: %d steps, %.1f rows per step; encoder %.1f s, decoder passes %.1f s, token choice %.1f s", d.steps, Double(d.rowSteps) / Double(max(1, d.steps)), d.encodeSeconds, d.decodeSeconds, d.chooseSeconds))
+        }
         return (micro, Date().timeIntervalSince(continuousStart))
     }
 

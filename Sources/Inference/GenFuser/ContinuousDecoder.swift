@@ -36,6 +36,11 @@ public final class ContinuousDecoder {
     private var sources: [T5Model.EncodedSource] = []
     private var freeSlots: [Int] = []
     private var reservedRows = 0
+    /// Decoder steps taken and rows fed over them (their ratio is the mean batch), and the seconds spent
+    /// encoding prompts, in decoder passes and in choosing tokens (for benchmarks).
+    public private(set) var steps = 0
+    public private(set) var rowSteps = 0
+    public private(set) var encodeSeconds = 0.0, decodeSeconds = 0.0, chooseSeconds = 0.0
 
     public init(model: T5Model, maxRows: Int = 64, encodeTokensPerStep: Int = 2048) {
         self.model = model
@@ -58,7 +63,9 @@ public final class ContinuousDecoder {
     /// Admits waiting jobs that fit, then feeds one token to every running row. Returns the jobs that
     /// finished at this step, in the order they joined.
     public func step() -> [(tag: Int, sequence: GeneratedSequence)] {
+        let t0 = Date()
         admit()
+        encodeSeconds += Date().timeIntervalSince(t0)
         guard !running.isEmpty else { return [] }
         var rows: [T5Model.DecoderRow] = []
         var tokens: [Int] = []
@@ -69,7 +76,13 @@ public final class ContinuousDecoder {
             tokens += running[i].job.feed
             running[i].job.rows = []  // the step's array holds the only reference: appending to the caches does not copy them
         }
+        steps += 1
+        rowSteps += rows.count
+        let t1 = Date()
         let logits = model.decodeStep(&rows, tokens: tokens, sources: sources)
+        decodeSeconds += Date().timeIntervalSince(t1)
+        let t2 = Date()
+        defer { chooseSeconds += Date().timeIntervalSince(t2) }
         let vocabulary = model.configuration.vocabularySize
         var finished: [(tag: Int, sequence: GeneratedSequence)] = []
         var kept: [Running] = []
