@@ -35,7 +35,7 @@ final class ContinuousFusionTests: XCTestCase {
         c.workerId = workerId
         c.kafka.bootstrapServers = broker.bootstrapServers
         c.kafka.groupId = "blendd"
-        c.kafka.properties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500", "auto.commit.interval.ms": "50"]
+        c.kafka.properties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
         c.postgres.url = db.url
         c.batching.maxJobs = 4
         c.batching.maxWaitMilliseconds = 5
@@ -154,5 +154,66 @@ final class ContinuousFusionTests: XCTestCase {
         }
         await conn.close()
         XCTAssertGreaterThan(samples, 0)
+    }
+
+    /// A worker process fusing continuously is killed (SIGKILL) mid-run and restarted: whatever was committed
+    /// at the kill was stored, and in the end every job is stored once with one event and everything commits.
+    func testAContinuousFusionWorkerKilledMidRunLosesNothing() async throws {
+        let count = 60
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        let reports = try await producer.send((0..<count).map { i in
+            ProducerMessage(topic: "blend.jobs", key: "k\(i % 7)", value: Array(Self.payload(i).utf8))
+        }).map { try $0.get() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("blendd-cfkill-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var env = ProcessInfo.processInfo.environment
+        env["BLENDD_KAFKA_BOOTSTRAP"] = broker.bootstrapServers
+        env["BLENDD_DATABASE_URL"] = db.url
+        env["BLENDD_KAFKA_PROPERTY_SESSION_TIMEOUT_MS"] = "6000"
+        env["BLENDD_KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS"] = "500"
+        env["BLENDD_BATCHING_MAX_JOBS"] = "4"
+        env["BLENDD_BATCHING_CONTINUOUS_FUSION"] = "true"
+        env["BLENDD_MODELS_FUSER"] = Self.fixtures.appendingPathComponent("t5-tiny").path
+        env["BLENDD_OUTBOX_POLL_MS"] = "50"
+        func startWorker(_ name: String) -> pid_t {
+            var e = env
+            e["BLENDD_WORKER_ID"] = name
+            return spawnProcess([RepositoryLayout.blenddExecutable.path, "worker"], stderrPath: dir.appendingPathComponent("\(name).log").path, environment: e)!
+        }
+        let conn = try await PostgresConnection.connect(db.url)
+        func stored() async throws -> Set<[Int64]> {
+            Set(try await conn.query("SELECT kafka_partition, kafka_offset FROM jobs").map {
+                [Int64(try $0.decode("kafka_partition", as: Int.self)), Int64(try $0.decode("kafka_offset", as: Int.self))]
+            })
+        }
+        let admin = try KafkaAdmin(configuration: broker.configuration)
+
+        let first = startWorker("w-kill")
+        try await eventually(within: 120, "a quarter stored before the kill") { try await stored().count >= count / 4 }
+        kill(first, SIGKILL)
+        XCTAssertEqual(waitForExit(first), 128 + SIGKILL)
+        let committed = try await admin.consumerGroupLag(groupId: "blendd", topic: "blend.jobs")
+        let storedAtKill = try await stored()
+        XCTAssertLessThan(storedAtKill.count, count, "the kill happened mid-run")
+        for r in reports {
+            guard let mark = committed.first(where: { $0.partition == r.partition })?.committed, r.offset < mark else { continue }
+            XCTAssertTrue(storedAtKill.contains([Int64(r.partition), r.offset]), "\(r.partition)@\(r.offset) was committed (\(mark)) before it was stored")
+        }
+
+        let second = startWorker("w-after")
+        try await eventually(within: 180, "all jobs stored, announced and committed") {
+            let unsent: Int = try await conn.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0].decode("n")
+            let lag = try await admin.consumerGroupLag(groupId: "blendd", topic: "blend.jobs").map(\.lag).reduce(0, +)
+            return try await stored().count == count && unsent == 0 && lag == 0
+        }
+        kill(second, SIGTERM)
+        XCTAssertEqual(waitForExit(second), 0)
+        let outbox = try await conn.query("SELECT count(*) AS n, count(DISTINCT job_id) AS d FROM outbox WHERE topic = 'blend.events'")[0]
+        XCTAssertEqual(try outbox.decode("n", as: Int.self), count, "one event per job")
+        XCTAssertEqual(try outbox.decode("d", as: Int.self), count)
+        let fused = try await conn.query("SELECT count(*) AS n FROM fusions")[0].decode("n", as: Int.self)
+        XCTAssertEqual(fused, (0..<count).filter { $0 % 9 != 4 && $0 % 9 != 7 }.count)
+        await conn.close()
     }
 }
