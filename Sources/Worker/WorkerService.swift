@@ -46,6 +46,8 @@ public final class WorkerService: Service, @unchecked Sendable {
     private let listener: PostgresListener
     /// Operations riding out an infrastructure fault now; the worker is `degraded` while any are.
     private var faulted: Set<String> = []
+    /// The fusion stage across micro-batches, with `batching.continuous_fusion` and a model fuser; set once in init.
+    private var fusion: FusionScheduler?
 
     public convenience init(config: BlendConfiguration, ranker: any CandidateRanker, fuser: any CandidateFuser,
                             logger: Logger = Logger(label: "blendd.worker")) throws {
@@ -83,6 +85,36 @@ public final class WorkerService: Service, @unchecked Sendable {
         consumer = try KafkaConsumer(configuration: kafka, options: .init(config),
                                      logger: logger, rebalanceHandler: { forward.target?.rebalanced($0) })
         forward.target = self
+        // Top-1 fusion answers at once: deferring it would only split each batch's transaction.
+        if config.batching.continuousFusion, let stepped = fuser as? any SteppedFuser, !(fuser is TopCandidateFuser) {
+            fusion = FusionScheduler(session: stepped.makeSession(maxRows: 4 * config.batching.maxJobs),
+                                     maxInFlight: config.batching.maxFusingJobs, hooks: fusionHooks(), logger: logger)
+        }
+    }
+
+    private func fusionHooks() -> FusionScheduler.Hooks {
+        FusionScheduler.Hooks(
+            store: { [weak self] outcomes in
+                guard let self else { throw CancellationError() }
+                try await self.storeDurably(outcomes)
+                self.recovered("store")
+            },
+            commit: { [weak self] message in self?.consumer.markDone(message) ?? false },
+            complete: { [processor] outcome, result, fuseMs in processor.completeFusion(outcome, with: result, fuseMs: fuseMs) },
+            stored: { [weak self] outcomes, seconds in self?.recordStored(outcomes, storeSeconds: seconds) })
+    }
+
+    /// Metrics of stored outcomes (continuous fusion stores them as they finish), and a nudge to the relay.
+    private func recordStored(_ outcomes: [JobOutcome], storeSeconds: Double) {
+        for outcome in outcomes {
+            if let status = outcome.status { instruments.jobFinished(status) } else { instruments.redelivered() }
+        }
+        instruments.stage("store", seconds: storeSeconds)
+        for stage in ["queue", "rank", "fuse"] {
+            if let longest = outcomes.compactMap({ $0.timingsMs[stage] }).max() { instruments.stage(stage, seconds: longest / 1000) }
+        }
+        lock.withLock { lastProgress = Date() }
+        relay.wake.signal()
     }
 
     private final class Forwarder: @unchecked Sendable {
@@ -133,7 +165,10 @@ public final class WorkerService: Service, @unchecked Sendable {
         let fleet = Task { await self.fleetHeartbeatLoop() }
         let fatalWatch = Task { await self.stopOnFatalKafkaError() }
         var failure: Error?
+        fusion?.start()
         while !isStopping {
+            // Backpressure: with too many fusions unfinished, stop taking batches (the consumer's buffer fills and pauses fetching).
+            while let fusion, !fusion.hasRoom, !isStopping { try? await Task.sleep(for: .milliseconds(5)) }
             let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
                                                  maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
             // Claiming the batch and checking for a stop happen under one lock, so `stop()`
@@ -149,6 +184,7 @@ public final class WorkerService: Service, @unchecked Sendable {
             }
         }
         setState(.draining)
+        await fusion?.shutdown()
         relayTask.cancel()
         fleet.cancel()
         fatalWatch.cancel()
@@ -214,15 +250,18 @@ public final class WorkerService: Service, @unchecked Sendable {
         setState(.draining)
         stopWake.signal()
         let deadline = lock.withLock { drainDeadline! }
-        while lock.withLock({ inFlightCount > 0 }) && Date() < deadline {
+        while hasUnfinishedWork && Date() < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        if lock.withLock({ inFlightCount > 0 }) {
+        if hasUnfinishedWork {
             logger.warning("drain time of \(config.drainSeconds) s passed with a batch in flight: abandoning it uncommitted (it will be redelivered)")
         }
         // Wake the loop if it waits for messages; closing leaves the group and commits stored offsets.
         await consumer.close()
     }
+
+    /// A batch in flight, or fusions not yet stored.
+    private var hasUnfinishedWork: Bool { lock.withLock { inFlightCount > 0 } || (fusion?.unfinishedCount ?? 0) > 0 }
 
     static func isPermanent(_ error: Error) -> Bool {
         if error is WorkerError { return true }
@@ -263,13 +302,17 @@ public final class WorkerService: Service, @unchecked Sendable {
             try await store.existingJobIds(validated.jobIds)
         }
         recovered("lookup")
-        let outcomes = await processor.process(validated, isStored: stored)
+        let outcomes = await processor.process(validated, isStored: stored, deferFusion: fusion != nil)
         // Pairs compared: the full matrix, or the model passes of a bubble tournament.
         instruments.rankedPairs(outcomes.reduce(0) { total, outcome in
             guard let rank = outcome.rank else { return total }
             return total + max(rank.forwardPasses, rank.comparisons.map { $0.count * ($0.count - 1) } ?? 0)
         })
         if let padding = processor.ranker.lastPaddingAvoided { instruments.paddingAvoided(padding) }
+        if let fusion {
+            try await fusion.accept(batch, outcomes: outcomes)
+            return
+        }
         let storeStart = Date()
         try await storeDurably(outcomes)
         recovered("store")
@@ -343,6 +386,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         case .assigned(let tps):
             logger.info("partitions assigned: \(tps.map(\.description).sorted().joined(separator: ", "))")
         case .revoked(let tps), .lost(let tps):
+            fusion?.revoke(tps)
             let mustWait = lock.withLock { () -> Bool in
                 // A stopping worker already waited its drain time in `stop()`: abandon, don't wait twice.
                 guard !_stopping, !inFlightPartitions.isDisjoint(with: tps) else { return false }
@@ -469,7 +513,8 @@ public final class WorkerService: Service, @unchecked Sendable {
         let lag = consumer.lag
         instruments.consumerLag(lag)
         let state = reportedState
-        let (inFlight, progress) = lock.withLock { (inFlightCount, lastProgress) }
+        let (batchInFlight, progress) = lock.withLock { (inFlightCount, lastProgress) }
+        let inFlight = batchInFlight + (fusion?.unfinishedCount ?? 0)
         return HeartbeatReport(workerId: config.workerId, pid: getpid(), state: state,
                                partitions: consumer.assignment.map(\.description).sorted(), inFlight: inFlight,
                                lastProgress: progress, lag: lag, rssBytes: HeartbeatWriter.residentBytes(), metrics: metrics.snapshot())

@@ -71,6 +71,11 @@ public struct BlendConfiguration: Sendable, Equatable {
         public var maxTokens = 32768
         /// How long the first job of a batch waits for company.
         public var maxWaitMilliseconds = 50
+        /// Fusions decode in one running batch across micro-batches (jobs join and leave between decoder
+        /// steps); false: each micro-batch's fusions decode together and the next batch waits for them.
+        public var continuousFusion = true
+        /// Fusions in flight with continuous fusion; consuming pauses while this many are unfinished.
+        public var maxFusingJobs = 32
     }
 
     public struct Retry: Sendable, Equatable {

@@ -57,11 +57,13 @@ public struct TopCandidateFuser: CandidateFuser {
     public init() {}
 
     public func fuse(_ requests: [FuseRequest]) async -> [Result<FuseOutcome, FusionError>] {
-        requests.map { request in
-            guard let best = request.candidates.first else {
-                return .failure(FusionError(jobId: request.jobId, message: "no candidates were selected for fusion"))
-            }
-            return .success(FuseOutcome(text: best, generatedTokens: 0))
+        requests.map(fuseOne)
+    }
+
+    public func fuseOne(_ request: FuseRequest) -> Result<FuseOutcome, FusionError> {
+        guard let best = request.candidates.first else {
+            return .failure(FusionError(jobId: request.jobId, message: "no candidates were selected for fusion"))
         }
+        return .success(FuseOutcome(text: best, generatedTokens: 0))
     }
 }

@@ -32,6 +32,19 @@ public final class GenFuser: CandidateFuser {
         label = "genfuser:" + WeightStore.label(directory: directory, store: store) + (precision == .fp32 ? "" : "+" + precision.rawValue)
     }
 
+    /// A fuser over a model built elsewhere (benchmarks on random weights); `label` names it in results.
+    public init(model: T5Model, tokenizer: Tokenizer, label: String, maxJobsPerBatch: Int = 8) throws {
+        guard tokenizer.family == .t5, tokenizer.count <= model.configuration.vocabularySize else {
+            throw CheckpointError.config(path: label, reason: "GenFuser needs a T5 tokenizer of at most \(model.configuration.vocabularySize) ids")
+        }
+        self.model = model
+        self.tokenizer = tokenizer
+        promptBuilder = FusionPromptBuilder(tokenizer: tokenizer)
+        generator = T5Generator(model: model)
+        self.maxJobsPerBatch = max(1, maxJobsPerBatch)
+        self.label = label
+    }
+
     public func fuse(_ requests: [FuseRequest]) async -> [Result<FuseOutcome, FusionError>] {
         await withCheckedContinuation { continuation in
             queue.async { continuation.resume(returning: self.fuseNow(requests)) }
@@ -43,21 +56,9 @@ public final class GenFuser: CandidateFuser {
         var results = [Result<FuseOutcome, FusionError>?](repeating: nil, count: requests.count)
         var ready: [(index: Int, ids: [Int], settings: GenerationSettings)] = []
         for (i, request) in requests.enumerated() {
-            // Sampling without a seed of the job's own: one derived from its id, so a redelivery samples alike.
-            let settings = GenerationSettings(options: request.options, seed: FNV1a.hash(request.jobId.utf8))
-            if let problem = settings.problem {
-                results[i] = .failure(FusionError(jobId: request.jobId, message: problem))
-                continue
-            }
-            guard !request.candidates.isEmpty else {
-                results[i] = .failure(FusionError(jobId: request.jobId, message: "no candidates were selected for fusion"))
-                continue
-            }
-            do {
-                let ids = try promptBuilder.inputIds(instruction: request.instruction, input: request.input, candidates: request.candidates)
-                ready.append((i, ids, settings))
-            } catch {
-                results[i] = .failure(FusionError(jobId: request.jobId, message: "cannot tokenize the fusion prompt: \(error)"))
+            switch prepare(request) {
+            case .success(let prepared): ready.append((i, prepared.ids, prepared.settings))
+            case .failure(let error): results[i] = .failure(error)
             }
         }
         for start in stride(from: 0, to: ready.count, by: maxJobsPerBatch) {
@@ -74,6 +75,23 @@ public final class GenFuser: CandidateFuser {
             }
         }
         return results.map { $0! }
+    }
+
+    /// A request's prompt ids and decoding settings, or why it cannot be decoded.
+    public func prepare(_ request: FuseRequest) -> Result<(ids: [Int], settings: GenerationSettings), FusionError> {
+        // Sampling without a seed of the job's own: one derived from its id, so a redelivery samples alike.
+        let settings = GenerationSettings(options: request.options, seed: FNV1a.hash(request.jobId.utf8))
+        if let problem = settings.problem {
+            return .failure(FusionError(jobId: request.jobId, message: problem))
+        }
+        guard !request.candidates.isEmpty else {
+            return .failure(FusionError(jobId: request.jobId, message: "no candidates were selected for fusion"))
+        }
+        do {
+            return .success((try promptBuilder.inputIds(instruction: request.instruction, input: request.input, candidates: request.candidates), settings))
+        } catch {
+            return .failure(FusionError(jobId: request.jobId, message: "cannot tokenize the fusion prompt: \(error)"))
+        }
     }
 
 }

@@ -23,10 +23,10 @@ public struct T5Configuration: Sendable, Equatable {
 
     public var innerSize: Int { heads * headSize }
 
-    /// The published Flan-T5 shapes (`base`, `large`, `xl`), for benchmarks on random weights.
+    /// The published Flan-T5 shapes (`small`, `base`, `large`, `xl`), for benchmarks on random weights.
     public static func flanT5(_ size: String) -> T5Configuration? {
         let shapes: [String: (d: Int, ff: Int, heads: Int, layers: Int)] = [
-            "base": (768, 2048, 12, 12), "large": (1024, 2816, 16, 24), "xl": (2048, 5120, 32, 24),
+            "small": (512, 1024, 6, 8), "base": (768, 2048, 12, 12), "large": (1024, 2816, 16, 24), "xl": (2048, 5120, 32, 24),
         ]
         guard let s = shapes[size] else { return nil }
         return T5Configuration(vocabularySize: 32128, modelSize: s.d, headSize: 64, feedForwardSize: s.ff, encoderLayers: s.layers,

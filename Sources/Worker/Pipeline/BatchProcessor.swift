@@ -46,7 +46,9 @@ public struct BatchProcessor: Sendable {
     }
 
     /// - Parameter isStored: the job ids of this batch whose results already exist.
-    public func process(_ batch: ValidatedBatch, isStored: Set<String>) async -> [JobOutcome] {
+    /// - Parameter deferFusion: leave fusions to the caller: such outcomes carry `pendingFusion` and no event
+    ///   (see `completeFusion`).
+    public func process(_ batch: ValidatedBatch, isStored: Set<String>, deferFusion: Bool = false) async -> [JobOutcome] {
         let messages = batch.messages
         let started = clock()
         var outcomes: [JobOutcome?] = Array(repeating: nil, count: messages.count)
@@ -120,7 +122,9 @@ public struct BatchProcessor: Sendable {
             partial[item.slot] = outcome
         }
 
-        if !fuseRequests.isEmpty {
+        if deferFusion {
+            for (i, slot) in fuseSlots.enumerated() { partial[slot]?.pendingFusion = fuseRequests[i] }
+        } else if !fuseRequests.isEmpty {
             let fuseStart = clock()
             let fuseResults = await fuser.fuse(fuseRequests)
             let fuseMs = clock().timeIntervalSince(fuseStart) * 1000
@@ -141,7 +145,7 @@ public struct BatchProcessor: Sendable {
         }
 
         for (slot, var outcome) in partial {
-            outcome.event = event(for: outcome, metadata: outcome.job?.metadata)
+            if outcome.pendingFusion == nil { outcome.event = event(for: outcome, metadata: outcome.job?.metadata) }
             outcomes[slot] = outcome
         }
         return outcomes.map { $0! }

@@ -1,5 +1,6 @@
 import BlendCore
 import Foundation
+import Inference
 
 /// Where a message came from on Kafka; offsets are committed from these once stored.
 public struct MessageCoordinates: Sendable, Hashable {
@@ -58,6 +59,8 @@ public struct JobOutcome: Sendable {
     public var models: [String: String]
     /// The completion event, identical to the outbox row's payload.
     public var event: CompletionEvent?
+    /// The fusion still to run when the processor deferred it; the outcome is not final until then.
+    public var pendingFusion: FuseRequest?
 
     public var status: JobStatus? {
         if case .outcome(let status) = kind { return status }
