@@ -189,6 +189,8 @@ public final class WorkerService: Service, @unchecked Sendable {
         fleet.cancel()
         fatalWatch.cancel()
         listener.stop()
+        // The relay finishes the round it is in (publish and settle) before the final flush and the pool's close.
+        await relayTask.value
         if failure == nil { failure = lock.withLock { kafkaFatal } }
         if failure == nil { await flushOutbox() }
         await shutDown(registered: true)

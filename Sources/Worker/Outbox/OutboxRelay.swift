@@ -52,13 +52,15 @@ final class OutboxRelay: Sendable {
         self.logger = logger
     }
 
-    /// Runs until cancelled.
+    /// Runs until cancelled. Cancellation ends the waits between rounds, never a round: a round cut
+    /// between publishing and settling would leave its rows claimed, unsent, for a claim's length.
     func run() async {
         var idle = settings.minIdleSeconds
         var failures = 0
         while !Task.isCancelled {
             do {
-                let round = try await publishPendingOnce()
+                // An unstructured task does not inherit the cancellation; a round is bounded by the delivery timeout.
+                let round = try await Task { try await self.publishPendingOnce() }.value
                 failures = 0
                 // A full round: more rows are probably waiting.
                 if round.claimed >= settings.batchSize {
