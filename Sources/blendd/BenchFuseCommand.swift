@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import Inference
 
-/// GenFuser's encoder and decoding speed on random weights of Flan-T5 shapes, beside PyTorch fp32
-/// running the same work in the same run.
+/// GenFuser's encoder and decoding speed on random weights of Flan-T5 shapes, beside PyTorch (fp32, bf16
+/// autocast) and CTranslate2 (int8, fp32) running the same work in the same run.
 struct BenchFuseCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fuse",
-        abstract: "GenFuser encoder tokens/s, decoding tokens/s at batch 1 and 8, beam-4 time per job and peak memory, beside PyTorch.",
+        abstract: "GenFuser encoder tokens/s, decoding tokens/s at batch 1 and 8, beam-4 time per job and peak memory, beside PyTorch and CTranslate2.",
         discussion: """
         For each --shapes entry (Flan-T5 base, large, xl; gen_fuser_3b is xl) builds T5 with random weights \
         (bf16 values, held as bf16 and computed in fp32 as blendd runs gen_fuser_3b; --fp32 for fp32 values) \
@@ -15,9 +15,13 @@ struct BenchFuseCommand: ParsableCommand {
         --new-tokens at batch 1 and 8 (decoding tokens/s excludes the encoder time measured for the same \
         prompts); beam search with 4 beams for one job. scripts/bench/genfuser_torch.py runs the same work \
         with transformers' T5ForConditionalGeneration in a separate process, in fp32 and under bf16 autocast, \
-        with the OpenBLAS core type the machine exported; it is skipped with a message when torch is absent. \
+        with the OpenBLAS core type the machine exported; scripts/bench/genfuser_ctranslate2.py converts that \
+        model with CTranslate2's converter to int8 and float32 and runs the same work. Each is skipped with a \
+        message when its packages are absent (scripts/bench/setup_venv.sh installs them). Every row prints \
+        blendd ÷ that engine, and a last line blendd ÷ the best baseline of each column. \
         The run also measures the streaming read rate and prints each decode step as a multiple of the floor \
-        its weight bytes set. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch.
+        its weight bytes set. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch; CTranslate2's first xl run converts \
+        the model once (cached under ~/.cache/blendd-bench).
         """
     )
 
@@ -25,11 +29,13 @@ struct BenchFuseCommand: ParsableCommand {
     @Option(help: "Tokens per prompt.") var promptTokens = 128
     @Option(help: "Tokens generated per job (EOS is suppressed so every run decodes exactly this many).") var newTokens = 16
     @Option(help: "Compute threads (0: one per core); the baseline gets the same number.") var threads = 0
-    @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/genfuser_torch.py from the working directory).", valueName: "path"))
+    @Option(help: ArgumentHelp("PyTorch baseline script (default: scripts/bench/genfuser_torch.py from the working directory).", valueName: "path"))
     var baselineScript: String?
+    @Option(help: ArgumentHelp("CTranslate2 baseline script (default: scripts/bench/genfuser_ctranslate2.py from the working directory).", valueName: "path"))
+    var ctranslate2Script: String?
     @Flag(help: "Random weights not representable in bf16, so blendd holds them in fp32 (default: bf16 values, as gen_fuser_3b is published).")
     var fp32 = false
-    @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+    @Flag(help: "Skip the baselines (PyTorch and CTranslate2).") var noBaseline = false
     @Option(help: "Arithmetic of blendd's model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
 
     func run() throws {
@@ -44,22 +50,23 @@ struct BenchFuseCommand: ParsableCommand {
             printRow("blendd    ", ours, baseline: nil)
             printFloor(ours, bandwidth: bandwidth)
             guard !noBaseline else { continue }
-            var best: (engine: String, figures: Figures)?
-            for dtype in ["fp32", "bf16"] {
-                guard let object = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/genfuser_torch.py",
+            var measured: [(engine: String, figures: Figures)] = []
+            let engines = [(baselineScript, "scripts/bench/genfuser_torch.py", "fp32", "torch-fp32"),
+                           (baselineScript, "scripts/bench/genfuser_torch.py", "bf16", "torch-bf16"),
+                           (ctranslate2Script, "scripts/bench/genfuser_ctranslate2.py", "int8", "ct2-int8"),
+                           (ctranslate2Script, "scripts/bench/genfuser_ctranslate2.py", "fp32", "ct2-fp32")]
+            for (script, defaultScript, dtype, engine) in engines {
+                guard let object = try BenchBaseline.run(script: script, default: defaultScript,
                                                          arguments: ["--shape", shape, "--prompt-tokens", String(promptTokens), "--dtype", dtype,
                                                                      "--new-tokens", String(newTokens), "--threads", String(cores)])?.last else { continue }
                 func number(_ key: String) -> Double { (object[key] as? Double) ?? Double(object[key] as? Int ?? 0) }
                 let theirs = Figures(encoder8: number("encoder_seconds_8"), prefill8: number("encoder_seconds_8"), prefill1: number("encoder_seconds_1"),
                                      generate1: number("generate_seconds_1"), generate8: number("generate_seconds_8"),
                                      beam4: number("beam4_seconds"), peakBytes: Int(number("peak_rss_bytes")))
-                let engine = "torch-" + dtype
                 printRow(engine.padding(toLength: 10, withPad: " ", startingAt: 0), theirs, baseline: ours, versus: engine)
-                if best == nil || theirs.beam4 < best!.figures.beam4 { best = (engine, theirs) }
+                measured.append((engine, theirs))
             }
-            if let best {
-                print(String(format: "  blendd / best baseline (%@, by beam-4 time per job): %.2f× faster", best.engine, best.figures.beam4 / ours.beam4))
-            }
+            printBest(ours, measured)
         }
     }
 
@@ -74,6 +81,24 @@ struct BenchFuseCommand: ParsableCommand {
         var peakBytes: Int
         /// Weight bytes a decoder step reads (blendd only).
         var stepBytes = 0
+    }
+
+    /// blendd ÷ the best baseline of each column (fastest rate, shortest beam-4 time, smallest peak), naming it.
+    private func printBest(_ ours: Figures, _ measured: [(engine: String, figures: Figures)]) {
+        guard !measured.isEmpty else { return }
+        let r = rates(ours)
+        func best(_ value: (Figures) -> Double, higherIsBetter: Bool) -> (engine: String, value: Double) {
+            let valid = measured.map { ($0.engine, value($0.figures)) }.filter { $0.1.isFinite && $0.1 > 0 }
+            guard let top = valid.max(by: { higherIsBetter ? $0.1 < $1.1 : $0.1 > $1.1 }) else { return ("none", .nan) }
+            return top
+        }
+        func show(_ ratio: Double, _ engine: String) -> String { ratio.isFinite ? String(format: "%.2f× (%@)", ratio, engine) : "n/a" }
+        let encoder = best({ rates($0).encoder }, higherIsBetter: true), decode1 = best({ rates($0).decode1 }, higherIsBetter: true)
+        let decode8 = best({ rates($0).decode8 }, higherIsBetter: true), beam4 = best({ $0.beam4 }, higherIsBetter: false)
+        let memory = best({ Double($0.peakBytes) }, higherIsBetter: false)
+        print("  blendd / best baseline: encoder \(show(r.encoder / encoder.value, encoder.engine))  decode b=1 \(show(r.decode1 / decode1.value, decode1.engine))  "
+              + "b=8 \(show(r.decode8 / decode8.value, decode8.engine))  beam-4 \(show(beam4.value / ours.beam4, beam4.engine)) faster  "
+              + "memory \(show(memory.value / Double(max(1, ours.peakBytes)), memory.engine))")
     }
 
     /// Each decode step against the floor its weight bytes set at the measured read rate.
