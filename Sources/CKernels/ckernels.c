@@ -175,7 +175,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16")))
 static void bf16_panel_avx512(const uint32_t *a, int m, int k2, const uint32_t *panel, size_t blockStride, int blocks,
                               float *c, int ldc, int width) {
     int r = 0;
-    if (width == 64) {
+    if (width == 64 && use_avx512_rows()) {
         for (; r + 8 <= m; r += 8) {
             bf16_tile_8x2(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc);
             bf16_tile_8x2(a + (size_t)r * k2, k2, panel + 2 * blockStride, blockStride, c + (size_t)r * ldc + 32, ldc);

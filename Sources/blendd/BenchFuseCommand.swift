@@ -37,18 +37,25 @@ struct BenchFuseCommand: ParsableCommand {
     var fp32 = false
     @Flag(help: "Skip the baselines (PyTorch and CTranslate2).") var noBaseline = false
     @Option(help: "Arithmetic of blendd's model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
+    @Option(help: "Row kernels: avx512 (the default where present) or earlier (AVX2 tiles of four rows, bf16 pairs in tiles of four), to compare them in one build.")
+    var kernels = "avx512"
+    @Flag(help: "Also time a decode step's weight products alone (a second copy of the decoder's weights), to show how much of a step is the kernels and how much everything else.")
+    var profile = false
 
     func run() throws {
         NumericsThreading.configure(threads: threads)
+        guard ["avx512", "earlier"].contains(kernels) else { throw ValidationError("--kernels is avx512 or earlier") }
+        let avx512 = WeightMatrix.useAVX512RowKernels(kernels == "avx512")
         let cores = threads > 0 ? threads : NumericsThreading.threads
         for shape in shapes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             guard let config = T5Configuration.flanT5(shape) else { throw ValidationError("unknown shape \(shape); use base, large or xl") }
-            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
+            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(avx512 ? "AVX-512" : "earlier") row kernels, \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
             let bandwidth = MemoryBandwidth.streamingRead()
             print(String(format: "  streaming read bandwidth: %.1f GB/s (all %d workers, 512 MB)", bandwidth / 1e9, cores))
             let ours = try measureOurs(config)
             printRow("blendd    ", ours, baseline: nil)
             printFloor(ours, bandwidth: bandwidth)
+            if profile { profileProducts(config, bandwidth: bandwidth, figures: ours) }
             guard !noBaseline else { continue }
             var measured: [(engine: String, figures: Figures)] = []
             let engines = [(baselineScript, "scripts/bench/genfuser_torch.py", "fp32", "torch-fp32"),
@@ -108,6 +115,37 @@ struct BenchFuseCommand: ParsableCommand {
             let step = (generate - prefill) / Double(newTokens)
             print(String(format: "  blendd   decode step b=%d: %7.2f ms = %5.2f× the floor (%.1f MB of weights per step at %.1f GB/s = %.2f ms)",
                          batch, step * 1e3, step / floor, Double(f.stepBytes) / 1e6, bandwidth / 1e9, floor * 1e3))
+        }
+    }
+
+    /// The weight products of one decode step alone, in the step's order, on matrices of the decoder's shapes in the
+    /// same format as the model's (random bf16 values): what the row kernels cost against the floor, and, by difference
+    /// with the measured step, what attention, norms, gating and dispatch between the products cost.
+    private func profileProducts(_ c: T5Configuration, bandwidth: Double, figures: Figures) {
+        let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
+        var state: UInt64 = 7
+        func matrix(_ rows: Int, _ columns: Int) -> WeightMatrix {
+            let values = (0..<(rows * columns)).map { _ -> Float in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                let v = (Float(state >> 40) / Float(1 << 24) - 0.5) * 0.04
+                return fp32 ? v : Float(bitPattern: v.bitPattern & 0xFFFF_0000)
+            }
+            return WeightMatrix(Tensor(shape: [rows, columns], storage: values), precision: precision, compressExact: true)
+        }
+        let layer = [(3 * inner, d), (d, inner), (inner, d), (d, inner), (2 * ff, d), (d, ff)]
+        let products = (0..<c.decoderLayers).flatMap { _ in layer.map { matrix($0.0, $0.1) } } + [matrix(c.vocabularySize, d)]
+        let bytes = products.reduce(0) { $0 + $1.bytes }
+        for (batch, generate, prefill) in [(1, figures.generate1, figures.prefill1), (8, figures.generate8, figures.prefill8)] {
+            let inputs = products.map { Tensor(shape: [batch, $0.shape[1]], storage: (0..<(batch * $0.shape[1])).map { Float($0 % 17) * 0.01 }) }
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let t = Date()
+                for (w, x) in zip(products, inputs) { _ = w.linearRows(x) }
+                best = min(best, Date().timeIntervalSince(t))
+            }
+            let step = (generate - prefill) / Double(newTokens), floor = Double(bytes) / bandwidth
+            print(String(format: "  profile  b=%d: weight products alone %7.2f ms = %5.2f× the floor (%d products, %.1f MB); rest of the step %7.2f ms",
+                         batch, best * 1e3, best / floor, products.count, Double(bytes) / 1e6, (step - best) * 1e3))
         }
     }
 

@@ -4,7 +4,8 @@ import XCTest
 
 /// The decoder's row kernels (`WeightMatrix.linearRows`) on generated shapes: the AVX-512 tiles give the AVX2 tiles'
 /// bits for every weight format, both agree with a double-precision reference loop, and a row's result does not depend
-/// on how many rows share the call or where it sits; the AVX512-BF16 tiles of every row count against the portable loop.
+/// on how many rows share the call or where it sits; the AVX512-BF16 tiles of every row count against the portable loop
+/// and the earlier 4-row tiles.
 final class RowKernelTests: XCTestCase {
     typealias Generator = BitExactnessTests.Generator
 
@@ -86,10 +87,14 @@ final class RowKernelTests: XCTestCase {
             guard case .bf16Pairs(_, _, let words) = WeightMatrix(w, precision: .bf16, compressExact: false) else {
                 return XCTFail("bf16 weights on AVX512-BF16 are packed pairs")
             }
-            var portable = Tensor(zeros: [m, n]), vector = Tensor(zeros: [m, n])
+            var portable = Tensor(zeros: [m, n]), vector = Tensor(zeros: [m, n]), earlier = Tensor(zeros: [m, n])
             WeightMatrix.bf16Product(x, words: words, n: n, into: &portable, vector: false)
+            WeightMatrix.useAVX512RowKernels(false)
+            WeightMatrix.bf16Product(x, words: words, n: n, into: &earlier, vector: true)
+            WeightMatrix.useAVX512RowKernels(true)
             WeightMatrix.bf16Product(x, words: words, n: n, into: &vector, vector: true)
             XCTAssertEqual(vector.storage.map(\.bitPattern), portable.storage.map(\.bitPattern), "m=\(m) n=\(n) k=\(k)")
+            XCTAssertEqual(vector.storage.map(\.bitPattern), earlier.storage.map(\.bitPattern), "earlier tiles m=\(m) n=\(n) k=\(k)")
         }
     }
 }
