@@ -348,7 +348,9 @@ BK_WIDE_ROWS(bf16w, uint16_t, BK_LOAD_BF16)
 
 __attribute__((target("avx2,fma")))
 void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy) {
-    if (use_avx512_rows()) {
+    // A single row streams faster through the AVX2 loop, one weight row at a time (measured interleaved: bf16-held
+    // 30 against 22 GB/s on one core, f32 30 against 27); the bits are the same.
+    if (use_avx512_rows() && m > 1) {
         rows512(W_F32, x, m, k, w, NULL, n0, n1, y, ldy);
         return;
     }
@@ -361,7 +363,9 @@ void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, f
 
 __attribute__((target("avx2,fma")))
 void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, int n1, float *y, int ldy) {
-    if (use_avx512_rows()) {
+    // A single row streams faster through the AVX2 loop, one weight row at a time (measured interleaved: bf16-held
+    // 30 against 22 GB/s on one core, f32 30 against 27); the bits are the same.
+    if (use_avx512_rows() && m > 1) {
         rows512(W_BF16, x, m, k, bits, NULL, n0, n1, y, ldy);
         return;
     }
