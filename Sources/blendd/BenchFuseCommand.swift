@@ -105,7 +105,7 @@ struct BenchFuseCommand: ParsableCommand {
         let memory = best({ Double($0.peakBytes) }, higherIsBetter: false)
         print("  blendd / best baseline: encoder \(show(r.encoder / encoder.value, encoder.engine))  decode b=1 \(show(r.decode1 / decode1.value, decode1.engine))  "
               + "b=8 \(show(r.decode8 / decode8.value, decode8.engine))  beam-4 \(show(beam4.value / ours.beam4, beam4.engine)) faster  "
-              + "memory \(show(memory.value / Double(max(1, ours.peakBytes)), memory.engine))")
+              + "memory \(show(Double(ours.peakBytes) / memory.value, memory.engine))")
     }
 
     /// Each decode step against the floor its weight bytes set at the measured read rate.
