@@ -113,6 +113,11 @@ struct BenchFuseCommand: ParsableCommand {
         let floor = Double(f.stepBytes) / bandwidth
         for (batch, generate, prefill) in [(1, f.generate1, f.prefill1), (8, f.generate8, f.prefill8)] {
             let step = (generate - prefill) / Double(newTokens)
+            guard step > 0 else {
+                // The prefill, timed separately, outlasted the whole generation: load on the machine, not a rate.
+                print("  blendd   decode step b=\(batch): n/a (generation minus its separately timed prefill is not positive; raise --new-tokens)")
+                continue
+            }
             print(String(format: "  blendd   decode step b=%d: %7.2f ms = %5.2f× the floor (%.1f MB of weights per step at %.1f GB/s = %.2f ms)",
                          batch, step * 1e3, step / floor, Double(f.stepBytes) / 1e6, bandwidth / 1e9, floor * 1e3))
         }
