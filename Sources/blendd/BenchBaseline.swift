@@ -1,14 +1,14 @@
 import Foundation
 
-/// The PyTorch side of `blendd bench rank` / `bench fuse`: runs a script from scripts/bench in its own
-/// process and hands back the JSON objects it prints, or says why there is no baseline.
+/// The baseline engines of `blendd bench rank` / `bench fuse` (PyTorch, ONNX Runtime, CTranslate2): runs a script
+/// from scripts/bench in its own process and hands back the JSON objects it prints, or says why there is no baseline.
 enum BenchBaseline {
     /// The script's JSON output lines, or nil after printing why the baseline is skipped (script not
     /// found, torch missing, script failed).
     static func run(script explicit: String?, default path: String, arguments: [String]) throws -> [[String: Any]]? {
         let script = explicit ?? path
         guard FileManager.default.fileExists(atPath: script) else {
-            print("  PyTorch baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
+            print("  baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
             return nil
         }
         let process = Process()
@@ -36,9 +36,9 @@ enum BenchBaseline {
         drained.wait()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            // The scripts print "PyTorch baseline skipped: …" themselves when torch is missing.
+            // The scripts print "… baseline skipped: …" themselves when their packages are missing.
             let last = String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last
-            print("  \(last.map(String.init) ?? "PyTorch baseline failed with status \(process.terminationStatus)")")
+            print("  \(last.map(String.init) ?? "baseline \(script) failed with status \(process.terminationStatus)")")
             return nil
         }
         return String(decoding: output, as: UTF8.self).split(separator: "\n").compactMap {

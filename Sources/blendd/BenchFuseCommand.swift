@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import Inference
 
-/// GenFuser's encoder and decoding speed on random weights of Flan-T5 shapes, beside PyTorch fp32
-/// running the same work in the same run.
+/// GenFuser's encoder and decoding speed on random weights of Flan-T5 shapes, beside PyTorch (fp32, bf16
+/// autocast) and CTranslate2 (int8, fp32) running the same work in the same run.
 struct BenchFuseCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fuse",
-        abstract: "GenFuser encoder tokens/s, decoding tokens/s at batch 1 and 8, beam-4 time per job and peak memory, beside PyTorch.",
+        abstract: "GenFuser encoder tokens/s, decoding tokens/s at batch 1 and 8, beam-4 time per job and peak memory, beside PyTorch and CTranslate2.",
         discussion: """
         For each --shapes entry (Flan-T5 base, large, xl; gen_fuser_3b is xl) builds T5 with random weights \
         (bf16 values, held as bf16 and computed in fp32 as blendd runs gen_fuser_3b; --fp32 for fp32 values) \
@@ -15,9 +15,13 @@ struct BenchFuseCommand: ParsableCommand {
         --new-tokens at batch 1 and 8 (decoding tokens/s excludes the encoder time measured for the same \
         prompts); beam search with 4 beams for one job. scripts/bench/genfuser_torch.py runs the same work \
         with transformers' T5ForConditionalGeneration in a separate process, in fp32 and under bf16 autocast, \
-        with the OpenBLAS core type the machine exported; it is skipped with a message when torch is absent. \
+        with the OpenBLAS core type the machine exported; scripts/bench/genfuser_ctranslate2.py converts that \
+        model with CTranslate2's converter to int8 and float32 and runs the same work. Each is skipped with a \
+        message when its packages are absent (scripts/bench/setup_venv.sh installs them). Every row prints \
+        blendd ÷ that engine, and a last line blendd ÷ the best baseline of each column. \
         The run also measures the streaming read rate and prints each decode step as a multiple of the floor \
-        its weight bytes set. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch.
+        its weight bytes set. xl needs about 6 GB for blendd (12 GB with --fp32) and 13 GB for PyTorch; CTranslate2's first xl run converts \
+        the model once (cached under ~/.cache/blendd-bench).
         """
     )
 
@@ -25,41 +29,51 @@ struct BenchFuseCommand: ParsableCommand {
     @Option(help: "Tokens per prompt.") var promptTokens = 128
     @Option(help: "Tokens generated per job (EOS is suppressed so every run decodes exactly this many).") var newTokens = 16
     @Option(help: "Compute threads (0: one per core); the baseline gets the same number.") var threads = 0
-    @Option(help: ArgumentHelp("Baseline script (default: scripts/bench/genfuser_torch.py from the working directory).", valueName: "path"))
+    @Option(help: ArgumentHelp("PyTorch baseline script (default: scripts/bench/genfuser_torch.py from the working directory).", valueName: "path"))
     var baselineScript: String?
+    @Option(help: ArgumentHelp("CTranslate2 baseline script (default: scripts/bench/genfuser_ctranslate2.py from the working directory).", valueName: "path"))
+    var ctranslate2Script: String?
     @Flag(help: "Random weights not representable in bf16, so blendd holds them in fp32 (default: bf16 values, as gen_fuser_3b is published).")
     var fp32 = false
-    @Flag(help: "Skip the PyTorch baseline.") var noBaseline = false
+    @Flag(help: "Skip the baselines (PyTorch and CTranslate2).") var noBaseline = false
     @Option(help: "Arithmetic of blendd's model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
+    @Option(help: "Row kernels: avx512 (the default where present) or earlier (AVX2 tiles of four rows, bf16 pairs in tiles of four), to compare them in one build.")
+    var kernels = "avx512"
+    @Flag(help: "Also time a decode step's weight products alone (a second copy of the decoder's weights), to show how much of a step is the kernels and how much everything else.")
+    var profile = false
 
     func run() throws {
         NumericsThreading.configure(threads: threads)
+        guard ["avx512", "earlier"].contains(kernels) else { throw ValidationError("--kernels is avx512 or earlier") }
+        let avx512 = WeightMatrix.useAVX512RowKernels(kernels == "avx512")
         let cores = threads > 0 ? threads : NumericsThreading.threads
         for shape in shapes.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             guard let config = T5Configuration.flanT5(shape) else { throw ValidationError("unknown shape \(shape); use base, large or xl") }
-            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
+            print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(avx512 ? "AVX-512" : "earlier") row kernels, \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
             let bandwidth = MemoryBandwidth.streamingRead()
             print(String(format: "  streaming read bandwidth: %.1f GB/s (all %d workers, 512 MB)", bandwidth / 1e9, cores))
             let ours = try measureOurs(config)
             printRow("blendd    ", ours, baseline: nil)
             printFloor(ours, bandwidth: bandwidth)
+            if profile { profileProducts(config, bandwidth: bandwidth, figures: ours) }
             guard !noBaseline else { continue }
-            var best: (engine: String, figures: Figures)?
-            for dtype in ["fp32", "bf16"] {
-                guard let object = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/genfuser_torch.py",
+            var measured: [(engine: String, figures: Figures)] = []
+            let engines = [(baselineScript, "scripts/bench/genfuser_torch.py", "fp32", "torch-fp32"),
+                           (baselineScript, "scripts/bench/genfuser_torch.py", "bf16", "torch-bf16"),
+                           (ctranslate2Script, "scripts/bench/genfuser_ctranslate2.py", "int8", "ct2-int8"),
+                           (ctranslate2Script, "scripts/bench/genfuser_ctranslate2.py", "fp32", "ct2-fp32")]
+            for (script, defaultScript, dtype, engine) in engines {
+                guard let object = try BenchBaseline.run(script: script, default: defaultScript,
                                                          arguments: ["--shape", shape, "--prompt-tokens", String(promptTokens), "--dtype", dtype,
                                                                      "--new-tokens", String(newTokens), "--threads", String(cores)])?.last else { continue }
                 func number(_ key: String) -> Double { (object[key] as? Double) ?? Double(object[key] as? Int ?? 0) }
                 let theirs = Figures(encoder8: number("encoder_seconds_8"), prefill8: number("encoder_seconds_8"), prefill1: number("encoder_seconds_1"),
                                      generate1: number("generate_seconds_1"), generate8: number("generate_seconds_8"),
                                      beam4: number("beam4_seconds"), peakBytes: Int(number("peak_rss_bytes")))
-                let engine = "torch-" + dtype
                 printRow(engine.padding(toLength: 10, withPad: " ", startingAt: 0), theirs, baseline: ours, versus: engine)
-                if best == nil || theirs.beam4 < best!.figures.beam4 { best = (engine, theirs) }
+                measured.append((engine, theirs))
             }
-            if let best {
-                print(String(format: "  blendd / best baseline (%@, by beam-4 time per job): %.2f× faster", best.engine, best.figures.beam4 / ours.beam4))
-            }
+            printBest(ours, measured)
         }
     }
 
@@ -76,13 +90,67 @@ struct BenchFuseCommand: ParsableCommand {
         var stepBytes = 0
     }
 
+    /// blendd ÷ the best baseline of each column (fastest rate, shortest beam-4 time, smallest peak), naming it.
+    private func printBest(_ ours: Figures, _ measured: [(engine: String, figures: Figures)]) {
+        guard !measured.isEmpty else { return }
+        let r = rates(ours)
+        func best(_ value: (Figures) -> Double, higherIsBetter: Bool) -> (engine: String, value: Double) {
+            let valid = measured.map { ($0.engine, value($0.figures)) }.filter { $0.1.isFinite && $0.1 > 0 }
+            guard let top = valid.max(by: { higherIsBetter ? $0.1 < $1.1 : $0.1 > $1.1 }) else { return ("none", .nan) }
+            return top
+        }
+        func show(_ ratio: Double, _ engine: String) -> String { ratio.isFinite ? String(format: "%.2f× (%@)", ratio, engine) : "n/a" }
+        let encoder = best({ rates($0).encoder }, higherIsBetter: true), decode1 = best({ rates($0).decode1 }, higherIsBetter: true)
+        let decode8 = best({ rates($0).decode8 }, higherIsBetter: true), beam4 = best({ $0.beam4 }, higherIsBetter: false)
+        let memory = best({ Double($0.peakBytes) }, higherIsBetter: false)
+        print("  blendd / best baseline: encoder \(show(r.encoder / encoder.value, encoder.engine))  decode b=1 \(show(r.decode1 / decode1.value, decode1.engine))  "
+              + "b=8 \(show(r.decode8 / decode8.value, decode8.engine))  beam-4 \(show(beam4.value / ours.beam4, beam4.engine)) faster  "
+              + "memory \(show(Double(ours.peakBytes) / memory.value, memory.engine))")
+    }
+
     /// Each decode step against the floor its weight bytes set at the measured read rate.
     private func printFloor(_ f: Figures, bandwidth: Double) {
         let floor = Double(f.stepBytes) / bandwidth
         for (batch, generate, prefill) in [(1, f.generate1, f.prefill1), (8, f.generate8, f.prefill8)] {
             let step = (generate - prefill) / Double(newTokens)
+            guard step > 0 else {
+                // The prefill, timed separately, outlasted the whole generation: load on the machine, not a rate.
+                print("  blendd   decode step b=\(batch): n/a (generation minus its separately timed prefill is not positive; raise --new-tokens)")
+                continue
+            }
             print(String(format: "  blendd   decode step b=%d: %7.2f ms = %5.2f× the floor (%.1f MB of weights per step at %.1f GB/s = %.2f ms)",
                          batch, step * 1e3, step / floor, Double(f.stepBytes) / 1e6, bandwidth / 1e9, floor * 1e3))
+        }
+    }
+
+    /// The weight products of one decode step alone, in the step's order, on matrices of the decoder's shapes in the
+    /// same format as the model's (random bf16 values): what the row kernels cost against the floor, and, by difference
+    /// with the measured step, what attention, norms, gating and dispatch between the products cost.
+    private func profileProducts(_ c: T5Configuration, bandwidth: Double, figures: Figures) {
+        let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
+        var state: UInt64 = 7
+        func matrix(_ rows: Int, _ columns: Int) -> WeightMatrix {
+            let values = (0..<(rows * columns)).map { _ -> Float in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                let v = (Float(state >> 40) / Float(1 << 24) - 0.5) * 0.04
+                return fp32 ? v : Float(bitPattern: v.bitPattern & 0xFFFF_0000)
+            }
+            return WeightMatrix(Tensor(shape: [rows, columns], storage: values), precision: precision, compressExact: true)
+        }
+        let layer = [(3 * inner, d), (d, inner), (inner, d), (d, inner), (2 * ff, d), (d, ff)]
+        let products = (0..<c.decoderLayers).flatMap { _ in layer.map { matrix($0.0, $0.1) } } + [matrix(c.vocabularySize, d)]
+        let bytes = products.reduce(0) { $0 + $1.bytes }
+        for (batch, generate, prefill) in [(1, figures.generate1, figures.prefill1), (8, figures.generate8, figures.prefill8)] {
+            let inputs = products.map { Tensor(shape: [batch, $0.shape[1]], storage: (0..<(batch * $0.shape[1])).map { Float($0 % 17) * 0.01 }) }
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let t = Date()
+                for (w, x) in zip(products, inputs) { _ = w.linearRows(x) }
+                best = min(best, Date().timeIntervalSince(t))
+            }
+            let step = (generate - prefill) / Double(newTokens), floor = Double(bytes) / bandwidth
+            print(String(format: "  profile  b=%d: weight products alone %7.2f ms = %5.2f× the floor (%d products, %.1f MB); rest of the step %7.2f ms",
+                         batch, best * 1e3, best / floor, products.count, Double(bytes) / 1e6, (step - best) * 1e3))
         }
     }
 

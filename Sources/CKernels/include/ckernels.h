@@ -6,8 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/// 1 when AVX512F and AVX512BW are present and the OS saves the zmm state.
+int bk_has_avx512(void);
 /// 1 when AVX512F, AVX512BW and AVX512_BF16 are present and the OS saves the zmm state.
 int bk_has_avx512_bf16(void);
+/// Chooses the tiles of bk_int8_rows / bk_f32_rows / bk_bf16w_rows and of bk_bf16_gemm's panels: nonzero for the
+/// AVX-512 row tiles and the 8-, 2- and 1-row bf16 tiles (where AVX-512 is present, the default), 0 for the earlier
+/// AVX2 row tiles and 4-row bf16 tiles. Returns the choice in effect. Both give identical bits; tests compare them.
+int bk_set_row_kernels(int avx512);
 
 /// bf16 weights in the dot-product layout: columns (weight rows) in groups of 16, k in pairs, so that one
 /// 512-bit load holds the pair (k, k+1) of 16 consecutive columns. `n` is padded to 16, `k` to 2 (zeros).

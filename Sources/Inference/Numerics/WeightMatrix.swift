@@ -35,6 +35,15 @@ public enum WeightMatrix: Sendable {
         self = .bf16(rows: tensor.shape[0], columns: tensor.shape[1], bits: bits)
     }
 
+    /// Whether the row kernels (`linearRows` on f32, bf16 and int8 weights) can run their AVX-512 tiles.
+    static var avx512RowKernels: Bool { bk_has_avx512() != 0 }
+
+    /// Chooses the row kernels' tiles: true (the default where the CPU has AVX-512) for the AVX-512 tiles, false for the
+    /// earlier ones (AVX2 tiles of four rows; bf16 pairs in tiles of four rows), which `blendd bench fuse --kernels`
+    /// measures beside them. Both give the same bits (tests compare them). Returns whether AVX-512 tiles are in use.
+    @discardableResult
+    public static func useAVX512RowKernels(_ on: Bool) -> Bool { bk_set_row_kernels(on ? 1 : 0) != 0 }
+
     /// Sixteen values of an interleaved group as two float32 vectors (values 0…7, values 8…15).
     @inline(__always)
     static func group(_ p: UnsafePointer<UInt16>) -> (SIMD8<Float>, SIMD8<Float>) {
