@@ -32,6 +32,7 @@ public final class WorkerService: Service, @unchecked Sendable {
     private let lock = NSLock()
     private var _stopping = false
     private var kafkaFatal: WorkerError?
+    private var relayRunning = false
     private var _state = HeartbeatReport.State.starting
     private var inFlightPartitions: Set<TopicPartition> = []
     private var inFlightCount = 0
@@ -161,7 +162,11 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         setState(.running)
         listener.start()
-        let relayTask = Task { await self.relay.run() }
+        lock.withLock { relayRunning = true }
+        let relayTask = Task {
+            await self.relay.run()
+            self.lock.withLock { self.relayRunning = false }
+        }
         let fleet = Task { await self.fleetHeartbeatLoop() }
         let fatalWatch = Task { await self.stopOnFatalKafkaError() }
         var failure: Error?
@@ -192,6 +197,12 @@ public final class WorkerService: Service, @unchecked Sendable {
         // The relay finishes the round it is in (publish and settle) before the final flush and the pool's close.
         await relayTask.value
         if failure == nil { failure = lock.withLock { kafkaFatal } }
+        // A relay cancelled mid-round still holds its claims: the flush would take them for
+        // another relay's and leave them. Let that round settle first (within the drain time).
+        let relayDeadline = Date().addingTimeInterval(secondsLeftToDrain)
+        while lock.withLock({ relayRunning }) && Date() < relayDeadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         if failure == nil { await flushOutbox() }
         await shutDown(registered: true)
         if let failure { throw failure }

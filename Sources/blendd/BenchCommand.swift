@@ -114,6 +114,14 @@ struct BenchPipelineCommand: AsyncParsableCommand {
         print(String(format: "  pipeline end to end        %9.0f jobs/s (validate, consensus rank, top-1, store with comparisons and outbox)", pipelineRate))
         print(String(format: "  pipeline / raw consume     %9.3f", pipelineRate / consumeRate))
         print(String(format: "  pipeline / raw insert      %9.3f", pipelineRate / insertRate))
+        // Where a batch's time goes (rank is the consensus ranker's CPU time, store the whole
+        // transaction), so a change to one stage shows through the machine's noise.
+        let stages = service.metrics.snapshot().first { $0.name == MetricNames.stageDuration }?.samples ?? []
+        for stage in ["rank", "store"] {
+            guard let s = stages.first(where: { $0.labels["stage"] == stage }), let n = s.count, n > 0 else { continue }
+            let name = stage.padding(toLength: 5, withPad: " ", startingAt: 0)
+            print("  stage \(name) per batch      " + String(format: "%9.2f ms (mean of %.0f batches)", s.value / n * 1000, n))
+        }
     }
 }
 
