@@ -194,11 +194,10 @@ public final class WorkerService: Service, @unchecked Sendable {
         fleet.cancel()
         fatalWatch.cancel()
         listener.stop()
-        // The relay finishes the round it is in (publish and settle) before the final flush and the pool's close.
-        await relayTask.value
         if failure == nil { failure = lock.withLock { kafkaFatal } }
-        // A relay cancelled mid-round still holds its claims: the flush would take them for
-        // another relay's and leave them. Let that round settle first (within the drain time).
+        // A relay stopped mid-round finishes that round (the round is not cancelled) and still holds its
+        // claims meanwhile: the flush would take them for another relay's and leave them. Let that round
+        // settle first (within the drain time).
         let relayDeadline = Date().addingTimeInterval(secondsLeftToDrain)
         while lock.withLock({ relayRunning }) && Date() < relayDeadline {
             try? await Task.sleep(for: .milliseconds(10))
