@@ -68,7 +68,8 @@ public struct BatchProcessor: Sendable {
         }
 
         let rankStart = clock()
-        let rankResults = await ranker.rank(work.map { RankRequest(job: $0.job) })
+        // Every kind of every job in one call: the ranker shares its forward batches among them.
+        let rankResults = await ranker.run(work.map { RankTask(job: $0.job) })
         let rankMs = clock().timeIntervalSince(rankStart) * 1000
 
         var fuseSlots: [Int] = []
@@ -78,13 +79,17 @@ public struct BatchProcessor: Sendable {
             let message = messages[item.slot]
             var timings = ["rank": rankMs]
             if let t = message.timestamp { timings["queue"] = max(0, started.timeIntervalSince(t) * 1000) }
+            // Only blend jobs are fused: the other kinds name their ranker alone.
             var outcome = JobOutcome(kind: .outcome(status: .completed), jobId: item.job.jobId, message: message,
-                                     job: item.job, timingsMs: timings, models: models)
+                                     job: item.job, timingsMs: timings, models: item.job.task == .blend ? models : ["ranker": ranker.label])
             switch rankResults[index] {
             case .failure(let error):
                 outcome.kind = .outcome(status: .failed)
                 outcome.error = error.description
-            case .success(let ranked):
+            case .success(.compare(let compared)): outcome.compare = compared.result(for: item.job)
+            case .success(.select(let selected)): outcome.selection = selected.result(for: item.job)
+            case .success(.reward(let rewarded)): outcome.reward = rewarded.result(for: item.job)
+            case .success(.rank(let ranked)):
                 outcome.rank = RankedJob(ranks: ranked.ranks, scores: ranked.scores, comparisons: ranked.comparisons,
                                          ranker: ranker.label, forwardPasses: ranked.forwardPasses)
                 if let options = item.job.fuse {
@@ -131,6 +136,9 @@ public struct BatchProcessor: Sendable {
         failed.kind = .outcome(status: .failed)
         failed.error = reason
         failed.rank = nil
+        failed.compare = nil
+        failed.selection = nil
+        failed.reward = nil
         failed.fusion = nil
         failed.rejection = nil
         failed.event = event(for: failed, metadata: failed.job?.metadata)
@@ -146,11 +154,16 @@ public struct BatchProcessor: Sendable {
             }
         }
         let c = outcome.message.coordinates
-        let data = EventData(jobId: outcome.jobId, status: status, ranking: ranking, fused: outcome.fusion,
+        var data = EventData(jobId: outcome.jobId, status: status, ranking: ranking, fused: outcome.fusion,
                              error: outcome.error, violations: outcome.rejection?.violations,
                              timingsMs: outcome.timingsMs.isEmpty ? nil : outcome.timingsMs, models: outcome.models,
                              metadata: metadata,
                              kafka: EventData.KafkaCoordinates(topic: c.topic, partition: Int(c.partition), offset: c.offset))
+        // A blend job's event keeps its shape; other kinds name themselves and carry their answer.
+        if let task = outcome.job?.task, task != .blend { data.task = task }
+        data.compare = outcome.compare
+        data.selection = outcome.selection
+        data.reward = outcome.reward
         return CompletionEvent(data: data, workerId: workerId, time: clock())
     }
 }

@@ -41,6 +41,7 @@ public struct ResultStore: Sendable {
                 try await Self.insertDependants(outcome, eventsTopic: eventsTopic, dlqTopic: dlqTopic, on: conn)
                 written.append(outcome.jobId)
             }
+            try await Self.insertTaskRows(writable.filter { written.contains($0.jobId) }, on: conn)
             return written
         }
     }
