@@ -91,9 +91,8 @@ public struct JobValidator: Sendable {
                 check.add(.emptyText, "instruction", "instruction and input are both empty; there is nothing to \(what) against")
             }
         }
-        let metadata = check.metadata(exact["metadata"])
-
-        var job: BlendJob?
+        // The kind's fields first, then metadata: violations are reported in the order of the job's sections.
+        var make: ((ExactJSON?) -> BlendJob)?
         switch task {
         case .blend:
             let candidates = check.candidates(fields["candidates"])
@@ -102,36 +101,37 @@ public struct JobValidator: Sendable {
             let fuse = check.fuseOptions(fields["fuse"], candidateCount: candidateCount)
             if let jobId, let instruction, let candidates, let rank, let fuse {
                 let fuseOptions: BlendJob.FuseOptions? = if case .fuse(let o) = fuse { o } else { nil }
-                job = BlendJob(jobId: jobId, instruction: instruction, input: input ?? "", candidates: candidates,
-                               rank: rank, fuse: fuseOptions, metadata: metadata)
+                make = { BlendJob(jobId: jobId, instruction: instruction, input: input ?? "", candidates: candidates,
+                                  rank: rank, fuse: fuseOptions, metadata: $0) }
             }
         case .compare:
             let pairs = check.comparePairs(fields["pairs"], conversations: fields["conversations"])
             let options = check.compareOptions(fields["compare"])
             if let jobId, let instruction, let pairs, let options {
-                job = BlendJob(jobId: jobId, task: .compare, instruction: instruction, input: input ?? "",
-                               pairs: pairs.pairs, conversations: pairs.conversations, compare: options, metadata: metadata)
+                make = { BlendJob(jobId: jobId, task: .compare, instruction: instruction, input: input ?? "",
+                                  pairs: pairs.pairs, conversations: pairs.conversations, compare: options, metadata: $0) }
             }
         case .bestOfN, .worstOfN:
             let candidates = check.candidates(fields["candidates"])
             let rank = check.rankOptions(fields["rank"], seedOnlyFor: task)
             let select = check.selectOptions(fields["select"])
             if let jobId, let instruction, let candidates, let rank, let select {
-                job = BlendJob(jobId: jobId, task: task, instruction: instruction, input: input ?? "", candidates: candidates,
-                               rank: rank, select: select, metadata: metadata)
+                make = { BlendJob(jobId: jobId, task: task, instruction: instruction, input: input ?? "", candidates: candidates,
+                                  rank: rank, select: select, metadata: $0) }
             }
         case .reward:
             let candidates = check.candidates(fields["candidates"])
             let reward = check.rewardOptions(fields["reward"])
             if let jobId, let instruction, let candidates, let reward {
-                job = BlendJob(jobId: jobId, task: .reward, instruction: instruction, input: input ?? "", candidates: candidates,
-                               reward: reward, metadata: metadata)
+                make = { BlendJob(jobId: jobId, task: .reward, instruction: instruction, input: input ?? "", candidates: candidates,
+                                  reward: reward, metadata: $0) }
             }
         }
-        guard check.violations.isEmpty, let job else {
+        let metadata = check.metadata(exact["metadata"])
+        guard check.violations.isEmpty, let make else {
             return .failure(JobRejection(jobId: jobId, violations: check.violations))
         }
-        return .success(job)
+        return .success(make(metadata))
     }
 }
 
