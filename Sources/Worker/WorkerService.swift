@@ -393,7 +393,7 @@ public final class WorkerService: Service, @unchecked Sendable {
     }
 
     /// The newest migration this build writes against; older databases must be migrated first.
-    public static let requiredSchemaVersion = 2
+    public static let requiredSchemaVersion = 3
 
     private func checkSchema() async throws {
         defer { recovered("schema") }
