@@ -16,8 +16,8 @@ final class JobKindsValidatorTests: XCTestCase {
         return Dictionary(rejection.violations.map { ($0.path, $0.code) }, uniquingKeysWith: { a, _ in a })
     }
 
-    nonisolated(unsafe) static let candidates: [[String: Any]] = [["model": "m0", "text": "Paris."], ["model": "m1", "text": "Lyon, I think."], ["model": "m2", "text": "Rome"]]
-    nonisolated(unsafe) static let pairs: [[String: Any]] = [["a": "Paris.", "b": "Lyon."], ["a": "Rome.", "b": "Paris is the capital."]]
+    static var candidates: [[String: Any]] { [["model": "m0", "text": "Paris."], ["model": "m1", "text": "Lyon, I think."], ["model": "m2", "text": "Rome"]] }
+    static var pairs: [[String: Any]] { [["a": "Paris.", "b": "Lyon."], ["a": "Rome.", "b": "Paris is the capital."]] }
 
     static func base(_ task: JobTask) -> [String: Any] {
         var job: [String: Any] = ["job_id": "k-\(task.rawValue)", "task": task.rawValue, "instruction": "Capital of France?"]
@@ -29,12 +29,12 @@ final class JobKindsValidatorTests: XCTestCase {
     }
 
     /// A value of each kind field that would be valid for its own kind.
-    nonisolated(unsafe) static let kindFieldValues: [String: Any] = [
+    static var kindFieldValues: [String: Any] { [
         "candidates": candidates, "rank": ["seed": 3], "fuse": false, "pairs": pairs,
         "conversations": [["a": [["role": "USER", "content": "hi"], ["role": "ASSISTANT", "content": "hello"]],
                            "b": [["role": "USER", "content": "hi"], ["role": "ASSISTANT", "content": "hey"]]]],
         "compare": ["mode": "[A,B]"], "select": ["method": "full"], "reward": ["reference": "first"],
-    ]
+    ] }
 
     func testEveryKindAcceptsItsMinimalJobAndDefaultsItsOptions() throws {
         for task in JobTask.allCases {
