@@ -315,10 +315,13 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         recovered("lookup")
         let outcomes = await processor.process(validated, isStored: stored, deferFusion: fusion != nil)
-        // Pairs compared: the full matrix, or the model passes of a bubble tournament.
+        // Pairs compared: the full matrix, or the model passes of a bubble tournament; for the other kinds
+        // the passes their answer cost.
         instruments.rankedPairs(outcomes.reduce(0) { total, outcome in
-            guard let rank = outcome.rank else { return total }
-            return total + max(rank.forwardPasses, rank.comparisons.map { $0.count * ($0.count - 1) } ?? 0)
+            if let rank = outcome.rank {
+                return total + max(rank.forwardPasses, rank.comparisons.map { $0.count * ($0.count - 1) } ?? 0)
+            }
+            return total + (outcome.compare?.forwardPasses ?? outcome.selection?.forwardPasses ?? outcome.reward?.forwardPasses ?? 0)
         })
         if let padding = processor.ranker.lastPaddingAvoided { instruments.paddingAvoided(padding) }
         if let fusion {
@@ -451,7 +454,7 @@ public final class WorkerService: Service, @unchecked Sendable {
     }
 
     /// The newest migration this build writes against; older databases must be migrated first.
-    public static let requiredSchemaVersion = 2
+    public static let requiredSchemaVersion = 3
 
     private func checkSchema() async throws {
         defer { recovered("schema") }

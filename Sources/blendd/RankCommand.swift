@@ -6,10 +6,14 @@ import Inference
 struct RankCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rank",
-        abstract: "Rank the candidates of jobs in a file and print ranks and scores.",
+        abstract: "Run the jobs of a file (rank, compare, best/worst of n, reward) and print their answers.",
         discussion: """
         FILE holds jobs as for `blendd validate` (JSON, JSON array or JSON Lines; `-` for stdin). \
-        Each job is ranked with its own rank mode unless --mode is given. The ranker is the PairRM \
+        Each job does what its `task` says (blend: rank the candidates; compare: judge its pairs or \
+        conversations; best_of_n / worst_of_n: pick one candidate; reward: score each candidate against a \
+        reference) unless --task is given, which reads every job as that kind. All jobs go to the ranker in \
+        one call, so their pairs share forward batches. A blend job is ranked with its own rank mode unless \
+        --mode is given. The ranker is the PairRM \
         checkpoint of --model (or models.ranker): a directory as published on the hub, \
         llm-blender/PairRM or llm-blender/PairRM-hf, or a pointwise reward model such as \
         OpenAssistant/reward-model-deberta-v3-large-v2. Without one the weight-free consensus ranker \
@@ -22,6 +26,9 @@ struct RankCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Override every job's rank mode: \(RankMode.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "mode"))
     var mode: String?
+
+    @Option(help: ArgumentHelp("Read every job as this kind: \(JobTask.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "task"))
+    var task: String?
 
     @Option(help: ArgumentHelp("PairRM or reward-model checkpoint directory (overrides models.ranker).", valueName: "dir"))
     var model: String?
@@ -39,35 +46,60 @@ struct RankCommand: AsyncParsableCommand {
         if let mode, RankMode(rawValue: mode) == nil {
             throw ValidationError("unknown rank mode \(mode); expected one of \(RankMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        if let task, JobTask(rawValue: task) == nil {
+            throw ValidationError("unknown task \(task); expected one of \(JobTask.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if mode != nil, let task, task != JobTask.blend.rawValue {
+            throw ValidationError("--mode sets the rank mode of blend jobs; a \(task) job has none")
+        }
+    }
+
+    /// The record with its `task` set to `task`, so the kind's rules apply; as it is when it is not a
+    /// clean JSON object (validation then reports why).
+    static func withTask(_ task: JobTask, _ bytes: [UInt8]) -> [UInt8] {
+        guard let parsed = try? JSONParser.parse(bytes), parsed.issues.isEmpty, case .object(var members) = parsed.value else { return bytes }
+        members.removeAll { $0.key == "task" }
+        members.insert(ExactJSON.Member("task", .string(task.rawValue)), at: min(1, members.count))
+        return Array(ExactJSON.object(members).serialized().utf8)
     }
 
     func run() async throws {
         var config = try options.loadOrFail()
         if let model { config.models.ranker = model }
         let forcedMode = mode.flatMap(RankMode.init(rawValue:))
+        let forcedTask = task.flatMap(JobTask.init(rawValue:))
         let ranker = try ModelFactory.ranker(for: config)
         let validator = JobValidator(limits: config.limits)
         var jobs: [BlendJob] = []
         var invalid = 0
         for record in JobFileReader.records(in: try readInput(file)) {
-            switch validator.validate(record.bytes) {
+            switch validator.validate(forcedTask.map { Self.withTask($0, record.bytes) } ?? record.bytes) {
             case .success(var job):
-                if let forcedMode { job.rank.mode = forcedMode }
+                if let forcedMode, job.task == .blend { job.rank.mode = forcedMode }
                 jobs.append(job)
             case .failure(let rejection):
                 invalid += 1
                 FileHandle.standardError.write(Data("\(file):\(record.line): skipped, \(rejection)\n".utf8))
             }
         }
-        let results = await ranker.rank(jobs.map(RankRequest.init(job:)))
+        let results = await ranker.run(jobs.map(RankTask.init(job:)))
         var failed = 0
         for (job, result) in zip(jobs, results) {
             switch result {
             case .failure(let error):
                 failed += 1
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-            case .success(let outcome):
+            case .success(.rank(let outcome)):
                 if json { printJSON(job: job, outcome: outcome, ranker: ranker.label) } else { printTable(job: job, outcome: outcome, ranker: ranker.label) }
+            case .success(.compare(let outcome)):
+                let result = outcome.result(for: job)
+                if json { printJSON(job: job, ranker: ranker.label, "compare", result) } else { TaskTables.compare(job: job, result, ranker: ranker.label) }
+            case .success(.select(let outcome)):
+                let result = outcome.result(for: job)
+                if json { printJSON(job: job, ranker: ranker.label, "selection", result) } else { TaskTables.selection(job: job, result, ranker: ranker.label) }
+            case .success(.reward(let outcome)):
+                let result = outcome.result(for: job)
+                if json { printJSON(job: job, ranker: ranker.label, "reward", result) } else { TaskTables.reward(job: job, result, ranker: ranker.label) }
             }
         }
         if invalid + failed > 0 { throw ExitCode.failure }
@@ -86,6 +118,17 @@ struct RankCommand: AsyncParsableCommand {
             print("  comparison matrix ℓ(row, column):")
             for row in m.rows { print("   " + row.map { String(format: " %9.4f", $0) }.joined()) }
         }
+    }
+
+    /// One line per job: the kind's answer under `key`, as the job's event carries it.
+    private func printJSON<T: Encodable>(job: BlendJob, ranker: String, _ key: String, _ answer: T) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = (try? JSONParser.parse(Array(encoder.encode(answer))).value) ?? .null
+        let object = ExactJSON.object([
+            .init("job_id", .string(job.jobId)), .init(key, body), .init("ranker", .string(ranker)), .init("task", .string(job.task.rawValue)),
+        ])
+        print(object.serialized())
     }
 
     private func printJSON(job: BlendJob, outcome: RankOutcome, ranker: String) {

@@ -14,8 +14,9 @@ final class MigrationRunnerTests: DatabaseTestCase {
         let relations = try await conn.query("""
             SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name
             """).map { try $0.decode("table_name", as: String.self) }
-        XCTAssertEqual(relations, ["blend_results", "candidates", "comparisons", "fusions", "jobs", "model_leaderboard",
-                                   "outbox", "schema_migrations", "workers"])
+        XCTAssertEqual(relations, ["best_of_n_results", "blend_results", "candidates", "compare_results", "comparisons", "fusions",
+                                   "jobs", "model_leaderboard", "outbox", "pair_judgements", "reward_references", "reward_results",
+                                   "rewards", "schema_migrations", "selections", "workers", "worst_of_n_results"])
         await conn.close()
     }
 

@@ -15,6 +15,12 @@ final class BatchProcessorTests: XCTestCase {
                 request.jobId.hasPrefix("boom") ? .failure(RankingError(jobId: request.jobId, message: "tensor NaN in layer 3")) : result
             }
         }
+        func run(_ tasks: [RankTask]) async -> [Result<TaskOutcome, RankingError>] {
+            let inner = await ConsensusRanker().run(tasks)
+            return zip(tasks, inner).map { task, result in
+                task.jobId.hasPrefix("boom") ? .failure(RankingError(jobId: task.jobId, message: "tensor NaN in layer 3")) : result
+            }
+        }
     }
 
     private func processor(ranker: any CandidateRanker = ConsensusRanker()) -> BatchProcessor {

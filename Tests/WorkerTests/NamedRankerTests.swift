@@ -60,6 +60,51 @@ final class NamedRankerTests: XCTestCase {
         }
     }
 
+    /// Every kind names its ranker too, and each is answered as that ranker alone answers it.
+    func testEveryJobKindIsServedByTheRankerItNames() async throws {
+        let set = try Self.rankers()
+        let p = BatchProcessor(validator: JobValidator(), rankers: set, fuser: TopCandidateFuser(), workerId: "w1")
+        let candidates = #"[{"model":"a","text":"Paris."},{"model":"b","text":"Lyon, 42!"},{"model":"c","text":"Paris."}]"#
+        var jobs: [String] = []
+        for (i, ranker) in ["pairrm", "oasst-rm", "consensus"].enumerated() {
+            let rank = #""rank":{"model":"\#(ranker)"}"#
+            jobs += [
+                #"{"job_id":"c\#(i)","task":"compare","instruction":"Capital?","pairs":[{"a":"Paris.","b":"Lyon."},{"a":"x","b":"x"}],\#(rank)}"#,
+                #"{"job_id":"b\#(i)","task":"best_of_n","instruction":"Capital?","candidates":\#(candidates),"rank":{"model":"\#(ranker)","seed":3}}"#,
+                #"{"job_id":"w\#(i)","task":"worst_of_n","instruction":"Capital?","candidates":\#(candidates),"select":{"method":"full"},\#(rank)}"#,
+                #"{"job_id":"r\#(i)","task":"reward","instruction":"Capital?","candidates":\#(candidates),"reward":{"reference":"shortest"},\#(rank)}"#,
+            ]
+        }
+        let outcomes = await p.process(p.validate(jobs.enumerated().map {
+            IncomingMessage(coordinates: MessageCoordinates(topic: "blend.jobs", partition: 0, offset: Int64($0.offset)), key: nil,
+                            value: Array($0.element.utf8), timestamp: nil)
+        }), isStored: [])
+        for (json, outcome) in zip(jobs, outcomes) {
+            XCTAssertEqual(outcome.status, .completed, "\(json): \(outcome.error ?? outcome.rejection?.description ?? "")")
+            guard case .success(let job) = JobValidator().validate(Array(json.utf8)) else { return XCTFail(json) }
+            let ranker = set.rankers[job.rank.model!]!
+            XCTAssertEqual(outcome.models["ranker"], ranker.label, json)
+            XCTAssertNil(outcome.models["fuser"], "only blend jobs are fused")
+            // The wire format keeps the ranker's name for every kind.
+            guard case .success(let again) = JobValidator().validate(Array(try JSONEncoder().encode(job))) else { return XCTFail(json) }
+            XCTAssertEqual(again.rank.model, job.rank.model)
+            let solo = BatchProcessor(validator: JobValidator(), rankers: RankerSet(single: ranker, name: job.rank.model!),
+                                      fuser: TopCandidateFuser(), workerId: "w1")
+            let alone = await solo.process(solo.validate([outcome.message]), isStored: [])[0]
+            XCTAssertTrue(outcome.compare != nil || outcome.selection != nil || outcome.reward != nil, json)
+            XCTAssertEqual(outcome.compare, alone.compare, json)
+            XCTAssertEqual(outcome.selection, alone.selection, json)
+            XCTAssertEqual(outcome.reward, alone.reward, json)
+        }
+        let unserved = #"{"job_id":"u","task":"reward","instruction":"q","candidates":\#(candidates),"rank":{"model":"nope"}}"#
+        let seeded = #"{"job_id":"s","task":"compare","instruction":"q","pairs":[{"a":"x","b":"y"}],"rank":{"seed":1}}"#
+        let refused = await p.process(p.validate([unserved, seeded].enumerated().map {
+            IncomingMessage(coordinates: MessageCoordinates(topic: "blend.jobs", partition: 0, offset: Int64(100 + $0.offset)), key: nil,
+                            value: Array($0.element.utf8), timestamp: nil)
+        }), isStored: [])
+        XCTAssertEqual(refused.map { $0.rejection?.violations.map(\.code) ?? [] }, [[.unknownRanker], [.fieldNotForTask]])
+    }
+
     func testAJobNamingAnUnservedRankerIsRejectedAndTheOthersAreRanked() async throws {
         let p = BatchProcessor(validator: JobValidator(), rankers: try Self.rankers(), fuser: TopCandidateFuser(), workerId: "w1")
         let bad = #"{"job_id":"bad","instruction":"q","candidates":[{"model":"a","text":"x"},{"model":"b","text":"y"}],"rank":{"model":"gpt-judge"}}"#

@@ -51,6 +51,7 @@ extension ConfigurationLoader {
         .int("limits.max_top_k", \.limits.maxTopK, 1...64, "Largest fuse.top_k."),
         .int("limits.max_new_tokens", \.limits.maxNewTokens, 1...32768, "Largest fuse.max_new_tokens."),
         .int("limits.max_beams", \.limits.maxBeams, 1...64, "Largest fuse.num_beams."),
+        .int("limits.max_pairs", \.limits.maxPairs, 1...65536, "Pairs (or conversation pairs) a compare job may judge."),
         .int("retry.initial_ms", \.retry.initialMilliseconds, 1...3_600_000, "First retry delay after a transient fault."),
         .int("retry.max_ms", \.retry.maxMilliseconds, 1...86_400_000, "Longest retry delay."),
         .double("retry.multiplier", \.retry.multiplier, 1...10, "Growth of the delay per attempt."),

@@ -19,7 +19,7 @@ public struct CompletionEvent: Sendable, Equatable, Codable {
     public init(data: EventData, workerId: String, time: Date) {
         self.id = Self.eventId(jobId: data.jobId, status: data.status)
         self.source = "blendd/\(workerId)"
-        self.type = data.status.eventType
+        self.type = data.status == .completed ? (data.task ?? .blend).completedEventType : data.status.eventType
         self.time = Self.timestamp(time)
         self.subject = data.jobId
         self.data = data
@@ -86,9 +86,82 @@ public struct EventData: Sendable, Equatable, Codable {
         public init(topic: String, partition: Int, offset: Int64) { self.topic = topic; self.partition = partition; self.offset = offset }
     }
 
+    /// A compare job's verdicts, per pair in the job's order.
+    public struct CompareResult: Sendable, Equatable, Codable {
+        public struct Pair: Sendable, Equatable, Codable {
+            /// Position of the pair (or conversation pair) in the job.
+            public var index: Int
+            public var logit: Double
+            public var referenceLogit: Double
+            public var probability: Double
+            public var verdict: PairJudgement.Verdict
+            public init(index: Int, _ j: PairJudgement) {
+                self.index = index; logit = Double(j.logit); referenceLogit = Double(j.referenceLogit)
+                probability = j.probability; verdict = j.verdict
+            }
+            enum CodingKeys: String, CodingKey { case index, logit, referenceLogit = "reference_logit", probability, verdict }
+        }
+        public var mode: CompareMode
+        public var pairs: [Pair]
+        public var forwardPasses: Int
+        public init(mode: CompareMode, pairs: [Pair], forwardPasses: Int) { self.mode = mode; self.pairs = pairs; self.forwardPasses = forwardPasses }
+        enum CodingKeys: String, CodingKey { case mode, pairs, forwardPasses = "forward_passes" }
+    }
+
+    /// The candidate a best_of_n / worst_of_n job chose.
+    public struct Selection: Sendable, Equatable, Codable {
+        public var goal: BubbleTournament.Goal
+        public var method: SelectMethod
+        public var index: Int
+        public var model: String
+        /// Bubble: [winner] + the losers in elimination order (first eliminated first), the reference's `return_all`.
+        public var eliminationOrder: [Int]?
+        /// Full: every candidate's MaxLogits score (the pointwise model's score, the consensus utility).
+        public var scores: [Double]?
+        public var forwardPasses: Int
+        public init(goal: BubbleTournament.Goal, method: SelectMethod, index: Int, model: String, eliminationOrder: [Int]?,
+                    scores: [Double]?, forwardPasses: Int) {
+            self.goal = goal; self.method = method; self.index = index; self.model = model
+            self.eliminationOrder = eliminationOrder; self.scores = scores; self.forwardPasses = forwardPasses
+        }
+        enum CodingKeys: String, CodingKey {
+            case goal, method, index, model, eliminationOrder = "elimination_order", scores, forwardPasses = "forward_passes"
+        }
+    }
+
+    /// A reward job's scalar per candidate against the reference it used.
+    public struct RewardResult: Sendable, Equatable, Codable {
+        public struct Reference: Sendable, Equatable, Codable {
+            /// The rule that chose a candidate, and that candidate's index; or the job's own text.
+            public var mode: ReferenceMode?
+            public var index: Int?
+            public var text: String?
+            public init(mode: ReferenceMode? = nil, index: Int? = nil, text: String? = nil) { self.mode = mode; self.index = index; self.text = text }
+        }
+        public struct Candidate: Sendable, Equatable, Codable {
+            public var index: Int
+            public var model: String
+            /// Positive when the candidate beats the reference.
+            public var reward: Double
+            public init(index: Int, model: String, reward: Double) { self.index = index; self.model = model; self.reward = reward }
+        }
+        public var reference: Reference
+        public var candidates: [Candidate]
+        public var forwardPasses: Int
+        public init(reference: Reference, candidates: [Candidate], forwardPasses: Int) {
+            self.reference = reference; self.candidates = candidates; self.forwardPasses = forwardPasses
+        }
+        enum CodingKeys: String, CodingKey { case reference, candidates, forwardPasses = "forward_passes" }
+    }
+
     public var jobId: String
+    /// The job kind; absent for blend jobs (and for rejected messages), whose events keep their shape.
+    public var task: JobTask?
     public var status: JobStatus
     public var ranking: [RankedCandidate]?
+    public var compare: CompareResult?
+    public var selection: Selection?
+    public var reward: RewardResult?
     public var fused: Fusion?
     public var error: String?
     public var violations: [Violation]?
@@ -116,7 +189,8 @@ public struct EventData: Sendable, Equatable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case jobId = "job_id", status, ranking, fused, error, violations, timingsMs = "timings_ms", models, metadata, kafka
+        case jobId = "job_id", task, status, ranking, fused, error, violations, timingsMs = "timings_ms", models, metadata, kafka
+        case compare, selection, reward
         case violationsOmitted = "violations_omitted"
     }
 }

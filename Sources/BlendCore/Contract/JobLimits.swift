@@ -15,6 +15,8 @@ public struct JobLimits: Sendable, Equatable, Codable {
     public var maxTopK: Int = 8
     public var maxNewTokens: Int = 1024
     public var maxBeams: Int = 8
+    /// Pairs (or conversation pairs) a compare job may judge.
+    public var maxPairs: Int = 256
 
     public static let minCandidates = 2
     public static let maxJobIdLength = 128
@@ -26,7 +28,7 @@ public struct JobLimits: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey {
         case maxCandidates = "max_candidates", maxTextBytes = "max_text_bytes", maxJobBytes = "max_job_bytes"
         case maxMetadataBytes = "max_metadata_bytes", maxModelNameLength = "max_model_name_length"
-        case maxTopK = "max_top_k", maxNewTokens = "max_new_tokens", maxBeams = "max_beams"
+        case maxTopK = "max_top_k", maxNewTokens = "max_new_tokens", maxBeams = "max_beams", maxPairs = "max_pairs"
     }
 
     public init(from decoder: Decoder) throws {
@@ -40,6 +42,7 @@ public struct JobLimits: Sendable, Equatable, Codable {
         maxTopK = try c.decodeIfPresent(Int.self, forKey: .maxTopK) ?? d.maxTopK
         maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? d.maxNewTokens
         maxBeams = try c.decodeIfPresent(Int.self, forKey: .maxBeams) ?? d.maxBeams
+        maxPairs = try c.decodeIfPresent(Int.self, forKey: .maxPairs) ?? d.maxPairs
     }
 
     public static let defaults = JobLimits()

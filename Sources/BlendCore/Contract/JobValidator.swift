@@ -12,9 +12,14 @@ public struct JobValidator: Sendable {
         self.rankers = rankers
     }
 
-    public static let topLevelFields: Set<String> = ["job_id", "instruction", "input", "candidates", "rank", "fuse", "metadata"]
+    public static let topLevelFields: Set<String> = Set(["job_id", "task", "instruction", "input", "metadata"]).union(JobTask.kindFields)
     static let candidateFields: Set<String> = ["model", "text"]
     static let rankFields: Set<String> = ["mode", "seed", "model"]
+    static let pairFields: Set<String> = ["a", "b"]
+    static let turnFields: Set<String> = ["role", "content"]
+    static let compareFields: Set<String> = ["mode"]
+    static let selectFields: Set<String> = ["method"]
+    static let rewardFields: Set<String> = ["reference", "reference_text"]
     static let fuseFields = Set(BlendJob.FuseOptions.CodingKeys.allCases.map(\.rawValue))
     /// Largest integer a JSON number carries exactly (2^53).
     static let maxExactInteger: Double = 9_007_199_254_740_992
@@ -65,24 +70,75 @@ public struct JobValidator: Sendable {
         check.unknownFields(in: fields, allowed: Self.topLevelFields, at: "")
 
         let jobId = check.jobId(fields["job_id"])
-        let instruction = check.text(fields["instruction"], at: "instruction", required: true, mayBeEmpty: true)
-        let input = check.text(fields["input"], at: "input", required: false, mayBeEmpty: true)
-        if let instruction, let input,
-           instruction.allSatisfy(\.isWhitespace), input.allSatisfy(\.isWhitespace) {
-            check.add(.emptyText, "instruction", "instruction and input are both empty; there is nothing to rank the candidates against")
-        }
-        let candidates = check.candidates(fields["candidates"])
-        let rank = check.rankOptions(fields["rank"])
-        let candidateCount: Int? = if case .array(let items) = fields["candidates"] { items.count } else { nil }
-        let fuse = check.fuseOptions(fields["fuse"], candidateCount: candidateCount)
-        let metadata = check.metadata(exact["metadata"])
-
-        guard check.violations.isEmpty, let jobId, let instruction, let candidates, let rank, let fuse else {
+        guard let task = check.task(fields["task"]) else {
+            // Without a kind the rest of the job has no rules to follow; the common fields are still checked.
+            _ = check.text(fields["instruction"], at: "instruction", required: false, mayBeEmpty: true)
+            _ = check.text(fields["input"], at: "input", required: false, mayBeEmpty: true)
+            _ = check.metadata(exact["metadata"])
             return .failure(JobRejection(jobId: jobId, violations: check.violations))
         }
-        let fuseOptions: BlendJob.FuseOptions? = if case .fuse(let o) = fuse { o } else { nil }
-        return .success(BlendJob(jobId: jobId, instruction: instruction, input: input ?? "", candidates: candidates,
-                                 rank: rank, fuse: fuseOptions, metadata: metadata))
+        check.fieldsOfOtherKinds(in: fields, task: task)
+
+        // Conversations carry their own instruction and input: the reference's constant and the user turns.
+        let conversational = task == .compare && fields["conversations"] != nil
+        var instruction: String? = ""
+        var input: String? = ""
+        if conversational {
+            for field in ["instruction", "input"] where fields[field] != nil {
+                check.add(.fieldNotForTask, field, "\(field) does not apply to conversations: they are judged against the reference's constant instruction and their user turns")
+            }
+        } else {
+            instruction = check.text(fields["instruction"], at: "instruction", required: true, mayBeEmpty: true)
+            input = check.text(fields["input"], at: "input", required: false, mayBeEmpty: true)
+            if let instruction, let input,
+               instruction.allSatisfy(\.isWhitespace), input.allSatisfy(\.isWhitespace) {
+                let what = task == .compare ? "judge the pairs" : "rank the candidates"
+                check.add(.emptyText, "instruction", "instruction and input are both empty; there is nothing to \(what) against")
+            }
+        }
+        // The kind's fields first, then metadata: violations are reported in the order of the job's sections.
+        var make: ((ExactJSON?) -> BlendJob)?
+        switch task {
+        case .blend:
+            let candidates = check.candidates(fields["candidates"])
+            let rank = check.rankOptions(fields["rank"])
+            let candidateCount: Int? = if case .array(let items) = fields["candidates"] { items.count } else { nil }
+            let fuse = check.fuseOptions(fields["fuse"], candidateCount: candidateCount)
+            if let jobId, let instruction, let candidates, let rank, let fuse {
+                let fuseOptions: BlendJob.FuseOptions? = if case .fuse(let o) = fuse { o } else { nil }
+                make = { BlendJob(jobId: jobId, instruction: instruction, input: input ?? "", candidates: candidates,
+                                  rank: rank, fuse: fuseOptions, metadata: $0) }
+            }
+        case .compare:
+            let pairs = check.comparePairs(fields["pairs"], conversations: fields["conversations"])
+            let options = check.compareOptions(fields["compare"])
+            let rank = check.rankOptions(fields["rank"], seedOnlyFor: task)
+            if let jobId, let instruction, let pairs, let options, let rank {
+                make = { BlendJob(jobId: jobId, task: .compare, instruction: instruction, input: input ?? "", rank: rank,
+                                  pairs: pairs.pairs, conversations: pairs.conversations, compare: options, metadata: $0) }
+            }
+        case .bestOfN, .worstOfN:
+            let candidates = check.candidates(fields["candidates"])
+            let rank = check.rankOptions(fields["rank"], seedOnlyFor: task)
+            let select = check.selectOptions(fields["select"])
+            if let jobId, let instruction, let candidates, let rank, let select {
+                make = { BlendJob(jobId: jobId, task: task, instruction: instruction, input: input ?? "", candidates: candidates,
+                                  rank: rank, select: select, metadata: $0) }
+            }
+        case .reward:
+            let candidates = check.candidates(fields["candidates"])
+            let reward = check.rewardOptions(fields["reward"])
+            let rank = check.rankOptions(fields["rank"], seedOnlyFor: task)
+            if let jobId, let instruction, let candidates, let reward, let rank {
+                make = { BlendJob(jobId: jobId, task: .reward, instruction: instruction, input: input ?? "", candidates: candidates,
+                                  rank: rank, reward: reward, metadata: $0) }
+            }
+        }
+        let metadata = check.metadata(exact["metadata"])
+        guard check.violations.isEmpty, let make else {
+            return .failure(JobRejection(jobId: jobId, violations: check.violations))
+        }
+        return .success(make(metadata))
     }
 }
 
@@ -181,10 +237,22 @@ private struct Checker {
         return name
     }
 
-    mutating func rankOptions(_ value: JSONValue?) -> BlendJob.RankOptions? {
+    /// - Parameter seedOnlyFor: a job of another kind than blend: its `rank` carries no mode (best/worst-of-n:
+    ///   the bubble seed and the ranker; compare and reward: the ranker only).
+    mutating func rankOptions(_ value: JSONValue?, seedOnlyFor task: JobTask? = nil) -> BlendJob.RankOptions? {
         guard let value else { return BlendJob.RankOptions() }
         guard case .object(let fields) = value else { wrongType(value, at: "rank", expected: "an object"); return nil }
         unknownFields(in: fields, allowed: JobValidator.rankFields, at: "rank")
+        if let task, fields["mode"] != nil {
+            let how = task == .bestOfN || task == .worstOfN ? "it chooses with select.method; rank may only carry the seed and the ranker"
+                : "rank may only name the ranker"
+            add(.fieldNotForTask, "rank.mode", "rank.mode does not apply to a \(task.rawValue) job: \(how)")
+            return nil
+        }
+        if let task, task == .compare || task == .reward, fields["seed"] != nil {
+            add(.fieldNotForTask, "rank.seed", "rank.seed does not apply to a \(task.rawValue) job: nothing in it is ordered at random; rank may only name the ranker")
+            return nil
+        }
         var options = BlendJob.RankOptions()
         var ok = true
         if let mode = fields["mode"] {
@@ -327,6 +395,156 @@ private struct Checker {
         guard let v = integer(value, at: path) else { return nil }
         guard v >= 0 else { add(.optionOutOfRange, path, "\(path) must be a non-negative integer, found \(v)"); return nil }
         return UInt64(v)
+    }
+
+    mutating func task(_ value: JSONValue?) -> JobTask? {
+        guard let value else { return .blend }
+        guard case .string(let name) = value else { wrongType(value, at: "task", expected: "a string"); return nil }
+        guard let task = JobTask(rawValue: name) else {
+            add(.unknownTask, "task", "unknown task \(Self.quote(name)); known: \(JobTask.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return task
+    }
+
+    mutating func fieldsOfOtherKinds(in fields: [String: JSONValue], task: JobTask) {
+        for key in fields.keys.sorted() where JobTask.kindFields.contains(key) && !task.ownFields.contains(key) {
+            let owners = JobTask.kinds(owning: key).map(\.rawValue).joined(separator: ", ")
+            add(.fieldNotForTask, key, "\(key) does not apply to a \(task.rawValue) job; it belongs to \(owners) jobs")
+        }
+    }
+
+    /// `pairs` or `conversations` (exactly one, 1 to `limits.maxPairs` items); nil when invalid.
+    mutating func comparePairs(_ pairs: JSONValue?, conversations: JSONValue?) -> (pairs: [BlendJob.ComparePair]?, conversations: [BlendJob.ConversationPair]?)? {
+        switch (pairs, conversations) {
+        case (nil, nil):
+            add(.noPairs, "pairs", "a compare job needs pairs (or conversations) to judge")
+            return nil
+        case (.some, .some):
+            add(.conflictingFields, "conversations", "a compare job judges either pairs or conversations, not both")
+            return nil
+        case (.some(let value), nil):
+            guard let items = pairItems(value, at: "pairs") else { return nil }
+            var result: [BlendJob.ComparePair] = []
+            for (i, item) in items.enumerated() {
+                let path = "pairs[\(i)]"
+                guard case .object(let fields) = item else { wrongType(item, at: path, expected: "an object"); continue }
+                unknownFields(in: fields, allowed: JobValidator.pairFields, at: path)
+                let a = text(fields["a"], at: "\(path).a", required: true, mayBeEmpty: false)
+                let b = text(fields["b"], at: "\(path).b", required: true, mayBeEmpty: false)
+                if let a, let b { result.append(.init(a: a, b: b)) }
+            }
+            return result.count == items.count ? (result, nil) : nil
+        case (nil, .some(let value)):
+            guard let items = pairItems(value, at: "conversations") else { return nil }
+            var result: [BlendJob.ConversationPair] = []
+            for (i, item) in items.enumerated() {
+                let path = "conversations[\(i)]"
+                guard case .object(let fields) = item else { wrongType(item, at: path, expected: "an object"); continue }
+                unknownFields(in: fields, allowed: JobValidator.pairFields, at: path)
+                let a = turns(fields["a"], at: "\(path).a")
+                let b = turns(fields["b"], at: "\(path).b")
+                guard let a, let b else { continue }
+                switch ConversationFlattening.flatten(a: a, b: b) {
+                case .success: result.append(.init(a: a, b: b))
+                case .failure(let problem): conversationProblem(problem, at: path)
+                }
+            }
+            return result.count == items.count ? (nil, result) : nil
+        }
+    }
+
+    private mutating func pairItems(_ value: JSONValue, at path: String) -> [JSONValue]? {
+        guard case .array(let items) = value else { wrongType(value, at: path, expected: "an array"); return nil }
+        if items.isEmpty {
+            add(.noPairs, path, "\(path) is empty; a compare job needs at least one pair to judge")
+            return nil
+        }
+        if items.count > limits.maxPairs {
+            add(.tooManyPairs, path, "a compare job may judge at most \(limits.maxPairs) pairs, found \(items.count)")
+            return nil
+        }
+        return items
+    }
+
+    /// The turns of one side; shape only (the flattening judges roles and contents).
+    private mutating func turns(_ value: JSONValue?, at path: String) -> [ConversationTurn]? {
+        guard let value else { add(.missingField, path, "\(path) is required"); return nil }
+        guard case .array(let items) = value else { wrongType(value, at: path, expected: "an array of turns"); return nil }
+        var result: [ConversationTurn] = []
+        for (i, item) in items.enumerated() {
+            let turnPath = "\(path)[\(i)]"
+            guard case .object(let fields) = item else { wrongType(item, at: turnPath, expected: "an object"); continue }
+            unknownFields(in: fields, allowed: JobValidator.turnFields, at: turnPath)
+            let role = text(fields["role"], at: "\(turnPath).role", required: true, mayBeEmpty: true)
+            let content = text(fields["content"], at: "\(turnPath).content", required: true, mayBeEmpty: true)
+            if let role, let content { result.append(ConversationTurn(role: role, content: content)) }
+        }
+        return result.count == items.count ? result : nil
+    }
+
+    private mutating func conversationProblem(_ problem: ConversationProblem, at path: String) {
+        let code: Violation.Code = switch problem.kind {
+        case .empty: .conversationEmpty
+        case .emptyTurn: .conversationEmptyTurn
+        case .notAlternating: .conversationNotAlternating
+        case .turnCountsDiffer: .conversationTurnCountsDiffer
+        case .userTurnsDiffer: .conversationUserTurnsDiffer
+        }
+        // A user turn that differs is pointed at on side b (a's is the one b must repeat).
+        var at = path
+        if let side = problem.side ?? (problem.turn != nil ? "b" : nil) { at += ".\(side)" }
+        if let turn = problem.turn { at += "[\(turn)]" }
+        add(code, at, problem.message)
+    }
+
+    mutating func compareOptions(_ value: JSONValue?) -> BlendJob.CompareOptions? {
+        guard let value else { return BlendJob.CompareOptions() }
+        guard case .object(let fields) = value else { wrongType(value, at: "compare", expected: "an object"); return nil }
+        unknownFields(in: fields, allowed: JobValidator.compareFields, at: "compare")
+        guard let mode = fields["mode"] else { return BlendJob.CompareOptions() }
+        guard case .string(let name) = mode else { wrongType(mode, at: "compare.mode", expected: "a string"); return nil }
+        guard let m = CompareMode(rawValue: name) else {
+            add(.unknownCompareMode, "compare.mode", "unknown compare mode \(Self.quote(name)); known: \(CompareMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return BlendJob.CompareOptions(mode: m)
+    }
+
+    mutating func selectOptions(_ value: JSONValue?) -> BlendJob.SelectOptions? {
+        guard let value else { return BlendJob.SelectOptions() }
+        guard case .object(let fields) = value else { wrongType(value, at: "select", expected: "an object"); return nil }
+        unknownFields(in: fields, allowed: JobValidator.selectFields, at: "select")
+        guard let method = fields["method"] else { return BlendJob.SelectOptions() }
+        guard case .string(let name) = method else { wrongType(method, at: "select.method", expected: "a string"); return nil }
+        guard let m = SelectMethod(rawValue: name) else {
+            add(.unknownSelectMethod, "select.method", "unknown select method \(Self.quote(name)); known: \(SelectMethod.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return BlendJob.SelectOptions(method: m)
+    }
+
+    mutating func rewardOptions(_ value: JSONValue?) -> BlendJob.RewardOptions? {
+        guard let value else { return BlendJob.RewardOptions() }
+        guard case .object(let fields) = value else { wrongType(value, at: "reward", expected: "an object"); return nil }
+        unknownFields(in: fields, allowed: JobValidator.rewardFields, at: "reward")
+        switch (fields["reference"], fields["reference_text"]) {
+        case (nil, nil):
+            return BlendJob.RewardOptions()
+        case (.some, .some):
+            add(.conflictingFields, "reward.reference_text", "a reward job names its reference by a rule (reference) or gives it (reference_text), not both")
+            return nil
+        case (.some(let mode), nil):
+            guard case .string(let name) = mode else { wrongType(mode, at: "reward.reference", expected: "a string"); return nil }
+            guard let m = ReferenceMode(rawValue: name) else {
+                add(.unknownReferenceMode, "reward.reference", "unknown reference mode \(Self.quote(name)); known: \(ReferenceMode.allCases.map(\.rawValue).joined(separator: ", "))")
+                return nil
+            }
+            return BlendJob.RewardOptions(reference: .mode(m))
+        case (nil, .some(let value)):
+            guard let t = text(value, at: "reward.reference_text", required: true, mayBeEmpty: false) else { return nil }
+            return BlendJob.RewardOptions(reference: .text(t))
+        }
     }
 
     static func format(_ v: Double) -> String {

@@ -28,6 +28,25 @@ public struct Violation: Sendable, Equatable, Codable, CustomStringConvertible {
         case duplicateField = "duplicate_field"
         /// Arrays and objects nested deeper than `JobLimits.maxNestingDepth`.
         case nestingTooDeep = "nesting_too_deep"
+        /// `task` names no job kind.
+        case unknownTask = "unknown_task"
+        /// A field of another job kind, e.g. `fuse` in a compare job.
+        case fieldNotForTask = "field_not_for_task"
+        /// Two fields given where one or the other is meant (`pairs` and `conversations`,
+        /// `reward.reference` and `reward.reference_text`).
+        case conflictingFields = "conflicting_fields"
+        /// A compare job without a pair to judge (no or empty `pairs` / `conversations`).
+        case noPairs = "no_pairs"
+        case tooManyPairs = "too_many_pairs"
+        case unknownCompareMode = "unknown_compare_mode"
+        case unknownSelectMethod = "unknown_select_method"
+        case unknownReferenceMode = "unknown_reference_mode"
+        /// Conversations `compare_conversations` cannot flatten (`ConversationProblem.Kind`).
+        case conversationEmpty = "conversation_empty"
+        case conversationEmptyTurn = "conversation_empty_turn"
+        case conversationNotAlternating = "conversation_not_alternating"
+        case conversationTurnCountsDiffer = "conversation_turn_counts_differ"
+        case conversationUserTurnsDiffer = "conversation_user_turns_differ"
     }
 
     public var code: Code

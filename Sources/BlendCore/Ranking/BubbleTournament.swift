@@ -4,7 +4,7 @@
 /// Differences from the reference, on purpose: the order is a permutation seeded per job
 /// (the reference uses unseeded `torch.randperm`), so results reproduce.
 public struct BubbleTournament: Sendable, Equatable {
-    public enum Goal: String, Sendable { case best, worst }
+    public enum Goal: String, Sendable, Codable { case best, worst }
 
     public struct Step: Sendable, Equatable {
         public let current: Int

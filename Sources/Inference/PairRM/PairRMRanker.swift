@@ -91,77 +91,206 @@ public final class PairRMRanker: CandidateRanker {
         }
     }
 
+    public func run(_ tasks: [RankTask]) async -> [Result<TaskOutcome, RankingError>] {
+        await offQueue {
+            let (results, report) = self.runNow(tasks)
+            self.lastReport.withLock { $0 = report }
+            return results
+        }
+    }
+
     /// `rank` without leaving the calling thread, with the scheduling report.
     public func rankNow(_ requests: [RankRequest]) -> (results: [Result<RankOutcome, RankingError>], report: PairScheduleReport) {
-        var results = [Result<RankOutcome, RankingError>?](repeating: nil, count: requests.count)
-        let encoded = encodeEach(requests.map { ($0.jobId, $0.instruction + $0.input, $0.candidates) })
-        var full: [(index: Int, job: PairInputBuilder.EncodedJob)] = []
-        var bubble: [(index: Int, job: PairInputBuilder.EncodedJob)] = []
-        for (i, request) in requests.enumerated() {
-            switch encoded[i] {
-            case .failure(let error): results[i] = .failure(error)
-            case .success(let job):
-                if request.candidates.isEmpty {
-                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to rank"))
-                } else if request.candidates.count == 1 {
-                    results[i] = .success(RankOutcome(scores: [0], ranks: [1], comparisons: nil, forwardPasses: 0))
-                } else if request.mode == .bubble {
-                    bubble.append((i, job))
-                } else {
-                    full.append((i, job))
-                }
+        let (results, report) = runNow(requests.map(RankTask.rank))
+        return (results.map { result in
+            result.map { outcome in
+                guard case .rank(let ranked) = outcome else { preconditionFailure("a rank task answered with \(outcome)") }
+                return ranked
             }
-        }
-        var report = PairScheduleReport()
+        }, report)
+    }
 
-        // Full matrices: every ordered pair of every job in one schedule.
+    /// A task's plan: how its answer is made from the first schedule's logits and the finished tournaments.
+    private typealias Finish = (_ values: [Float], _ tournaments: [BubbleTournament]) -> TaskOutcome
+
+    /// `run` without leaving the calling thread, with the scheduling report. Every pair that does not
+    /// depend on another pair's result — full matrices, compare pairs, reward pairs, and the first round of
+    /// every bubble tournament — goes into ONE packed schedule; later bubble rounds (each needs the previous
+    /// winner) advance in lock step, every unfinished tournament of the call together. The packed encoder is
+    /// batch-composition invariant, so a task's answer does not depend on its batch mates.
+    public func runNow(_ tasks: [RankTask]) -> (results: [Result<TaskOutcome, RankingError>], report: PairScheduleReport) {
+        var results = [Result<TaskOutcome, RankingError>?](repeating: nil, count: tasks.count)
         var pairs: [PairInput] = []
-        var owners: [(job: Int, left: Int, right: Int)] = []
-        for (slot, entry) in full.enumerated() {
-            for (l, r) in ComparisonMatrix.orderedPairs(count: entry.job.candidates.count) {
-                pairs.append(model.inputBuilder.pair(entry.job, left: l, right: r))
-                owners.append((slot, l, r))
-            }
-        }
-        let (values, fullReport) = logits(pairs)
-        report.add(fullReport)
-        var matrices = full.map { ComparisonMatrix(count: $0.job.candidates.count) }
-        for (owner, value) in zip(owners, values) { matrices[owner.job][owner.left, owner.right] = value }
-        for (slot, entry) in full.enumerated() {
-            let n = entry.job.candidates.count
-            results[entry.index] = .success(.aggregating(matrices[slot], mode: requests[entry.index].mode, forwardPasses: n * (n - 1)))
+        var finishes: [(task: Int, finish: Finish)] = []
+        var tournaments: [BubbleTournament] = []
+        var tournamentJobs: [PairInputBuilder.EncodedJob] = []
+        let builder = model.inputBuilder
+
+        /// Appends every ordered pair of a job; the finisher gets the filled matrix.
+        func matrix(_ job: PairInputBuilder.EncodedJob, task: Int, _ make: @escaping (ComparisonMatrix) -> TaskOutcome) {
+            let n = job.candidates.count
+            let start = pairs.count
+            let order = ComparisonMatrix.orderedPairs(count: n)
+            for (l, r) in order { pairs.append(builder.pair(job, left: l, right: r)) }
+            finishes.append((task, { values, _ in
+                var m = ComparisonMatrix(count: n)
+                for (k, (l, r)) in order.enumerated() { m[l, r] = values[start + k] }
+                return make(m)
+            }))
         }
 
-        // Bubble tournaments advance in lock step: round k scores step k of every unfinished job together.
-        var tournaments = bubble.map { BubbleTournament(count: $0.job.candidates.count, goal: .best, seed: requests[$0.index].seed) }
-        report.add(runTournaments(&tournaments, jobs: bubble.map(\.job)))
-        for (slot, entry) in bubble.enumerated() {
-            let placement = tournaments[slot].placement!
-            results[entry.index] = .success(RankOutcome(scores: placement.scores, ranks: placement.ranks, comparisons: nil,
-                                                        forwardPasses: 2 * (entry.job.candidates.count - 1)))
+        /// Starts a tournament; the finisher gets it once finished.
+        func tournament(_ job: PairInputBuilder.EncodedJob, goal: BubbleTournament.Goal, seed: UInt64, task: Int,
+                        _ make: @escaping (BubbleTournament) -> TaskOutcome) {
+            let slot = tournaments.count
+            tournaments.append(BubbleTournament(count: job.candidates.count, goal: goal, seed: seed))
+            tournamentJobs.append(job)
+            finishes.append((task, { _, finished in make(finished[slot]) }))
         }
+
+        /// Tokenizes one job; a failure fails task `i` alone.
+        func encode(_ i: Int, _ jobId: String, _ source: String, _ candidates: [String]) -> PairInputBuilder.EncodedJob? {
+            switch encodeEach([(jobId, source, candidates)])[0] {
+            case .success(let job): return job
+            case .failure(let error): results[i] = .failure(error); return nil
+            }
+        }
+
+        for (i, task) in tasks.enumerated() {
+            switch task {
+            case .rank(let request):
+                guard !request.candidates.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to rank")); continue
+                }
+                guard let job = encode(i, request.jobId, request.instruction + request.input, request.candidates) else { continue }
+                let n = request.candidates.count
+                if n == 1 {
+                    results[i] = .success(.rank(RankOutcome(scores: [0], ranks: [1], comparisons: nil, forwardPasses: 0)))
+                } else if request.mode == .bubble {
+                    tournament(job, goal: .best, seed: request.seed, task: i) { t in
+                        let placement = t.placement!
+                        return .rank(RankOutcome(scores: placement.scores, ranks: placement.ranks, comparisons: nil, forwardPasses: 2 * (n - 1)))
+                    }
+                } else {
+                    matrix(job, task: i) { .rank(.aggregating($0, mode: request.mode, forwardPasses: n * (n - 1))) }
+                }
+
+            case .compare(let request):
+                guard !request.items.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no pairs to judge")); continue
+                }
+                var jobs: [PairInputBuilder.EncodedJob] = []
+                for item in request.items {
+                    guard let job = encode(i, request.jobId, item.source, [item.a, item.b]) else { break }
+                    jobs.append(job)
+                }
+                guard jobs.count == request.items.count else { continue }
+                let start = pairs.count
+                let orientations = request.mode.orientations
+                for job in jobs { for (l, r) in orientations { pairs.append(builder.pair(job, left: l, right: r)) } }
+                let mode = request.mode
+                finishes.append((i, { values, _ in
+                    let judgements = jobs.indices.map { k -> PairJudgement in
+                        var ab: Float?, ba: Float?
+                        for (o, (l, _)) in orientations.enumerated() {
+                            let v = values[start + k * orientations.count + o]
+                            if l == 0 { ab = v } else { ba = v }
+                        }
+                        return .pairwise(ab: ab, ba: ba, mode: mode)
+                    }
+                    return .compare(CompareOutcome(judgements: judgements, forwardPasses: jobs.count * orientations.count))
+                }))
+
+            case .select(let select):
+                let request = select.request
+                guard !request.candidates.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to select from")); continue
+                }
+                guard let job = encode(i, request.jobId, request.instruction + request.input, request.candidates) else { continue }
+                let n = request.candidates.count
+                if select.method == .bubble || n == 1 {
+                    tournament(job, goal: select.goal, seed: request.seed, task: i) { t in
+                        .select(SelectionOutcome(index: t.winner!, eliminationOrder: t.winnerThenEliminated, scores: nil,
+                                                 forwardPasses: 2 * (n - 1), tournament: t))
+                    }
+                } else {
+                    matrix(job, task: i) { m in
+                        let scores = RankAggregation.maxLogitsScores(m)
+                        return .select(SelectionOutcome(index: SelectionOutcome.extreme(of: scores, goal: select.goal), eliminationOrder: nil,
+                                                        scores: scores, forwardPasses: n * (n - 1)))
+                    }
+                }
+
+            case .reward(let reward):
+                let request = reward.request
+                guard !request.candidates.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to reward")); continue
+                }
+                let n = request.candidates.count
+                var texts = request.candidates
+                let referenceIndex: Int?
+                switch reward.reference {
+                case .mode(let mode): referenceIndex = mode.referenceIndex(of: request.candidates)
+                case .text(let text): referenceIndex = nil; texts.append(text)
+                }
+                guard let job = encode(i, request.jobId, request.instruction + request.input, texts) else { continue }
+                let ref = referenceIndex ?? n
+                // r_j = ℓ(j, ref) − ℓ(ref, j): the reference's −compare(ref, j) in its default (summing) mode.
+                // 2N passes, the reference against itself included (identical inputs share one logit: r = 0).
+                let start = pairs.count
+                for j in 0..<n {
+                    pairs.append(builder.pair(job, left: ref, right: j))
+                    pairs.append(builder.pair(job, left: j, right: ref))
+                }
+                finishes.append((i, { values, _ in
+                    let rewards = (0..<n).map { j in values[start + 2 * j + 1] - values[start + 2 * j] }
+                    return .reward(RewardOutcome(rewards: rewards, referenceIndex: referenceIndex, forwardPasses: 2 * n))
+                }))
+            }
+        }
+
+        // The first bubble round joins the one schedule; the rest advance in lock step.
+        let firstRound = roundPairs(tournaments, jobs: tournamentJobs)
+        let split = pairs.count
+        let (values, firstReport) = logits(pairs + firstRound.pairs)
+        var report = firstReport
+        record(&tournaments, slots: firstRound.slots, values: values[split...])
+        report.add(runTournaments(&tournaments, jobs: tournamentJobs))
+        let matrixValues = Array(values[..<split])
+        for (task, finish) in finishes { results[task] = .success(finish(matrixValues, tournaments)) }
         return (results.map { $0! }, report)
+    }
+
+    /// Both orders of the next pair of every unfinished tournament.
+    private func roundPairs(_ tournaments: [BubbleTournament], jobs: [PairInputBuilder.EncodedJob]) -> (pairs: [PairInput], slots: [Int]) {
+        var pairs: [PairInput] = []
+        var slots: [Int] = []
+        for (slot, t) in tournaments.enumerated() {
+            guard let (current, next) = t.nextPair else { continue }
+            pairs.append(model.inputBuilder.pair(jobs[slot], left: current, right: next))
+            pairs.append(model.inputBuilder.pair(jobs[slot], left: next, right: current))
+            slots.append(slot)
+        }
+        return (pairs, slots)
+    }
+
+    private func record(_ tournaments: inout [BubbleTournament], slots: [Int], values: ArraySlice<Float>) {
+        let base = values.startIndex
+        for (k, slot) in slots.enumerated() { tournaments[slot].record(difference: values[base + 2 * k] - values[base + 2 * k + 1]) }
     }
 
     private func runTournaments(_ tournaments: inout [BubbleTournament], jobs: [PairInputBuilder.EncodedJob]) -> PairScheduleReport {
         var report = PairScheduleReport()
         while true {
-            var pairs: [PairInput] = []
-            var slots: [Int] = []
-            for (slot, t) in tournaments.enumerated() {
-                guard let (current, next) = t.nextPair else { continue }
-                pairs.append(model.inputBuilder.pair(jobs[slot], left: current, right: next))
-                pairs.append(model.inputBuilder.pair(jobs[slot], left: next, right: current))
-                slots.append(slot)
-            }
-            if slots.isEmpty { return report }
-            let (values, roundReport) = logits(pairs)
+            let round = roundPairs(tournaments, jobs: jobs)
+            if round.slots.isEmpty { return report }
+            let (values, roundReport) = logits(round.pairs)
             report.add(roundReport)
-            for (k, slot) in slots.enumerated() { tournaments[slot].record(difference: values[2 * k] - values[2 * k + 1]) }
+            record(&tournaments, slots: round.slots, values: values[...])
         }
     }
 
-    // MARK: The reference's other entry points (spec §2.3–2.5)
+    // MARK: The reference's other entry points (spec §2.3–2.5), as tasks of the shared scheduler
 
     public struct Comparison: Sendable {
         public var jobId: String
@@ -176,20 +305,11 @@ public final class PairRMRanker: CandidateRanker {
     /// `compare(A, B)`: positive when A is better in every mode (see `CompareMode` for the documented
     /// intent we follow where the reference's signs differ).
     public func compare(_ items: [Comparison], mode: CompareMode = .both) -> [Result<Float, RankingError>] {
-        let encoded = encodeEach(items.map { ($0.jobId, $0.source, [$0.a, $0.b]) })
-        var pairs: [PairInput] = []
-        for case .success(let job) in encoded {
-            for (l, r) in mode.orientations { pairs.append(model.inputBuilder.pair(job, left: l, right: r)) }
-        }
-        var values = logits(pairs).logits[...]
-        return encoded.map { result in
-            result.map { _ in
-                var ab: Float?, ba: Float?
-                for (l, _) in mode.orientations {
-                    let v = values.removeFirst()
-                    if l == 0 { ab = v } else { ba = v }
-                }
-                return mode.combine(ab: ab, ba: ba)
+        let tasks = items.map { RankTask.compare(CompareRequest(jobId: $0.jobId, items: [.init(source: $0.source, a: $0.a, b: $0.b)], mode: mode)) }
+        return runNow(tasks).results.map { result in
+            result.map { outcome in
+                guard case .compare(let compared) = outcome else { preconditionFailure("a compare task answered with \(outcome)") }
+                return compared.judgements[0].logit
             }
         }
     }
@@ -197,56 +317,26 @@ public final class PairRMRanker: CandidateRanker {
     /// `get_best_of_n` / `get_worst_of_n`: single-pass bubble selection in each job's seeded order,
     /// 2(N−1) forward passes per job; the finished tournaments hold the winner and the elimination order.
     public func select(_ requests: [RankRequest], goal: BubbleTournament.Goal) -> [Result<BubbleTournament, RankingError>] {
-        let encoded = encodeEach(requests.map { ($0.jobId, $0.instruction + $0.input, $0.candidates) })
-        var slots: [Int] = []
-        var jobs: [PairInputBuilder.EncodedJob] = []
-        var tournaments: [BubbleTournament] = []
-        var results = [Result<BubbleTournament, RankingError>?](repeating: nil, count: requests.count)
-        for (i, result) in encoded.enumerated() {
-            switch result {
-            case .failure(let error): results[i] = .failure(error)
-            case .success(let job):
-                guard !job.candidates.isEmpty else {
-                    results[i] = .failure(RankingError(jobId: requests[i].jobId, message: "no candidates to select from"))
-                    continue
+        runNow(requests.map { .select(SelectRequest(request: $0, goal: goal, method: .bubble)) }).results.map { result in
+            result.map { outcome in
+                guard case .select(let selected) = outcome, let tournament = selected.tournament else {
+                    preconditionFailure("a bubble select task answered with \(outcome)")
                 }
-                slots.append(i); jobs.append(job)
-                tournaments.append(BubbleTournament(count: job.candidates.count, goal: goal, seed: requests[i].seed))
+                return tournament
             }
         }
-        _ = runTournaments(&tournaments, jobs: jobs)
-        for (slot, i) in slots.enumerated() { results[i] = .success(tournaments[slot]) }
-        return results.map { $0! }
     }
 
     /// `rank_with_ref`: each candidate's reward against a reference candidate chosen by `reference`,
-    /// r_j = ℓ(j, ref) − ℓ(ref, j), the reference's values (its compare sums both orientations; ours
-    /// averages them, hence the factor 2). 2N forward passes, the reference against itself included, as
-    /// the reference computes it. Positive means candidate j beats the reference.
+    /// r_j = ℓ(j, ref) − ℓ(ref, j), the reference's values (its compare sums both orientations). 2N forward
+    /// passes, the reference against itself included, as the reference computes it. Positive means
+    /// candidate j beats the reference.
     public func rewards(_ requests: [RankRequest], reference: ReferenceMode) -> [Result<[Float], RankingError>] {
-        var items: [Comparison] = []
-        var counts: [Int] = []
-        for request in requests {
-            guard !request.candidates.isEmpty else { counts.append(0); continue }
-            let ref = request.candidates[reference.referenceIndex(of: request.candidates)]
-            for candidate in request.candidates {
-                items.append(Comparison(jobId: request.jobId, source: request.instruction + request.input, a: ref, b: candidate))
+        runNow(requests.map { .reward(RewardRequest(request: $0, reference: .mode(reference))) }).results.map { result in
+            result.map { outcome in
+                guard case .reward(let rewarded) = outcome else { preconditionFailure("a reward task answered with \(outcome)") }
+                return rewarded.rewards
             }
-            counts.append(request.candidates.count)
-        }
-        var compared = compare(items, mode: .both)[...]
-        return zip(requests, counts).map { request, n in
-            guard n > 0 else { return .failure(RankingError(jobId: request.jobId, message: "no candidates to rank")) }
-            let mine = compared.prefix(n)
-            compared = compared.dropFirst(n)
-            var versus: [Float] = []
-            for result in mine {
-                switch result {
-                case .success(let v): versus.append(v)
-                case .failure(let error): return .failure(error)
-                }
-            }
-            return .success(ReferenceMode.rewards(referenceVersus: versus.map { 2 * $0 }))
         }
     }
 }

@@ -70,6 +70,9 @@ public protocol CandidateRanker: Sendable {
     var label: String { get }
     /// One result per request, in order.
     func rank(_ requests: [RankRequest]) async -> [Result<RankOutcome, RankingError>]
+    /// Every task of a micro-batch, of every kind, in one call (one result per task, in order), so
+    /// a model can put the pairs of all of them in the same forward batches.
+    func run(_ tasks: [RankTask]) async -> [Result<TaskOutcome, RankingError>]
     /// For model rankers: the share of positions padding would have cost in the last call's forward
     /// batches (blendd packs sequences, so it computes none); nil for rankers without a model.
     var lastPaddingAvoided: Double? { get }

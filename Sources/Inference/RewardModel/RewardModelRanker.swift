@@ -53,39 +53,119 @@ public final class RewardModelRanker: CandidateRanker {
 
     /// `rank` without leaving the calling thread, with the scheduling report.
     public func rankNow(_ requests: [RankRequest]) -> (results: [Result<RankOutcome, RankingError>], report: PairScheduleReport) {
-        var results = [Result<RankOutcome, RankingError>?](repeating: nil, count: requests.count)
-        var sequences: [[Int]] = []
-        var owners: [(request: Int, slots: [Int], passes: Int)] = []
-        for (i, request) in requests.enumerated() {
-            guard !request.candidates.isEmpty else {
-                results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to rank"))
-                continue
+        let (results, report) = runNow(requests.map(RankTask.rank))
+        return (results.map { result in
+            result.map { outcome in
+                guard case .rank(let ranked) = outcome else { preconditionFailure("a rank task answered with \(outcome)") }
+                return ranked
             }
+        }, report)
+    }
+
+    public func run(_ tasks: [RankTask]) async -> [Result<TaskOutcome, RankingError>] {
+        await withCheckedContinuation { continuation in
+            queue.async {
+                let (results, report) = self.runNow(tasks)
+                self.lastReport.withLock { $0 = report }
+                continuation.resume(returning: results)
+            }
+        }
+    }
+
+    /// `run` without leaving the calling thread. A pointwise model answers every kind from one score per
+    /// (question, answer), all of them in one schedule (spec §4, "Other-RM paths"):
+    /// - compare: score_A − score_B in every mode (a pointwise score has no orientation), probability
+    ///   σ(score_A − score_B);
+    /// - best_of_n / worst_of_n: the first highest (lowest) score, whatever the method (there is no tournament
+    ///   to run: N passes already give every score);
+    /// - reward: score_j − score_ref.
+    public func runNow(_ tasks: [RankTask]) -> (results: [Result<TaskOutcome, RankingError>], report: PairScheduleReport) {
+        var results = [Result<TaskOutcome, RankingError>?](repeating: nil, count: tasks.count)
+        var sequences: [[Int]] = []
+        var finishes: [(task: Int, finish: ([Float]) -> TaskOutcome)] = []
+
+        /// Slots of the (question, answer) sequences, identical ones of a task sharing one pass; nil when
+        /// tokenizing fails (the task fails alone).
+        func slots(_ i: Int, jobId: String, _ texts: [(question: String, answer: String)]) -> (slots: [Int], passes: Int)? {
+            var distinct: [[Int]: Int] = [:]
+            var result: [Int] = []
+            var added = 0
             do {
-                let question = request.instruction + request.input
-                var distinct: [[Int]: Int] = [:]
-                var unique: [[Int]] = []
-                var slots: [Int] = []
-                for candidate in request.candidates {
-                    let ids = try model.encoder.encode(question: question, answer: candidate).ids
-                    if distinct[ids] == nil {
-                        distinct[ids] = sequences.count + unique.count
-                        unique.append(ids)
-                    }
-                    slots.append(distinct[ids]!)
+                for text in texts {
+                    let ids = try model.encoder.encode(question: text.question, answer: text.answer).ids
+                    if let slot = distinct[ids] { result.append(slot); continue }
+                    distinct[ids] = sequences.count
+                    result.append(sequences.count)
+                    sequences.append(ids)
+                    added += 1
                 }
-                sequences += unique
-                owners.append((i, slots, unique.count))
             } catch {
-                results[i] = .failure(RankingError(jobId: request.jobId, message: "cannot tokenize: \(error)"))
+                sequences.removeLast(added)
+                results[i] = .failure(RankingError(jobId: jobId, message: "cannot tokenize: \(error)"))
+                return nil
+            }
+            return (result, added)
+        }
+
+        for (i, task) in tasks.enumerated() {
+            switch task {
+            case .rank(let request):
+                guard !request.candidates.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to rank")); continue
+                }
+                let question = request.instruction + request.input
+                guard let (mine, passes) = slots(i, jobId: request.jobId, request.candidates.map { (question, $0) }) else { continue }
+                finishes.append((i, { scores in
+                    let s = mine.map { scores[$0] }
+                    return .rank(RankOutcome(scores: s, ranks: RankAggregation.competitionRanks(s), comparisons: nil, forwardPasses: passes))
+                }))
+            case .compare(let request):
+                guard !request.items.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no pairs to judge")); continue
+                }
+                let texts = request.items.flatMap { [($0.source, $0.a), ($0.source, $0.b)] }
+                guard let (mine, passes) = slots(i, jobId: request.jobId, texts) else { continue }
+                finishes.append((i, { scores in
+                    let judgements = request.items.indices.map { k in
+                        PairJudgement.pointwise(scoreA: scores[mine[2 * k]], scoreB: scores[mine[2 * k + 1]])
+                    }
+                    return .compare(CompareOutcome(judgements: judgements, forwardPasses: passes))
+                }))
+            case .select(let select):
+                let request = select.request
+                guard !request.candidates.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to select from")); continue
+                }
+                let question = request.instruction + request.input
+                guard let (mine, passes) = slots(i, jobId: request.jobId, request.candidates.map { (question, $0) }) else { continue }
+                finishes.append((i, { scores in
+                    let s = mine.map { scores[$0] }
+                    return .select(SelectionOutcome(index: SelectionOutcome.extreme(of: s, goal: select.goal), eliminationOrder: nil,
+                                                    scores: s, forwardPasses: passes))
+                }))
+            case .reward(let reward):
+                let request = reward.request
+                guard !request.candidates.isEmpty else {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "no candidates to reward")); continue
+                }
+                let question = request.instruction + request.input
+                var answers = request.candidates
+                let referenceIndex: Int?
+                switch reward.reference {
+                case .mode(let mode): referenceIndex = mode.referenceIndex(of: request.candidates)
+                case .text(let text): referenceIndex = nil; answers.append(text)
+                }
+                guard let (mine, passes) = slots(i, jobId: request.jobId, answers.map { (question, $0) }) else { continue }
+                let n = request.candidates.count
+                let ref = referenceIndex ?? n
+                finishes.append((i, { scores in
+                    .reward(RewardOutcome(rewards: (0..<n).map { scores[mine[$0]] - scores[mine[ref]] }, referenceIndex: referenceIndex,
+                                          forwardPasses: passes))
+                }))
             }
         }
         let (scores, report) = self.scores(sequences)
-        for owner in owners {
-            let mine = owner.slots.map { scores[$0] }
-            results[owner.request] = .success(RankOutcome(scores: mine, ranks: RankAggregation.competitionRanks(mine),
-                                                          comparisons: nil, forwardPasses: owner.passes))
-        }
+        for (task, finish) in finishes { results[task] = .success(finish(scores)) }
         return (results.map { $0! }, report)
     }
 }

@@ -82,11 +82,12 @@ public struct BatchProcessor: Sendable {
         }
 
         let rankStart = clock()
-        // Jobs that share a ranker share its forward batches; each result records the ranker that served it.
-        var rankResults = [Result<RankOutcome, RankingError>?](repeating: nil, count: work.count)
+        // Every kind of every job in one call per ranker: jobs that share a ranker share its forward batches,
+        // and each result records the ranker that served it.
+        var rankResults = [Result<TaskOutcome, RankingError>?](repeating: nil, count: work.count)
         var servedBy = [any CandidateRanker](repeating: ranker, count: work.count)
         for group in rankers.partition(work.map { $0.job.rank.model }) {
-            let results = await group.ranker.rank(group.indexes.map { RankRequest(job: work[$0].job) })
+            let results = await group.ranker.run(group.indexes.map { RankTask(job: work[$0].job) })
             for (index, result) in zip(group.indexes, results) {
                 rankResults[index] = result
                 servedBy[index] = group.ranker
@@ -102,13 +103,17 @@ public struct BatchProcessor: Sendable {
             var timings = ["rank": rankMs]
             if let t = message.timestamp { timings["queue"] = max(0, started.timeIntervalSince(t) * 1000) }
             let served = servedBy[index]
-            var outcome = JobOutcome(kind: .outcome(status: .completed), jobId: item.job.jobId, message: message,
-                                     job: item.job, timingsMs: timings, models: ["ranker": served.label, "fuser": fuser.label])
+            // Only blend jobs are fused: the other kinds name their ranker alone.
+            var outcome = JobOutcome(kind: .outcome(status: .completed), jobId: item.job.jobId, message: message, job: item.job,
+                                     timingsMs: timings, models: item.job.task == .blend ? ["ranker": served.label, "fuser": fuser.label] : ["ranker": served.label])
             switch rankResults[index]! {
             case .failure(let error):
                 outcome.kind = .outcome(status: .failed)
                 outcome.error = error.description
-            case .success(let ranked):
+            case .success(.compare(let compared)): outcome.compare = compared.result(for: item.job)
+            case .success(.select(let selected)): outcome.selection = selected.result(for: item.job)
+            case .success(.reward(let rewarded)): outcome.reward = rewarded.result(for: item.job)
+            case .success(.rank(let ranked)):
                 outcome.rank = RankedJob(ranks: ranked.ranks, scores: ranked.scores, comparisons: ranked.comparisons,
                                          ranker: served.label, forwardPasses: ranked.forwardPasses)
                 if let options = item.job.fuse {
@@ -157,6 +162,9 @@ public struct BatchProcessor: Sendable {
         failed.kind = .outcome(status: .failed)
         failed.error = reason
         failed.rank = nil
+        failed.compare = nil
+        failed.selection = nil
+        failed.reward = nil
         failed.fusion = nil
         failed.rejection = nil
         failed.event = event(for: failed, metadata: failed.job?.metadata)
@@ -172,11 +180,16 @@ public struct BatchProcessor: Sendable {
             }
         }
         let c = outcome.message.coordinates
-        let data = EventData(jobId: outcome.jobId, status: status, ranking: ranking, fused: outcome.fusion,
+        var data = EventData(jobId: outcome.jobId, status: status, ranking: ranking, fused: outcome.fusion,
                              error: outcome.error, violations: outcome.rejection?.violations,
                              timingsMs: outcome.timingsMs.isEmpty ? nil : outcome.timingsMs, models: outcome.models,
                              metadata: metadata,
                              kafka: EventData.KafkaCoordinates(topic: c.topic, partition: Int(c.partition), offset: c.offset))
+        // A blend job's event keeps its shape; other kinds name themselves and carry their answer.
+        if let task = outcome.job?.task, task != .blend { data.task = task }
+        data.compare = outcome.compare
+        data.selection = outcome.selection
+        data.reward = outcome.reward
         return CompletionEvent(data: data, workerId: workerId, time: clock())
     }
 }

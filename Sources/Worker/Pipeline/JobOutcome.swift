@@ -53,6 +53,10 @@ public struct JobOutcome: Sendable {
     public var job: BlendJob?
     public var rejection: JobRejection?
     public var rank: RankedJob?
+    /// The answer of a compare, best/worst-of-n or reward job, exactly as its event carries it.
+    public var compare: EventData.CompareResult?
+    public var selection: EventData.Selection?
+    public var reward: EventData.RewardResult?
     public var fusion: EventData.Fusion?
     public var error: String?
     public var timingsMs: [String: Double]

@@ -49,6 +49,7 @@ public struct ResultStore: Sendable {
             let written = writable.filter { newIds.contains($0.jobId) }
             guard !written.isEmpty else { return [] }
             try await Self.insertDependants(of: written, eventsTopic: eventsTopic, dlqTopic: dlqTopic, on: conn)
+            try await Self.insertTaskRows(written, on: conn)
             return written.map(\.jobId)
         }
     }
