@@ -65,11 +65,17 @@ struct RankCommand: AsyncParsableCommand {
 
     func run() async throws {
         var config = try options.loadOrFail()
-        if let model { config.models.ranker = model }
+        if let model {
+            // One checkpoint for every job: the named rankers do not apply.
+            config.models.ranker = model
+            config.models.rankers = [:]
+            config.models.defaultRanker = ""
+        }
         let forcedMode = mode.flatMap(RankMode.init(rawValue:))
         let forcedTask = task.flatMap(JobTask.init(rawValue:))
-        let ranker = try ModelFactory.ranker(for: config)
-        let validator = JobValidator(limits: config.limits)
+        let rankers = try ModelFactory.rankers(for: config)
+        // Without --model, each job is ranked by the ranker it names (rank.model), as a worker does.
+        let validator = JobValidator(limits: config.limits, rankers: model == nil ? Set(rankers.names) : nil)
         var jobs: [BlendJob] = []
         var invalid = 0
         for record in JobFileReader.records(in: try readInput(file)) {
@@ -82,24 +88,32 @@ struct RankCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("\(file):\(record.line): skipped, \(rejection)\n".utf8))
             }
         }
-        let results = await ranker.run(jobs.map(RankTask.init(job:)))
+        var results = [Result<TaskOutcome, RankingError>?](repeating: nil, count: jobs.count)
+        var servedBy = [String](repeating: rankers.defaultRanker.label, count: jobs.count)
+        for group in rankers.partition(jobs.map { model == nil ? $0.rank.model : nil }) {
+            for (index, result) in zip(group.indexes, await group.ranker.run(group.indexes.map { RankTask(job: jobs[$0]) })) {
+                results[index] = result
+                servedBy[index] = group.ranker.label
+            }
+        }
         var failed = 0
-        for (job, result) in zip(jobs, results) {
-            switch result {
+        for (index, job) in jobs.enumerated() {
+            let ranker = servedBy[index]
+            switch results[index]! {
             case .failure(let error):
                 failed += 1
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             case .success(.rank(let outcome)):
-                if json { printJSON(job: job, outcome: outcome, ranker: ranker.label) } else { printTable(job: job, outcome: outcome, ranker: ranker.label) }
+                if json { printJSON(job: job, outcome: outcome, ranker: ranker) } else { printTable(job: job, outcome: outcome, ranker: ranker) }
             case .success(.compare(let outcome)):
                 let result = outcome.result(for: job)
-                if json { printJSON(job: job, ranker: ranker.label, "compare", result) } else { TaskTables.compare(job: job, result, ranker: ranker.label) }
+                if json { printJSON(job: job, ranker: ranker, "compare", result) } else { TaskTables.compare(job: job, result, ranker: ranker) }
             case .success(.select(let outcome)):
                 let result = outcome.result(for: job)
-                if json { printJSON(job: job, ranker: ranker.label, "selection", result) } else { TaskTables.selection(job: job, result, ranker: ranker.label) }
+                if json { printJSON(job: job, ranker: ranker, "selection", result) } else { TaskTables.selection(job: job, result, ranker: ranker) }
             case .success(.reward(let outcome)):
                 let result = outcome.result(for: job)
-                if json { printJSON(job: job, ranker: ranker.label, "reward", result) } else { TaskTables.reward(job: job, result, ranker: ranker.label) }
+                if json { printJSON(job: job, ranker: ranker, "reward", result) } else { TaskTables.reward(job: job, result, ranker: ranker) }
             }
         }
         if invalid + failed > 0 { throw ExitCode.failure }

@@ -22,7 +22,10 @@ final class CommandLineTests: XCTestCase {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    func run(_ arguments: [String], stdin: Data? = nil) throws -> Outcome {
+    func run(_ arguments: [String], stdin: Data? = nil) throws -> Outcome { try Self.runBlendd(arguments, stdin: stdin) }
+
+    /// Runs `blendd` with `arguments` in the repository root, `stdin` written to its standard input.
+    static func runBlendd(_ arguments: [String], stdin: Data? = nil) throws -> Outcome {
         let process = Process()
         process.executableURL = Self.blenddURL
         process.arguments = arguments

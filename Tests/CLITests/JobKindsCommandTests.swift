@@ -6,21 +6,8 @@ import XCTest
 final class JobKindsCommandTests: XCTestCase {
     struct CLI {
         func run(_ arguments: [String], stdin: Data = Data()) throws -> (status: Int32, stdout: String, stderr: String) {
-            let process = Process()
-            process.executableURL = CommandLineTests.blenddURL
-            process.arguments = arguments
-            process.currentDirectoryURL = CommandLineTests.repositoryRoot
-            let out = Pipe(), err = Pipe(), input = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = input
-            try process.run()
-            input.fileHandleForWriting.write(stdin)
-            try input.fileHandleForWriting.close()
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            let stderr = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+            let r = try CommandLineTests.runBlendd(arguments, stdin: stdin)
+            return (r.status, r.stdout, r.stderr)
         }
     }
     let cli = CLI()

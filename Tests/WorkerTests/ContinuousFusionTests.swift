@@ -42,6 +42,10 @@ final class ContinuousFusionTests: XCTestCase {
         c.batching.continuousFusion = true
         c.batching.maxFusingJobs = 12
         c.outbox.pollMilliseconds = 50
+        // Worker A stops with almost no drain time, so its relay may leave rows claimed; with short claims they
+        // expire within B's drain time and B publishes them (as another worker's relay would, after a claim).
+        c.outbox.claimSeconds = 7
+        c.kafka.deliveryTimeoutMilliseconds = 2000
         c.drainSeconds = drainSeconds
         c.supervisor.heartbeatSeconds = 0.5
         return c
