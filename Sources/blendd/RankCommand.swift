@@ -88,18 +88,11 @@ struct RankCommand: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("\(file):\(record.line): skipped, \(rejection)\n".utf8))
             }
         }
-        var results = [Result<TaskOutcome, RankingError>?](repeating: nil, count: jobs.count)
-        var servedBy = [String](repeating: rankers.defaultRanker.label, count: jobs.count)
-        for group in rankers.partition(jobs.map { model == nil ? $0.rank.model : nil }) {
-            for (index, result) in zip(group.indexes, await group.ranker.run(group.indexes.map { RankTask(job: jobs[$0]) })) {
-                results[index] = result
-                servedBy[index] = group.ranker.label
-            }
-        }
+        let answers = await rankers.run(jobs.map { (model == nil ? $0.rank.model : nil, RankTask(job: $0)) })
         var failed = 0
-        for (index, job) in jobs.enumerated() {
-            let ranker = servedBy[index]
-            switch results[index]! {
+        for (job, answer) in zip(jobs, answers) {
+            let ranker = answer.servedBy
+            switch answer.result {
             case .failure(let error):
                 failed += 1
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))

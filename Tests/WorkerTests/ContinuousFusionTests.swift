@@ -11,43 +11,19 @@ import XCTest
 /// finish out of order, yet committed offsets never pass a job whose outcome is not stored, a worker
 /// stopped mid-run loses nothing (the next one finishes the rest), every job is stored once with one event,
 /// and every fused text is what the job gets fused alone.
-final class ContinuousFusionTests: XCTestCase {
-    var db: TestDatabase!
-    var broker: EmbeddedKafkaBroker!
+final class ContinuousFusionTests: WorkerIntegrationTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
 
-    override func setUp() async throws {
-        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
-        db = try await TestDatabase.migrated()
-        broker = try EmbeddedKafkaBroker(brokers: 1)
-        for (topic, partitions) in [("blend.jobs", Int32(2)), ("blend.events", 2), ("blend.jobs.dlq", 1)] {
-            try broker.createTopic(topic, partitions: partitions)
-        }
-    }
-
-    override func tearDown() async throws {
-        broker = nil
-        try await db?.drop()
-    }
-
     func config(workerId: String, drainSeconds: Double) -> BlendConfiguration {
-        var c = BlendConfiguration()
-        c.workerId = workerId
-        c.kafka.bootstrapServers = broker.bootstrapServers
-        c.kafka.groupId = "blendd"
-        c.kafka.properties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
-        c.postgres.url = db.url
+        var c = configuration(workerId: workerId, drainSeconds: drainSeconds)
         c.batching.maxJobs = 4
         c.batching.maxWaitMilliseconds = 5
         c.batching.continuousFusion = true
         c.batching.maxFusingJobs = 12
-        c.outbox.pollMilliseconds = 50
         // Worker A stops with almost no drain time, so its relay may leave rows claimed; with short claims they
         // expire within B's drain time and B publishes them (as another worker's relay would, after a claim).
         c.outbox.claimSeconds = 7
         c.kafka.deliveryTimeoutMilliseconds = 2000
-        c.drainSeconds = drainSeconds
-        c.supervisor.heartbeatSeconds = 0.5
         return c
     }
 

@@ -9,36 +9,11 @@ import XCTest
 
 /// Every job kind from the jobs topic (embedded broker) through the real worker and the fixture PairRM to
 /// PostgreSQL (rows and views of migration 0003) and to its own event on the events topic.
-final class JobKindsPipelineTests: XCTestCase {
-    var db: TestDatabase!
-    var broker: EmbeddedKafkaBroker!
-
-    override func setUp() async throws {
-        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
-        db = try await TestDatabase.migrated()
-        broker = try EmbeddedKafkaBroker(brokers: 1)
-        for (topic, partitions) in [("blend.jobs", Int32(2)), ("blend.events", 2), ("blend.jobs.dlq", 1)] {
-            try broker.createTopic(topic, partitions: partitions)
-        }
-    }
-
-    override func tearDown() async throws {
-        broker = nil
-        try await db?.drop()
-    }
-
+final class JobKindsPipelineTests: WorkerIntegrationTestCase {
     func config() -> BlendConfiguration {
-        var c = BlendConfiguration()
-        c.workerId = "w-kinds"
-        c.kafka.bootstrapServers = broker.bootstrapServers
-        c.kafka.groupId = "blendd"
-        c.kafka.properties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
-        c.postgres.url = db.url
+        var c = configuration(workerId: "w-kinds")
         c.batching.maxJobs = 16
         c.batching.maxWaitMilliseconds = 200
-        c.outbox.pollMilliseconds = 50
-        c.drainSeconds = 10
-        c.supervisor.heartbeatSeconds = 0.5
         return c
     }
 

@@ -127,16 +127,9 @@ final class NamedRankerTests: XCTestCase {
         for (topic, partitions) in [("blend.jobs", Int32(2)), ("blend.events", 2), ("blend.jobs.dlq", 1)] {
             try broker.createTopic(topic, partitions: partitions)
         }
-        var c = BlendConfiguration()
-        c.workerId = "w-named"
-        c.kafka.bootstrapServers = broker.bootstrapServers
-        c.kafka.properties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
-        c.postgres.url = db.url
+        var c = WorkerIntegrationTestCase.configuration(workerId: "w-named", broker: broker, db: db)
         c.batching.maxJobs = 8
         c.batching.maxWaitMilliseconds = 20
-        c.outbox.pollMilliseconds = 50
-        c.drainSeconds = 10
-        c.supervisor.heartbeatSeconds = 0.5
         let set = try Self.rankers()
         let jobs = Self.jobs(count: 12, seed: 11)
         let producer = try KafkaProducer(configuration: broker.configuration)

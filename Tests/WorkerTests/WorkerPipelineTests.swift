@@ -8,36 +8,13 @@ import XCTest
 @testable import Worker
 
 /// The worker against the embedded broker and a real PostgreSQL database.
-final class WorkerPipelineTests: XCTestCase {
-    var db: TestDatabase!
-    var broker: EmbeddedKafkaBroker!
-
-    override func setUp() async throws {
-        guard TestDatabase.serverURL != nil else { throw XCTSkip(TestDatabase.skipMessage) }
-        db = try await TestDatabase.migrated()
-        broker = try EmbeddedKafkaBroker(brokers: 1)
-        for (topic, partitions) in [("blend.jobs", Int32(4)), ("blend.events", 4), ("blend.jobs.dlq", 1)] {
-            try broker.createTopic(topic, partitions: partitions)
-        }
-    }
-
-    override func tearDown() async throws {
-        broker = nil
-        try await db?.drop()
-    }
+final class WorkerPipelineTests: WorkerIntegrationTestCase {
+    override class var partitions: Int32 { 4 }
 
     func config(group: String = "blendd", workerId: String = "w-test") -> BlendConfiguration {
-        var c = BlendConfiguration()
-        c.workerId = workerId
-        c.kafka.bootstrapServers = broker.bootstrapServers
-        c.kafka.groupId = group
-        c.kafka.properties = ["session.timeout.ms": "6000", "heartbeat.interval.ms": "500"]
-        c.postgres.url = db.url
+        var c = configuration(workerId: workerId, group: group)
         c.batching.maxJobs = 8
         c.batching.maxWaitMilliseconds = 20
-        c.outbox.pollMilliseconds = 50
-        c.drainSeconds = 10
-        c.supervisor.heartbeatSeconds = 0.5
         return c
     }
 

@@ -140,10 +140,10 @@ public final class PairRMRanker: CandidateRanker {
         }
 
         /// Starts a tournament; the finisher gets it once finished.
-        func tournament(_ job: PairInputBuilder.EncodedJob, goal: BubbleTournament.Goal, seed: UInt64, task: Int,
+        func tournament(_ job: PairInputBuilder.EncodedJob, _ start: BubbleTournament, task: Int,
                         _ make: @escaping (BubbleTournament) -> TaskOutcome) {
             let slot = tournaments.count
-            tournaments.append(BubbleTournament(count: job.candidates.count, goal: goal, seed: seed))
+            tournaments.append(start)
             tournamentJobs.append(job)
             finishes.append((task, { _, finished in make(finished[slot]) }))
         }
@@ -167,7 +167,7 @@ public final class PairRMRanker: CandidateRanker {
                 if n == 1 {
                     results[i] = .success(.rank(RankOutcome(scores: [0], ranks: [1], comparisons: nil, forwardPasses: 0)))
                 } else if request.mode == .bubble {
-                    tournament(job, goal: .best, seed: request.seed, task: i) { t in
+                    tournament(job, BubbleTournament(count: n, goal: .best, seed: request.seed), task: i) { t in
                         let placement = t.placement!
                         return .rank(RankOutcome(scores: placement.scores, ranks: placement.ranks, comparisons: nil, forwardPasses: 2 * (n - 1)))
                     }
@@ -208,8 +208,12 @@ public final class PairRMRanker: CandidateRanker {
                 }
                 guard let job = encode(i, request.jobId, request.instruction + request.input, request.candidates) else { continue }
                 let n = request.candidates.count
-                if select.method == .bubble || n == 1 {
-                    tournament(job, goal: select.goal, seed: request.seed, task: i) { t in
+                if let order = select.order, order.sorted() != Array(0..<n) {
+                    results[i] = .failure(RankingError(jobId: request.jobId, message: "bubble order \(order) does not fit \(n) candidates"))
+                } else if select.method == .bubble || n == 1 {
+                    let start = select.order.map { BubbleTournament(order: $0, goal: select.goal) }
+                        ?? BubbleTournament(count: n, goal: select.goal, seed: request.seed)
+                    tournament(job, start, task: i) { t in
                         .select(SelectionOutcome(index: t.winner!, eliminationOrder: t.winnerThenEliminated, scores: nil,
                                                  forwardPasses: 2 * (n - 1), tournament: t))
                     }
@@ -306,25 +310,13 @@ public final class PairRMRanker: CandidateRanker {
     /// intent we follow where the reference's signs differ).
     public func compare(_ items: [Comparison], mode: CompareMode = .both) -> [Result<Float, RankingError>] {
         let tasks = items.map { RankTask.compare(CompareRequest(jobId: $0.jobId, items: [.init(source: $0.source, a: $0.a, b: $0.b)], mode: mode)) }
-        return runNow(tasks).results.map { result in
-            result.map { outcome in
-                guard case .compare(let compared) = outcome else { preconditionFailure("a compare task answered with \(outcome)") }
-                return compared.judgements[0].logit
-            }
-        }
+        return answers(tasks) { if case .compare(let compared) = $0 { compared.judgements[0].logit } else { nil } }
     }
 
     /// `get_best_of_n` / `get_worst_of_n`: single-pass bubble selection in each job's seeded order,
     /// 2(N−1) forward passes per job; the finished tournaments hold the winner and the elimination order.
     public func select(_ requests: [RankRequest], goal: BubbleTournament.Goal) -> [Result<BubbleTournament, RankingError>] {
-        runNow(requests.map { .select(SelectRequest(request: $0, goal: goal, method: .bubble)) }).results.map { result in
-            result.map { outcome in
-                guard case .select(let selected) = outcome, let tournament = selected.tournament else {
-                    preconditionFailure("a bubble select task answered with \(outcome)")
-                }
-                return tournament
-            }
-        }
+        answers(requests.map { .select(SelectRequest(request: $0, goal: goal, method: .bubble)) }) { Self.tournament(of: $0) }
     }
 
     /// `rank_with_ref`: each candidate's reward against a reference candidate chosen by `reference`,
@@ -332,12 +324,25 @@ public final class PairRMRanker: CandidateRanker {
     /// passes, the reference against itself included, as the reference computes it. Positive means
     /// candidate j beats the reference.
     public func rewards(_ requests: [RankRequest], reference: ReferenceMode) -> [Result<[Float], RankingError>] {
-        runNow(requests.map { .reward(RewardRequest(request: $0, reference: .mode(reference))) }).results.map { result in
+        answers(requests.map { .reward(RewardRequest(request: $0, reference: .mode(reference))) }) { Self.rewards(of: $0) }
+    }
+
+    /// Runs `tasks` in one schedule and takes each answer apart; an answer of another kind is a bug of the scheduler.
+    private func answers<T>(_ tasks: [RankTask], _ extract: (TaskOutcome) -> T?) -> [Result<T, RankingError>] {
+        runNow(tasks).results.map { result in
             result.map { outcome in
-                guard case .reward(let rewarded) = outcome else { preconditionFailure("a reward task answered with \(outcome)") }
-                return rewarded.rewards
+                guard let value = extract(outcome) else { preconditionFailure("task answered with another kind: \(outcome)") }
+                return value
             }
         }
+    }
+
+    private static func tournament(of outcome: TaskOutcome) -> BubbleTournament? {
+        if case .select(let selected) = outcome { selected.tournament } else { nil }
+    }
+
+    private static func rewards(of outcome: TaskOutcome) -> [Float]? {
+        if case .reward(let rewarded) = outcome { rewarded.rewards } else { nil }
     }
 }
 
@@ -348,50 +353,15 @@ extension PairRMRanker {
     /// reference drew with `torch.randperm`, so its run can be replayed.
     public func select(_ requests: [RankRequest], goal: BubbleTournament.Goal, orders: [[Int]]) -> [Result<BubbleTournament, RankingError>] {
         precondition(orders.count == requests.count, "\(orders.count) bubble orders for \(requests.count) requests")
-        let encoded = encodeEach(requests.map { ($0.jobId, $0.instruction + $0.input, $0.candidates) })
-        var results = [Result<BubbleTournament, RankingError>?](repeating: nil, count: requests.count)
-        var slots: [Int] = []
-        var jobs: [PairInputBuilder.EncodedJob] = []
-        var tournaments: [BubbleTournament] = []
-        for (i, result) in encoded.enumerated() {
-            switch result {
-            case .failure(let error): results[i] = .failure(error)
-            case .success(let job) where job.candidates.count != orders[i].count || job.candidates.isEmpty:
-                results[i] = .failure(RankingError(jobId: requests[i].jobId,
-                                                   message: "bubble order \(orders[i]) does not fit \(job.candidates.count) candidates"))
-            case .success(let job):
-                slots.append(i); jobs.append(job)
-                tournaments.append(BubbleTournament(order: orders[i], goal: goal))
-            }
+        return answers(zip(requests, orders).map { .select(SelectRequest(request: $0, goal: goal, method: .bubble, order: $1)) }) {
+            Self.tournament(of: $0)
         }
-        _ = runTournaments(&tournaments, jobs: jobs)
-        for (slot, i) in slots.enumerated() { results[i] = .success(tournaments[slot]) }
-        return results.map { $0! }
     }
 
     /// `rank_with_ref(ref_candidates=…)`: rewards against a given reference text per request (it need not
     /// be one of the candidates), with the values and sign of `rewards(_:reference:)`.
     public func rewards(_ requests: [RankRequest], referenceTexts: [String]) -> [Result<[Float], RankingError>] {
         precondition(referenceTexts.count == requests.count, "\(referenceTexts.count) reference texts for \(requests.count) requests")
-        var items: [Comparison] = []
-        for (request, ref) in zip(requests, referenceTexts) {
-            for candidate in request.candidates {
-                items.append(Comparison(jobId: request.jobId, source: request.instruction + request.input, a: ref, b: candidate))
-            }
-        }
-        var compared = compare(items, mode: .both)[...]
-        return requests.map { request in
-            guard !request.candidates.isEmpty else { return .failure(RankingError(jobId: request.jobId, message: "no candidates to rank")) }
-            let mine = compared.prefix(request.candidates.count)
-            compared = compared.dropFirst(request.candidates.count)
-            var versus: [Float] = []
-            for result in mine {
-                switch result {
-                case .success(let v): versus.append(2 * v)
-                case .failure(let error): return .failure(error)
-                }
-            }
-            return .success(ReferenceMode.rewards(referenceVersus: versus))
-        }
+        return answers(zip(requests, referenceTexts).map { .reward(RewardRequest(request: $0, reference: .text($1))) }) { Self.rewards(of: $0) }
     }
 }

@@ -49,8 +49,10 @@ public struct SelectRequest: Sendable, Equatable {
     public var request: RankRequest
     public var goal: BubbleTournament.Goal
     public var method: SelectMethod
-    public init(request: RankRequest, goal: BubbleTournament.Goal, method: SelectMethod = .bubble) {
-        self.request = request; self.goal = goal; self.method = method
+    /// A bubble order to replay instead of the seeded one (e.g. the permutation the reference drew with `torch.randperm`).
+    public var order: [Int]?
+    public init(request: RankRequest, goal: BubbleTournament.Goal, method: SelectMethod = .bubble, order: [Int]? = nil) {
+        self.request = request; self.goal = goal; self.method = method; self.order = order
     }
 }
 

@@ -26,10 +26,21 @@ public struct RankerSet: Sendable {
     }
 
     /// The positions of `requested` grouped by the ranker that serves each, groups in name order.
-    public func partition(_ requested: [String?]) -> [(name: String, ranker: any CandidateRanker, indexes: [Int])] {
+    func partition(_ requested: [String?]) -> [(name: String, ranker: any CandidateRanker, indexes: [Int])] {
         var groups: [String: [Int]] = [:]
         for (i, name) in requested.enumerated() { groups[ranker(named: name).name, default: []].append(i) }
         return groups.keys.sorted().map { ($0, rankers[$0]!, groups[$0]!) }
+    }
+
+    /// Answers each task with the ranker it names (nil: the default), in one call per ranker so the tasks that share
+    /// a ranker share its forward batches; results in the order given, each with the label of the ranker that served it.
+    public func run(_ tasks: [(ranker: String?, task: RankTask)]) async -> [(result: Result<TaskOutcome, RankingError>, servedBy: String)] {
+        var answers = [(result: Result<TaskOutcome, RankingError>, servedBy: String)?](repeating: nil, count: tasks.count)
+        for group in partition(tasks.map(\.ranker)) {
+            let results = await group.ranker.run(group.indexes.map { tasks[$0].task })
+            for (index, result) in zip(group.indexes, results) { answers[index] = (result, group.ranker.label) }
+        }
+        return answers.map { $0! }
     }
 
     /// For logs and the workers table: the label of a lone ranker, else `name=label` pairs with the default first.

@@ -82,17 +82,8 @@ public struct BatchProcessor: Sendable {
         }
 
         let rankStart = clock()
-        // Every kind of every job in one call per ranker: jobs that share a ranker share its forward batches,
-        // and each result records the ranker that served it.
-        var rankResults = [Result<TaskOutcome, RankingError>?](repeating: nil, count: work.count)
-        var servedBy = [any CandidateRanker](repeating: ranker, count: work.count)
-        for group in rankers.partition(work.map { $0.job.rank.model }) {
-            let results = await group.ranker.run(group.indexes.map { RankTask(job: work[$0].job) })
-            for (index, result) in zip(group.indexes, results) {
-                rankResults[index] = result
-                servedBy[index] = group.ranker
-            }
-        }
+        // Every kind of every job in one call per ranker; each result records the ranker that served it.
+        let answers = await rankers.run(work.map { ($0.job.rank.model, RankTask(job: $0.job)) })
         let rankMs = clock().timeIntervalSince(rankStart) * 1000
 
         var fuseSlots: [Int] = []
@@ -102,11 +93,11 @@ public struct BatchProcessor: Sendable {
             let message = messages[item.slot]
             var timings = ["rank": rankMs]
             if let t = message.timestamp { timings["queue"] = max(0, started.timeIntervalSince(t) * 1000) }
-            let served = servedBy[index]
+            let served = answers[index].servedBy
             // Only blend jobs are fused: the other kinds name their ranker alone.
             var outcome = JobOutcome(kind: .outcome(status: .completed), jobId: item.job.jobId, message: message, job: item.job,
-                                     timingsMs: timings, models: item.job.task == .blend ? ["ranker": served.label, "fuser": fuser.label] : ["ranker": served.label])
-            switch rankResults[index]! {
+                                     timingsMs: timings, models: item.job.task == .blend ? ["ranker": served, "fuser": fuser.label] : ["ranker": served])
+            switch answers[index].result {
             case .failure(let error):
                 outcome.kind = .outcome(status: .failed)
                 outcome.error = error.description
@@ -115,7 +106,7 @@ public struct BatchProcessor: Sendable {
             case .success(.reward(let rewarded)): outcome.reward = rewarded.result(for: item.job)
             case .success(.rank(let ranked)):
                 outcome.rank = RankedJob(ranks: ranked.ranks, scores: ranked.scores, comparisons: ranked.comparisons,
-                                         ranker: served.label, forwardPasses: ranked.forwardPasses)
+                                         ranker: served, forwardPasses: ranked.forwardPasses)
                 if let options = item.job.fuse {
                     let top = RankAggregation.topK(ranks: ranked.ranks, k: min(options.topK, item.job.candidates.count))
                     outcome.fusion = EventData.Fusion(text: "", fuser: fuser.label, topK: top.count, sourceIndexes: top, generatedTokens: 0)
