@@ -75,11 +75,20 @@ public struct ConsensusRanker: CandidateRanker {
     func matrix(_ texts: [String]) -> ComparisonMatrix {
         let profiles = texts.map(similarity.profile)
         let n = profiles.count
+        // chrF(i | k) of every ordered pair, both directions of a pair from one merge of its profiles.
+        var chrF = [Double](repeating: 0, count: n * n)
+        for i in 0..<n {
+            for k in (i + 1)..<n {
+                let (forward, backward) = similarity.chrFBothWays(profiles[i], profiles[k])
+                chrF[i * n + k] = forward
+                chrF[k * n + i] = backward
+            }
+        }
         var utility = [Float](repeating: 0, count: n)
         if n > 1 {
             for i in 0..<n {
                 var sum: Double = 0
-                for k in 0..<n where k != i { sum += similarity.chrF(hypothesis: profiles[i], reference: profiles[k]) }
+                for k in 0..<n where k != i { sum += chrF[i * n + k] }
                 utility[i] = Float(sum / Double(n - 1))
             }
         }
@@ -100,70 +109,5 @@ public struct ConsensusRanker: CandidateRanker {
             let placement = tournament.placement!
             return RankOutcome(scores: placement.scores, ranks: placement.ranks, comparisons: nil, forwardPasses: 0)
         }
-    }
-}
-
-/// chrF (Popović 2015): character n-gram F-score, orders 1…6, β = 2, whitespace ignored;
-/// precision and recall are averaged over the orders that occur, then combined.
-public struct CharacterNGramSimilarity: Sendable {
-    public var maxOrder = 6
-    public var beta = 2.0
-
-    public init() {}
-
-    /// n-gram counts per order of one text, computed once per candidate.
-    public struct Profile: Sendable {
-        fileprivate let counts: [[NGram: Int]]
-        fileprivate let totals: [Int]
-    }
-
-    /// Up to six Unicode scalars (21 bits each) packed exactly into 126 bits: hashing two
-    /// words is far cheaper than hashing substrings.
-    fileprivate struct NGram: Hashable, Sendable {
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-    }
-
-    public func profile(_ text: String) -> Profile {
-        precondition(maxOrder <= 6, "n-grams are packed into 126 bits: at most 6 scalars")
-        let scalars = text.unicodeScalars.filter { !$0.properties.isWhitespace }.map { UInt64($0.value) }
-        var counts: [[NGram: Int]] = []
-        var totals: [Int] = []
-        for n in 1...maxOrder {
-            var c: [NGram: Int] = [:]
-            var total = 0
-            if scalars.count >= n {
-                for start in 0...(scalars.count - n) {
-                    var gram = NGram()
-                    for k in 0..<n {
-                        let v = scalars[start + k]
-                        if k < 3 { gram.low |= v << (21 * UInt64(k)) } else { gram.high |= v << (21 * UInt64(k - 3)) }
-                    }
-                    c[gram, default: 0] += 1
-                    total += 1
-                }
-            }
-            counts.append(c)
-            totals.append(total)
-        }
-        return Profile(counts: counts, totals: totals)
-    }
-
-    public func chrF(hypothesis h: Profile, reference r: Profile) -> Double {
-        var precision = 0.0, recall = 0.0, orders = 0
-        for n in 0..<maxOrder where h.totals[n] > 0 && r.totals[n] > 0 {
-            let (small, large) = h.counts[n].count <= r.counts[n].count ? (h.counts[n], r.counts[n]) : (r.counts[n], h.counts[n])
-            var matches = 0
-            for (gram, count) in small { if let other = large[gram] { matches += min(count, other) } }
-            precision += Double(matches) / Double(h.totals[n])
-            recall += Double(matches) / Double(r.totals[n])
-            orders += 1
-        }
-        guard orders > 0 else { return 0 }
-        precision /= Double(orders)
-        recall /= Double(orders)
-        guard precision + recall > 0 else { return 0 }
-        let b2 = beta * beta
-        return (1 + b2) * precision * recall / (b2 * precision + recall)
     }
 }
