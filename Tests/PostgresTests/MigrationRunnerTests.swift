@@ -14,7 +14,7 @@ final class MigrationRunnerTests: DatabaseTestCase {
         let relations = try await conn.query("""
             SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name
             """).map { try $0.decode("table_name", as: String.self) }
-        XCTAssertEqual(relations, ["best_of_n_results", "blend_results", "candidates", "compare_results", "comparisons", "fusions",
+        XCTAssertEqual(relations, ["best_of_n_results", "blend_results", "candidates", "compare_results", "comparison_matrices", "comparisons", "fusions",
                                    "jobs", "model_leaderboard", "outbox", "pair_judgements", "reward_references", "reward_results",
                                    "rewards", "schema_migrations", "selections", "workers", "worst_of_n_results"])
         await conn.close()

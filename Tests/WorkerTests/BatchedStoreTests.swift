@@ -160,6 +160,18 @@ final class BatchedStoreTests: XCTestCase {
             XCTAssertEqual(try row.decode("text", as: String.self), o.job!.candidates[i].text)
             XCTAssertEqual(try row.decode("rank", as: Int?.self), o.rank?.ranks[i])
         }
+        // Every logit read back through the comparisons view is the float the ranker computed, bit for bit.
+        let logits = try await pool.withConnection { conn in
+            try await conn.query("SELECT job_id, a, b, logit FROM comparisons WHERE job_id = ANY(\(PostgresTextArray(ids))::text[])")
+        }
+        XCTAssertEqual(logits.count, ids.reduce(0) { n, id in n + (firsts[id]?.rank?.comparisons.map { $0.count * ($0.count - 1) } ?? 0) },
+                       "round \(round): comparison rows")
+        for row in logits {
+            let o = try XCTUnwrap(firsts[try row.decode("job_id", as: String.self)])
+            let a: Int = try row.decode("a"), b: Int = try row.decode("b")
+            let want = try XCTUnwrap(o.rank?.comparisons)[a, b]
+            XCTAssertEqual(try row.decode("logit", as: Float.self).bitPattern, want.bitPattern, "\(o.jobId) ℓ(\(a), \(b))")
+        }
         let outbox = try await pool.withConnection { conn in
             try await conn.query("SELECT job_id, topic, key, payload FROM outbox WHERE job_id = ANY(\(PostgresTextArray(ids))::text[]) ORDER BY id")
         }
@@ -293,6 +305,7 @@ final class BatchedStoreTests: XCTestCase {
 
     /// What the store did before it batched: per job one INSERT … RETURNING, then one
     /// statement per dependant row set, all in one transaction. Returns the job ids written.
+    /// (Comparisons go to their matrix row since migration 0004; the view reads them back as rows.)
     static func referenceStore(_ outcomes: [JobOutcome], workerId: String, on pool: PostgresPool) async throws -> [String] {
         try await pool.transaction { conn in
             var written: [String] = []
@@ -322,12 +335,13 @@ final class BatchedStoreTests: XCTestCase {
                             """)
                     }
                 }
-                if let matrix = o.rank?.comparisons {
-                    for pair in ComparisonMatrix.orderedPairs(count: matrix.count) {
-                        try await conn.execute("""
-                            INSERT INTO comparisons (job_id, a, b, logit) VALUES (\(o.jobId), \(pair.left), \(pair.right), \(Double(matrix[pair.left, pair.right]))::real)
-                            """)
+                if let matrix = o.rank?.comparisons, matrix.count >= 2 {
+                    // One matrix row (migration 0004), each logit its own bound value as the per-pair rows had.
+                    var insert: PostgresQuery = "INSERT INTO comparison_matrices (job_id, size, logits) VALUES (\(o.jobId), \(matrix.count), ARRAY["
+                    for (k, pair) in ComparisonMatrix.orderedPairs(count: matrix.count).enumerated() {
+                        insert += k == 0 ? "\(Double(matrix[pair.left, pair.right]))::real" : ", \(Double(matrix[pair.left, pair.right]))::real"
                     }
+                    try await conn.execute(insert + "])")
                 }
                 if let f = o.fusion {
                     try await conn.execute("""

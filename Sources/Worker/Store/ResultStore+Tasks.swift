@@ -3,21 +3,12 @@ import Foundation
 import Postgres
 
 extension ResultStore {
-    /// Writes what the job kinds add to the rows of `store` (migration 0003), for every outcome of a batch
-    /// at once: one statement per table, each a multi-row `INSERT … SELECT … FROM unnest(…)`. Called inside
-    /// `store`'s transaction with the outcomes it has just written, so a kind's rows commit with the job row
-    /// and its outbox event or not at all.
-    static func insertTaskRows(_ outcomes: [JobOutcome], on conn: PostgresConnection) async throws {
-        // The kind of each non-blend job (the column defaults to blend); their rank mode does not apply.
-        let kinds = outcomes.compactMap { o in o.job.flatMap { $0.task == .blend ? nil : (o.jobId, $0.task.rawValue) } }
-        if !kinds.isEmpty {
-            try await conn.execute("""
-                UPDATE jobs SET task = k.task, rank_mode = NULL
-                  FROM unnest(\(PostgresTextArray(kinds.map(\.0)))::text[], \(PostgresTextArray(kinds.map(\.1)))::text[]) AS k(job_id, task)
-                 WHERE jobs.job_id = k.job_id
-                """)
-        }
-
+    /// The inserts of what the job kinds add to the rows of `store` (migration 0003), for every outcome of a
+    /// batch at once: one `INSERT … SELECT … FROM unnest(…)` per table that has rows, each a part of the
+    /// batch's statement (`BatchWrite`) that keeps only the rows of jobs it writes, so a kind's rows commit
+    /// with the job row and its outbox event or not at all. (The kind itself is a column of the job row.)
+    static func taskRows(_ outcomes: [JobOutcome]) throws -> [PostgresQuery] {
+        var parts: [PostgresQuery] = []
         var judged: (ids: [String?], idx: [Int], mode: [String?], source: [String?], a: [String?], b: [String?],
                      conversation: [String?], logit: [String?], referenceLogit: [String?], probability: [String?], verdict: [String?])
             = ([], [], [], [], [], [], [], [], [], [], [])
@@ -40,20 +31,22 @@ extension ResultStore {
             }
         }
         if !judged.ids.isEmpty {
-            try await conn.execute("""
+            parts.append("""
                 INSERT INTO pair_judgements (job_id, idx, mode, source, a, b, conversation, logit, reference_logit, probability, verdict)
-                SELECT * FROM unnest(\(PostgresTextArray(judged.ids))::text[], \(judged.idx)::int[], \(PostgresTextArray(judged.mode))::text[],
-                                     \(PostgresTextArray(judged.source))::text[], \(PostgresTextArray(judged.a))::text[],
-                                     \(PostgresTextArray(judged.b))::text[], \(PostgresTextArray(judged.conversation))::jsonb[],
-                                     \(PostgresTextArray(judged.logit))::real[], \(PostgresTextArray(judged.referenceLogit))::real[],
-                                     \(PostgresTextArray(judged.probability))::float8[], \(PostgresTextArray(judged.verdict))::text[])
-                """)
+                SELECT p.job_id, p.idx, p.mode, p.source, p.a, p.b, p.conversation, p.logit, p.reference_logit, p.probability, p.verdict
+                  FROM unnest(\(PostgresTextArray(judged.ids))::text[], \(judged.idx)::int[], \(PostgresTextArray(judged.mode))::text[],
+                              \(PostgresTextArray(judged.source))::text[], \(PostgresTextArray(judged.a))::text[],
+                              \(PostgresTextArray(judged.b))::text[], \(PostgresTextArray(judged.conversation))::jsonb[],
+                              \(PostgresTextArray(judged.logit))::real[], \(PostgresTextArray(judged.referenceLogit))::real[],
+                              \(PostgresTextArray(judged.probability))::float8[], \(PostgresTextArray(judged.verdict))::text[])
+                       AS p(job_id, idx, mode, source, a, b, conversation, logit, reference_logit, probability, verdict)
+                """ + BatchWrite.onlyNew("p"))
         }
 
         let selected = outcomes.compactMap { o in o.selection.map { (o.jobId, $0) } }
         if !selected.isEmpty {
             // Arrays per row travel as array literals in a text[] (unnest flattens a two-dimensional array).
-            try await conn.execute("""
+            parts.append("""
                 INSERT INTO selections (job_id, goal, method, idx, elimination_order, scores, forward_passes)
                 SELECT s.job_id, s.goal, s.method, s.idx, s.elimination_order::int[], s.scores::float8[], s.forward_passes
                   FROM unnest(\(PostgresTextArray(selected.map(\.0)))::text[], \(PostgresTextArray(selected.map(\.1.goal.rawValue)))::text[],
@@ -62,26 +55,30 @@ extension ResultStore {
                               \(PostgresTextArray(selected.map { $0.1.scores?.float8Literal }))::text[],
                               \(selected.map(\.1.forwardPasses))::int[])
                        AS s(job_id, goal, method, idx, elimination_order, scores, forward_passes)
-                """)
+                """ + BatchWrite.onlyNew("s"))
         }
 
         let rewarded = outcomes.compactMap { o in o.reward.map { (o.jobId, $0) } }
         if !rewarded.isEmpty {
-            try await conn.execute("""
+            parts.append("""
                 INSERT INTO reward_references (job_id, mode, idx, text, forward_passes)
-                SELECT * FROM unnest(\(PostgresTextArray(rewarded.map(\.0)))::text[],
-                                     \(PostgresTextArray(rewarded.map { $0.1.reference.mode?.rawValue }))::text[],
-                                     \(PostgresTextArray(rewarded.map { $0.1.reference.index.map(String.init) }))::int[],
-                                     \(PostgresTextArray(rewarded.map(\.1.reference.text)))::text[],
-                                     \(rewarded.map(\.1.forwardPasses))::int[])
-                """)
+                SELECT r.job_id, r.mode, r.idx, r.text, r.forward_passes
+                  FROM unnest(\(PostgresTextArray(rewarded.map(\.0)))::text[],
+                              \(PostgresTextArray(rewarded.map { $0.1.reference.mode?.rawValue }))::text[],
+                              \(PostgresTextArray(rewarded.map { $0.1.reference.index.map(String.init) }))::int[],
+                              \(PostgresTextArray(rewarded.map(\.1.reference.text)))::text[],
+                              \(rewarded.map(\.1.forwardPasses))::int[])
+                       AS r(job_id, mode, idx, text, forward_passes)
+                """ + BatchWrite.onlyNew("r"))
             let rows = rewarded.flatMap { id, r in r.candidates.map { (id, $0.index, $0.reward) } }
-            try await conn.execute("""
+            parts.append("""
                 INSERT INTO rewards (job_id, idx, reward)
-                SELECT * FROM unnest(\(PostgresTextArray(rows.map(\.0)))::text[], \(rows.map(\.1))::int[],
-                                     \(PostgresTextArray(rows.map { $0.2.postgresText }))::float8[])
-                """)
+                SELECT w.job_id, w.idx, w.reward
+                  FROM unnest(\(PostgresTextArray(rows.map(\.0)))::text[], \(rows.map(\.1))::int[],
+                              \(PostgresTextArray(rows.map { $0.2.postgresText }))::float8[]) AS w(job_id, idx, reward)
+                """ + BatchWrite.onlyNew("w"))
         }
+        return parts
     }
 
     /// Conversation turns as stored: compact, keys in a fixed order.

@@ -4,8 +4,8 @@ import Postgres
 
 /// The worker's write path and the outbox relay's read path.
 ///
-/// `store` writes a whole batch in one transaction: the job rows with their candidates,
-/// comparison matrices, fusions and outbox rows, a constant number of statements per batch. It is idempotent per job_id — a job whose row
+/// `store` writes a whole batch in one statement: the job rows with their candidates,
+/// comparison matrices, fusions, task rows and outbox rows. It is idempotent per job_id — a job whose row
 /// exists is skipped with everything that depends on it — so storing a batch twice leaves
 /// the same rows and one outbox event per job.
 public struct ResultStore: Sendable {
@@ -31,202 +31,19 @@ public struct ResultStore: Sendable {
     /// Stores every outcome that carries a status (already-stored ones are skipped) and
     /// returns the job ids newly written, in the order given.
     ///
-    /// The batch costs a constant number of statements whatever its size: one multi-row insert
-    /// of the job rows (`ON CONFLICT (job_id) DO NOTHING RETURNING job_id` tells which are new),
-    /// then one statement per dependant table over all the new jobs at once. Each statement
-    /// takes its rows as parallel arrays — one bound parameter per column — and `unnest`s them.
+    /// The batch is one statement whatever its size (`BatchWrite`): one round trip, atomic by
+    /// itself, which inserts the job rows and, for the jobs it wrote, their rows of every
+    /// dependant table and their outbox rows.
     @discardableResult
     public func store(_ outcomes: [JobOutcome], workerId: String) async throws -> [String] {
         // The first outcome of a job id wins, as it did when jobs were inserted one by one.
         var seen = Set<String>()
         let writable = outcomes.filter { $0.status != nil && seen.insert($0.jobId).inserted }
         guard !writable.isEmpty else { return [] }
-        // Everything that can fail without the database (JSON encoding) fails before BEGIN.
-        let jobs = try JobColumns(writable, workerId: workerId)
-        let eventsTopic = self.eventsTopic, dlqTopic = self.dlqTopic
-        return try await pool.transaction { conn in
-            let newIds = try await Self.insertJobs(jobs, on: conn)
-            let written = writable.filter { newIds.contains($0.jobId) }
-            guard !written.isEmpty else { return [] }
-            try await Self.insertDependants(of: written, eventsTopic: eventsTopic, dlqTopic: dlqTopic, on: conn)
-            try await Self.insertTaskRows(written, on: conn)
-            return written.map(\.jobId)
-        }
-    }
-
-    /// The rows that hang off newly written jobs, one statement per table; a table no new job
-    /// has rows for costs nothing.
-    static func insertDependants(of written: [JobOutcome], eventsTopic: String, dlqTopic: String, on conn: PostgresConnection) async throws {
-        try await insertCandidates(written, on: conn)
-        try await insertComparisons(written, on: conn)
-        try await insertFusions(written, on: conn)
-        try await insertOutbox(written, eventsTopic: eventsTopic, dlqTopic: dlqTopic, on: conn)
-    }
-
-    /// The jobs table's columns for a batch, one array per column, in batch order.
-    struct JobColumns {
-        var jobId: [String?] = [], status: [String?] = [], error: [String?] = [], violations: [String?] = []
-        var instruction: [String?] = [], input: [String?] = [], rankMode: [String?] = [], fuseOptions: [String?] = []
-        var metadata: [String?] = [], topic: [String?] = [], partition: [String?] = [], offset: [String?] = []
-        var ranker: [String?] = [], fuser: [String?] = [], timings: [String?] = [], receivedAt: [String?] = []
-        var workerId: String
-
-        init(_ outcomes: [JobOutcome], workerId: String) throws {
-            self.workerId = workerId
-            for o in outcomes {
-                let job = o.job, c = o.message.coordinates
-                jobId.append(o.jobId)
-                status.append(o.status!.rawValue)
-                error.append(o.error ?? o.rejection.map(\.description))
-                violations.append(try o.rejection.map { try PostgresJSON(encoding: $0.violations).text })
-                instruction.append(job?.instruction)
-                input.append(job?.input)
-                rankMode.append(job?.rank.mode.rawValue)
-                fuseOptions.append(try job?.fuse.map { try PostgresJSON(encoding: $0).text })
-                // Sent as text and cast to json, which keeps the text exactly as the job wrote it.
-                metadata.append(job?.metadata.map { $0.serialized() })
-                topic.append(c.topic)
-                partition.append(String(c.partition))
-                offset.append(String(c.offset))
-                // A rejected job was never ranked or fused: no model labels.
-                ranker.append(o.status == .rejected ? nil : o.models["ranker"])
-                fuser.append(o.status == .rejected ? nil : o.models["fuser"])
-                timings.append(o.timingsMs.isEmpty ? nil : try PostgresJSON(encoding: o.timingsMs).text)
-                receivedAt.append(o.message.timestamp?.postgresText)
-            }
-        }
-    }
-
-    /// Inserts the job rows that do not exist yet and returns the ids it wrote.
-    private static func insertJobs(_ j: JobColumns, on conn: PostgresConnection) async throws -> Set<String> {
-        func a(_ column: [String?]) -> PostgresTextArray { PostgresTextArray(column) }
-        let rows = try await conn.query("""
-            INSERT INTO jobs (job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
-                              kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at)
-            SELECT j.job_id, j.status, j.error, j.violations::jsonb, j.instruction, j.input, j.rank_mode, j.fuse_options::jsonb,
-                   j.metadata::json, j.kafka_topic, j.kafka_partition, j.kafka_offset, \(j.workerId), j.ranker, j.fuser,
-                   j.timings_ms::jsonb, j.received_at
-              FROM unnest(\(a(j.jobId))::text[], \(a(j.status))::text[], \(a(j.error))::text[], \(a(j.violations))::text[],
-                          \(a(j.instruction))::text[], \(a(j.input))::text[], \(a(j.rankMode))::text[], \(a(j.fuseOptions))::text[],
-                          \(a(j.metadata))::text[], \(a(j.topic))::text[], \(a(j.partition))::int[], \(a(j.offset))::bigint[],
-                          \(a(j.ranker))::text[], \(a(j.fuser))::text[], \(a(j.timings))::text[], \(a(j.receivedAt))::timestamptz[])
-                   WITH ORDINALITY AS j(job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
-                                        kafka_topic, kafka_partition, kafka_offset, ranker, fuser, timings_ms, received_at, n)
-             ORDER BY j.n
-            ON CONFLICT (job_id) DO NOTHING
-            RETURNING job_id
-            """)
-        return Set(try rows.map { try $0.decode("job_id", as: String.self) })
-    }
-
-    private static func insertCandidates(_ written: [JobOutcome], on conn: PostgresConnection) async throws {
-        var jobId: [String?] = [], idx: [Int] = [], model: [String?] = [], text: [String?] = [], rank: [String?] = [], score: [String?] = []
-        for o in written {
-            guard let job = o.job else { continue }
-            for (i, candidate) in job.candidates.enumerated() {
-                jobId.append(o.jobId)
-                idx.append(i)
-                model.append(candidate.model)
-                text.append(candidate.text)
-                rank.append(o.rank.map { String($0.ranks[i]) })
-                score.append(o.rank.map { Double($0.scores[i]).postgresText! })
-            }
-        }
-        guard !jobId.isEmpty else { return }
-        try await conn.execute("""
-            INSERT INTO candidates (job_id, idx, model, text, rank, score)
-            SELECT * FROM unnest(\(PostgresTextArray(jobId))::text[], \(idx)::int[], \(PostgresTextArray(model))::text[],
-                                 \(PostgresTextArray(text))::text[], \(PostgresTextArray(rank))::int[], \(PostgresTextArray(score))::float8[])
-            """)
-    }
-
-    private static func insertComparisons(_ written: [JobOutcome], on conn: PostgresConnection) async throws {
-        var jobId: [String?] = [], a: [Int] = [], b: [Int] = [], logit: [String?] = []
-        for o in written {
-            guard let matrix = o.rank?.comparisons else { continue }
-            for pair in ComparisonMatrix.orderedPairs(count: matrix.count) {
-                jobId.append(o.jobId)
-                a.append(pair.left)
-                b.append(pair.right)
-                logit.append(Double(matrix[pair.left, pair.right]).postgresText)
-            }
-        }
-        guard !jobId.isEmpty else { return }
-        try await conn.execute("""
-            INSERT INTO comparisons (job_id, a, b, logit)
-            SELECT * FROM unnest(\(PostgresTextArray(jobId))::text[], \(a)::int[], \(b)::int[], \(PostgresTextArray(logit))::real[])
-            """)
-    }
-
-    private static func insertFusions(_ written: [JobOutcome], on conn: PostgresConnection) async throws {
-        var jobId: [String?] = [], text: [String?] = [], fuser: [String?] = [], topK: [Int] = [], sources: [String?] = [], tokens: [Int] = []
-        for o in written {
-            guard let f = o.fusion else { continue }
-            jobId.append(o.jobId)
-            text.append(f.text)
-            fuser.append(f.fuser)
-            topK.append(f.topK)
-            // Source lists differ in length, which a two-dimensional int[][] cannot hold: each
-            // travels as the text of its own int[] and is cast row by row.
-            sources.append(f.sourceIndexes.postgresText)
-            tokens.append(f.generatedTokens)
-        }
-        guard !jobId.isEmpty else { return }
-        try await conn.execute("""
-            INSERT INTO fusions (job_id, text, fuser, top_k, source_indexes, generated_tokens)
-            SELECT f.job_id, f.text, f.fuser, f.top_k, f.source_indexes::int[], f.generated_tokens
-              FROM unnest(\(PostgresTextArray(jobId))::text[], \(PostgresTextArray(text))::text[], \(PostgresTextArray(fuser))::text[],
-                          \(topK)::int[], \(PostgresTextArray(sources))::text[], \(tokens)::int[])
-                   AS f(job_id, text, fuser, top_k, source_indexes, generated_tokens)
-            """)
-    }
-
-    /// Completion events and dead-letter copies in one statement, in batch order (a job's event
-    /// before its dead letter), so the relay publishes them in the order they were decided.
-    private static func insertOutbox(_ written: [JobOutcome], eventsTopic: String, dlqTopic: String, on conn: PostgresConnection) async throws {
-        var eventId: [String?] = [], jobId: [String?] = [], topic: [String?] = [], key: [String?] = [], payload: [String?] = [], headers: [String?] = []
-        let eventHeaders = #"{"content-type":"application/cloudevents+json"}"#
-        for o in written {
-            if let event = o.event {
-                eventId.append(event.id)
-                jobId.append(o.jobId)
-                topic.append(eventsTopic)
-                key.append(PostgresBytes(Array(o.jobId.utf8)).postgresText)
-                payload.append(PostgresBytes(try event.jsonBytes()).postgresText)
-                headers.append(eventHeaders)
-            }
-            if let rejection = o.rejection {
-                // The dead-letter copy is the original record (key and value, bytes as they came,
-                // absent or null included) with the reasons in headers, kept short.
-                let codes = Array(Set(rejection.violations.map(\.code.rawValue))).sorted().joined(separator: ",")
-                let c = o.message.coordinates
-                let reason = rejection.description
-                let fields: [String: String] = [
-                    "blendd-rejected-codes": codes,
-                    "blendd-rejected-reason": reason.count > Self.maxReasonCharacters ? String(reason.prefix(Self.maxReasonCharacters)) + "…" : reason,
-                    "blendd-source-topic": c.topic,
-                    "blendd-source-partition": String(c.partition),
-                    "blendd-source-offset": String(c.offset),
-                ]
-                eventId.append(o.jobId + "/dlq")
-                jobId.append(o.jobId)
-                topic.append(dlqTopic)
-                key.append(o.message.key.map { PostgresBytes($0).postgresText! })
-                payload.append(o.message.value.map { PostgresBytes($0).postgresText! })
-                headers.append(try PostgresJSON(encoding: fields).text)
-            }
-        }
-        guard !eventId.isEmpty else { return }
-        // ORDER BY the ordinality: ids (bigserial) are drawn in that order, and the relay publishes by id.
-        try await conn.execute("""
-            INSERT INTO outbox (event_id, job_id, topic, key, payload, headers)
-            SELECT e.event_id, e.job_id, e.topic, e.key, e.payload, e.headers::jsonb
-              FROM unnest(\(PostgresTextArray(eventId))::text[], \(PostgresTextArray(jobId))::text[], \(PostgresTextArray(topic))::text[],
-                          \(PostgresTextArray(key))::bytea[], \(PostgresTextArray(payload))::bytea[], \(PostgresTextArray(headers))::text[])
-                   WITH ORDINALITY AS e(event_id, job_id, topic, key, payload, headers, n)
-             ORDER BY e.n
-            ON CONFLICT (event_id) DO NOTHING
-            """)
+        let write = try BatchWrite(writable, workerId: workerId, eventsTopic: eventsTopic, dlqTopic: dlqTopic)
+        let rows = try await pool.withConnection { conn in try await conn.query(write.query) }
+        let newIds = Set(try rows.map { try $0.decode("job_id", as: String.self) })
+        return writable.filter { newIds.contains($0.jobId) }.map(\.jobId)
     }
 
     /// The channel a trigger on the outbox NOTIFYs when a transaction adds rows (migration 0002).
