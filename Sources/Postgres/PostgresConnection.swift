@@ -171,7 +171,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func run(_ query: PostgresQuery, script: Bool) async throws -> Outcome {
-        for (i, p) in query.parameters.enumerated() where p?.utf8.contains(0) == true {
+        for (i, p) in query.parameters.enumerated() where p.map(Self.containsNul) == true {
             throw PostgresError(.invalidParameter, message: "parameter $\(i + 1) contains a NUL byte, which PostgreSQL text cannot hold",
                                 statement: query.firstLine)
         }
@@ -180,6 +180,12 @@ public final class PostgresConnection: @unchecked Sendable {
                 do { continuation.resume(returning: try self.runSync(query, script: script)) } catch { continuation.resume(throwing: error) }
             }
         }
+    }
+
+    /// A batch's parameters run to megabytes: scanned with memchr over the string's UTF-8 storage.
+    static func containsNul(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in bytes.count > 0 && memchr(bytes.baseAddress!, 0, bytes.count) != nil }
     }
 
     private func runSync(_ query: PostgresQuery, script: Bool) throws -> Outcome {

@@ -189,7 +189,7 @@ public struct PostgresTextArray: PostgresEncodable, PostgresDecodable, Equatable
     public init(_ elements: [String?]) { self.elements = elements }
 
     /// Every element is double-quoted (so "NULL", "", braces, commas and spaces stay text) with
-    /// `"` and `\` backslash-escaped; a nil element is an unquoted NULL. Built byte by byte: the
+    /// `"` and `\` backslash-escaped; a nil element is an unquoted NULL. Built from runs of bytes: the
     /// result store sends whole batches of texts in one array, so this runs over megabytes.
     public var postgresText: String? {
         var out: [UInt8] = []
@@ -202,9 +202,16 @@ public struct PostgresTextArray: PostgresEncodable, PostgresDecodable, Equatable
                 continue
             }
             out.append(UInt8(ascii: "\""))
-            for byte in element.utf8 {
-                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
-                out.append(byte)
+            var text = element
+            text.withUTF8 { bytes in
+                // Runs without a quote or backslash are copied whole; most elements are one run.
+                var start = 0
+                for (i, byte) in bytes.enumerated() where byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<i]))
+                    out.append(UInt8(ascii: "\\"))
+                    start = i
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start...]))
             }
             out.append(UInt8(ascii: "\""))
         }

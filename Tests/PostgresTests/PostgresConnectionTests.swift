@@ -25,6 +25,19 @@ final class PostgresConnectionTests: DatabaseTestCase {
             XCTAssertEqual(error.kind, .invalidParameter)
             XCTAssertEqual(error.description, "postgres invalidParameter error: parameter $1 contains a NUL byte, which PostgreSQL text cannot hold in \"SELECT $1::text\"")
         }
+        // Wherever it sits, in a parameter of any length, after multi-byte scalars.
+        let long = String(repeating: "é😀 text ", count: 20_000)
+        for text in ["\u{0}", "\u{0}x", "x\u{0}", long + "\u{0}", "\u{0}" + long, long + "\u{0}" + long, "😀\u{0}😀"] {
+            do {
+                try await conn.execute("SELECT 1 WHERE \("ok") <> \(text)")
+                XCTFail("a NUL byte at \(text.utf8.firstIndex(of: 0).map { text.utf8.distance(from: text.utf8.startIndex, to: $0) } ?? -1) must be refused")
+            } catch let error as PostgresError {
+                XCTAssertEqual(error.kind, .invalidParameter)
+                XCTAssertTrue(error.message.hasPrefix("parameter $2 contains a NUL byte"), error.message)
+            }
+        }
+        let clean = try await conn.query("SELECT length(\(long)) AS n")[0].decode("n", as: Int.self)
+        XCTAssertEqual(clean, long.unicodeScalars.count, "text without NUL goes through")
         let one = try await conn.query("SELECT 1 AS one")[0].decode("one", as: Int.self)
         XCTAssertEqual(one, 1, "the connection stays usable")
         await conn.close()
