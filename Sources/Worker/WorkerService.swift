@@ -34,15 +34,18 @@ public final class WorkerService: Service, @unchecked Sendable {
     private var kafkaFatal: WorkerError?
     private var relayRunning = false
     private var _state = HeartbeatReport.State.starting
-    private var inFlightPartitions: Set<TopicPartition> = []
-    private var inFlightCount = 0
+    /// Batches claimed and not yet stored, by claim number: at most two, one being stored while the
+    /// next is computed.
+    private var inFlight: [Int: (partitions: Set<TopicPartition>, count: Int)] = [:]
+    private var claims = 0
+    private var inFlightCount: Int { inFlight.values.reduce(0) { $0 + $1.count } }
     private var lastProgress = Date()
     private let batchDone = DispatchSemaphore(value: 0)
     private var batchWaiters = 0
     /// When the drain time of a stop ends.
     private var drainDeadline: Date?
-    /// Wakes retry sleeps as soon as the worker stops.
-    private let stopWake = WakeSignal()
+    /// Ends retry sleeps as soon as the worker stops (several may be under way at once).
+    private let stopLatch = StopLatch()
     private let relay: OutboxRelay
     private let listener: PostgresListener
     /// Operations riding out an infrastructure fault now; the worker is `degraded` while any are.
@@ -82,7 +85,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         let forward = Forwarder()
         retry = TransientRetry(backoff: Backoff(config.retry), logger: logger,
                                isStopping: { forward.target?.isStopping ?? true },
-                               sleep: { [stopWake] seconds in await stopWake.wait(upTo: seconds) })
+                               sleep: { [stopLatch] seconds in await stopLatch.sleep(upTo: seconds) })
         consumer = try KafkaConsumer(configuration: kafka, options: .init(config),
                                      logger: logger, rebalanceHandler: { forward.target?.rebalanced($0) })
         forward.target = self
@@ -170,6 +173,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         let fleet = Task { await self.fleetHeartbeatLoop() }
         let fatalWatch = Task { await self.stopOnFatalKafkaError() }
         var failure: Error?
+        var storing: Task<Void, Error>?
         fusion?.start()
         while !isStopping {
             // Backpressure: with too many fusions unfinished, stop taking batches (the consumer's buffer fills and pauses fetching).
@@ -178,14 +182,47 @@ public final class WorkerService: Service, @unchecked Sendable {
                                                  maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
             // Claiming the batch and checking for a stop happen under one lock, so `stop()`
             // either sees this batch in flight (and waits for it) or the batch is never started.
-            guard !batch.isEmpty, claim(batch) else { break }
+            guard !batch.isEmpty, let claimed = claim(batch) else { break }
             do {
-                try await process(batch)
+                if fusion != nil {
+                    defer { release(claimed) }
+                    try await computeAndHandOff(batch)
+                    continue
+                }
+                // The previous batch's store overlaps this batch's compute; stores stay in batch order,
+                // and each batch's offsets are marked done only once its own store returned.
+                let computed: [JobOutcome]
+                do {
+                    computed = try await compute(batch)
+                } catch {
+                    release(claimed)
+                    throw error
+                }
+                do {
+                    try await storing?.value
+                } catch {
+                    storing = nil
+                    release(claimed)
+                    throw error
+                }
+                storing = Task {
+                    defer { self.release(claimed) }
+                    try await self.storeAndCommit(batch, outcomes: computed)
+                }
             } catch where isStopping {
                 break
             } catch {
                 failure = error
                 break
+            }
+        }
+        // The last batch's store finishes within the drain (a stop abandons no stored work half-way).
+        if let storing {
+            do {
+                try await storing.value
+            } catch where isStopping {
+            } catch {
+                if failure == nil { failure = error }
             }
         }
         setState(.draining)
@@ -260,7 +297,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         guard first else { return }
         setState(.draining)
-        stopWake.signal()
+        stopLatch.release()
         let deadline = lock.withLock { drainDeadline! }
         while hasUnfinishedWork && Date() < deadline {
             try? await Task.sleep(for: .milliseconds(20))
@@ -283,27 +320,39 @@ public final class WorkerService: Service, @unchecked Sendable {
 
     // MARK: - Pipeline
 
-    private func claim(_ batch: [KafkaMessage]) -> Bool {
-        lock.withLock {
-            guard !_stopping else { return false }
-            inFlightPartitions = Set(batch.map(\.topicPartition))
-            inFlightCount = batch.count
-            return true
+    /// Registers a batch as in flight and returns its claim number, or nil when the worker stops.
+    private func claim(_ batch: [KafkaMessage]) -> Int? {
+        let count = lock.withLock { () -> Int? in
+            guard !_stopping else { return nil }
+            claims += 1
+            inFlight[claims] = (Set(batch.map(\.topicPartition)), batch.count)
+            return claims
         }
+        instruments.inFlight(lock.withLock { inFlightCount })
+        return count
     }
 
-    private func process(_ batch: [KafkaMessage]) async throws {
-        instruments.inFlight(batch.count)
-        defer {
-            lock.withLock {
-                inFlightPartitions = []
-                inFlightCount = 0
-                lastProgress = Date()
-                for _ in 0..<batchWaiters { batchDone.signal() }
-                batchWaiters = 0
-            }
-            instruments.inFlight(0)
+    /// A claimed batch is stored or abandoned: it no longer holds its partitions.
+    private func release(_ claimed: Int) {
+        let left = lock.withLock { () -> Int in
+            inFlight[claimed] = nil
+            lastProgress = Date()
+            for _ in 0..<batchWaiters { batchDone.signal() }
+            batchWaiters = 0
+            return inFlightCount
         }
+        instruments.inFlight(left)
+    }
+
+    /// With continuous fusion: computes the batch and hands its outcomes to the fusion stage, which stores them.
+    private func computeAndHandOff(_ batch: [KafkaMessage]) async throws {
+        let outcomes = try await compute(batch)
+        try await fusion!.accept(batch, outcomes: outcomes)
+    }
+
+    /// Validates, looks up already-stored jobs and ranks (and fuses, without continuous fusion) one batch.
+    /// The lookup may miss jobs the previous batch is storing right now; the store skips those itself.
+    private func compute(_ batch: [KafkaMessage]) async throws -> [JobOutcome] {
         instruments.batch(size: batch.count)
         let messages = batch.map { m in
             IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
@@ -324,17 +373,19 @@ public final class WorkerService: Service, @unchecked Sendable {
             return total + (outcome.compare?.forwardPasses ?? outcome.selection?.forwardPasses ?? outcome.reward?.forwardPasses ?? 0)
         })
         if let padding = processor.ranker.lastPaddingAvoided { instruments.paddingAvoided(padding) }
-        if let fusion {
-            try await fusion.accept(batch, outcomes: outcomes)
-            return
-        }
+        return outcomes
+    }
+
+    /// Stores a computed batch, then marks its messages done so their offsets commit.
+    private func storeAndCommit(_ batch: [KafkaMessage], outcomes: [JobOutcome]) async throws {
         let storeStart = Date()
-        try await storeDurably(outcomes)
+        let written = try await storeDurably(outcomes)
         recovered("store")
         let storeSeconds = Date().timeIntervalSince(storeStart)
         for (message, outcome) in zip(batch, outcomes) {
             consumer.markDone(message)
-            if let status = outcome.status {
+            // An outcome the store did not write was stored meanwhile (by the batch before, or another worker).
+            if let status = outcome.status, written.contains(outcome.jobId) {
                 instruments.jobFinished(status)
             } else {
                 instruments.redelivered()
@@ -353,32 +404,38 @@ public final class WorkerService: Service, @unchecked Sendable {
     /// Stores the batch in one transaction, retrying transient faults. A batch the database
     /// refuses for another reason is stored job by job; a job that still cannot be stored is
     /// recorded as failed with the reason, so one bad job never blocks its partition.
-    private func storeDurably(_ outcomes: [JobOutcome]) async throws {
+    /// Returns the job ids it wrote (outcomes stored before are skipped).
+    @discardableResult
+    private func storeDurably(_ outcomes: [JobOutcome]) async throws -> Set<String> {
         do {
-            try await retry.run("storing a batch of \(outcomes.count)", onRetry: retried("store")) {
+            let written = try await retry.run("storing a batch of \(outcomes.count)", onRetry: retried("store")) {
                 try await store.store(outcomes, workerId: config.workerId)
             }
-            return
+            return Set(written)
         } catch is CancellationError {
             throw CancellationError()
         } catch {
             logger.error("storing the batch failed (\(error)); storing its jobs one by one")
         }
+        var written = Set<String>()
         for outcome in outcomes where outcome.status != nil {
             do {
-                try await retry.run("storing job \(outcome.jobId)", onRetry: retried("store")) {
+                let ids = try await retry.run("storing job \(outcome.jobId)", onRetry: retried("store")) {
                     try await store.store([outcome], workerId: config.workerId)
                 }
+                written.formUnion(ids)
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
                 let failed = processor.failed(outcome, reason: "storing the result failed: \(error)")
                 logger.error("job \(outcome.jobId) could not be stored (\(error)); recording it as failed")
-                try await retry.run("storing job \(outcome.jobId) as failed", onRetry: retried("store")) {
+                let ids = try await retry.run("storing job \(outcome.jobId) as failed", onRetry: retried("store")) {
                     try await store.store([failed], workerId: config.workerId)
                 }
+                written.formUnion(ids)
             }
         }
+        return written
     }
 
     /// Counts a retry and marks the worker degraded until the operation succeeds (`recovered`).
@@ -402,16 +459,24 @@ public final class WorkerService: Service, @unchecked Sendable {
             logger.info("partitions assigned: \(tps.map(\.description).sorted().joined(separator: ", "))")
         case .revoked(let tps), .lost(let tps):
             fusion?.revoke(tps)
-            let mustWait = lock.withLock { () -> Bool in
-                // A stopping worker already waited its drain time in `stop()`: abandon, don't wait twice.
-                guard !_stopping, !inFlightPartitions.isDisjoint(with: tps) else { return false }
-                batchWaiters += 1
-                return true
-            }
-            if mustWait {
-                logger.info("partitions revoked during a batch: waiting up to \(config.drainSeconds) s for it to finish")
-                if batchDone.wait(timeout: .now() + config.drainSeconds) == .timedOut {
+            // Up to two batches may hold revoked partitions (one storing, one computing): wait for each.
+            let deadline = DispatchTime.now() + config.drainSeconds
+            var logged = false
+            while true {
+                let mustWait = lock.withLock { () -> Bool in
+                    // A stopping worker already waited its drain time in `stop()`: abandon, don't wait twice.
+                    guard !_stopping, inFlight.values.contains(where: { !$0.partitions.isDisjoint(with: tps) }) else { return false }
+                    batchWaiters += 1
+                    return true
+                }
+                guard mustWait else { break }
+                if !logged {
+                    logger.info("partitions revoked during a batch: waiting up to \(config.drainSeconds) s for it to finish")
+                    logged = true
+                }
+                if batchDone.wait(timeout: deadline) == .timedOut {
                     logger.warning("batch did not finish in time; its revoked partitions will be redelivered to their new owner")
+                    break
                 }
             }
         }
