@@ -221,6 +221,7 @@ public final class WorkerService: Service, @unchecked Sendable {
             do {
                 try await storing.value
             } catch where isStopping {
+                // A stop cut its retries short: the batch stays uncommitted and is delivered again.
             } catch {
                 if failure == nil { failure = error }
             }
@@ -322,14 +323,14 @@ public final class WorkerService: Service, @unchecked Sendable {
 
     /// Registers a batch as in flight and returns its claim number, or nil when the worker stops.
     private func claim(_ batch: [KafkaMessage]) -> Int? {
-        let count = lock.withLock { () -> Int? in
+        let number = lock.withLock { () -> Int? in
             guard !_stopping else { return nil }
             claims += 1
             inFlight[claims] = (Set(batch.map(\.topicPartition)), batch.count)
             return claims
         }
         instruments.inFlight(lock.withLock { inFlightCount })
-        return count
+        return number
     }
 
     /// A claimed batch is stored or abandoned: it no longer holds its partitions.
