@@ -47,9 +47,15 @@ enum BenchBaseline {
     }
 
     /// Peak resident memory of this process so far (VmHWM), in bytes.
-    static func peakResidentBytes() -> Int {
+    static func peakResidentBytes() -> Int { statusBytes("VmHWM:") }
+
+    /// Current resident memory of this process (VmRSS), in bytes.
+    static func residentBytes() -> Int { statusBytes("VmRSS:") }
+
+    /// A kB field of /proc/self/status, in bytes (0 where there is none).
+    private static func statusBytes(_ field: String) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
               let kb = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return 0 }
         return kb * 1024
     }

@@ -12,7 +12,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure throughput on this machine.",
-        subcommands: [BenchPipelineCommand.self, BenchKernelsCommand.self, BenchRankCommand.self, BenchFuseCommand.self, BenchWorkerCommand.self]
+        subcommands: [BenchPipelineCommand.self, BenchKernelsCommand.self, BenchRankCommand.self, BenchFuseCommand.self, BenchWorkerCommand.self, BenchMemoryCommand.self]
     )
 }
 

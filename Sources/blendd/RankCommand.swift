@@ -190,9 +190,10 @@ enum ModelFactory {
         let pointwise = RewardModelHead.declared(in: directory)
         do {
             if pointwise {
-                return RewardModelRanker(model: try RewardModel(directory: directory), planner: planner)
+                return RewardModelRanker(model: try LoadingMemory.compact { try RewardModel(directory: directory) }, planner: planner)
             }
-            return PairRMRanker(model: try PairRMModel(directory: directory, precision: config.models.rankerPrecision), planner: planner)
+            return PairRMRanker(model: try LoadingMemory.compact { try PairRMModel(directory: directory, precision: config.models.rankerPrecision) },
+                                planner: planner)
         } catch {
             throw CLIError("cannot load the \(pointwise ? "reward model" : "PairRM") checkpoint in \(directory) (\(setting)): \(error)")
         }
@@ -202,7 +203,9 @@ enum ModelFactory {
         guard !config.models.fuser.isEmpty else { return TopCandidateFuser() }
         NumericsThreading.configure(threads: config.models.threads)
         do {
-            return try GenFuser(directory: config.models.fuser, maxJobsPerBatch: config.batching.maxJobs, precision: config.models.fuserPrecision)
+            return try LoadingMemory.compact {
+                try GenFuser(directory: config.models.fuser, maxJobsPerBatch: config.batching.maxJobs, precision: config.models.fuserPrecision)
+            }
         } catch {
             throw CLIError("cannot load the GenFuser checkpoint in \(config.models.fuser) (models.fuser): \(error)")
         }

@@ -57,6 +57,17 @@ final class ChaosTests: XCTestCase {
             ("top-level null", nil, Array("null".utf8)),
             ("top-level array", nil, Array("[1,2]".utf8)),
             ("byte order mark", nil, [0xEF, 0xBB, 0xBF] + job("bom-\(i)")),
+            // The other job kinds' own ways to be wrong.
+            ("unknown task", nil, job("task-\(i)", extra: #","task":"rank""#)),
+            ("task of the wrong type", nil, job("tasktype-\(i)", extra: #","task":["compare"]"#)),
+            ("NUL in a pair", nil, Array(#"{"job_id":"pairnul-\#(i)","task":"compare","instruction":"Q","pairs":[{"a":"x\u0000","b":"y"}]}"#.utf8)),
+            ("lone surrogate in a conversation", nil, Array(#"{"job_id":"convsur-\#(i)","task":"compare","conversations":[{"a":[{"role":"USER","content":"q\udbff"},{"role":"ASSISTANT","content":"a"}],"b":[{"role":"USER","content":"q\udbff"},{"role":"ASSISTANT","content":"b"}]}]}"#.utf8)),
+            ("conversation not alternating", nil, Array(#"{"job_id":"convalt-\#(i)","task":"compare","conversations":[{"a":[{"role":"ASSISTANT","content":"a"}],"b":[{"role":"ASSISTANT","content":"b"}]}]}"#.utf8)),
+            ("pairs and candidates", nil, Array(#"{"job_id":"both-\#(i)","task":"compare","instruction":"Q","pairs":[{"a":"x","b":"y"}],"candidates":[{"model":"a","text":"x"},{"model":"b","text":"y"}]}"#.utf8)),
+            ("too many pairs", nil, Array((#"{"job_id":"manypairs-\#(i)","task":"compare","instruction":"Q","pairs":["# + Array(repeating: #"{"a":"x","b":"y"}"#, count: 300).joined(separator: ",") + "]}").utf8)),
+            ("fuse options on a selection", nil, job("bonfuse-\(i)", extra: #","task":"best_of_n","fuse":{"top_k":1}"#)),
+            ("NUL in a reference text", nil, job("refnul-\(i)", extra: #","task":"reward","reward":{"reference_text":"r\u0000"}"#)),
+            ("huge seed", nil, job("seed-\(i)", extra: #","task":"worst_of_n","rank":{"seed":1e999}"#)),
         ]
     }
 
@@ -76,10 +87,20 @@ final class ChaosTests: XCTestCase {
         // The corpus: valid jobs (some with keys that are not UTF-8, some with exotic metadata,
         // some named like synthetic ids), byte-identical duplicates, and the poison records.
         let filler = String(repeating: "lorem ipsum ", count: 20)
+        // Every fifth job of each kind other than blend, so each kind's tables take part in the crash and outage.
         func valid(_ i: Int) -> [UInt8] {
             let candidates = (0..<6).map { c in #"{"model":"m\#(c)","text":"\#(filler) \#(i * c) \#(c)"}"# }.joined(separator: ",")
             let id = i % 50 == 7 ? "kafka:blend.jobs:\(i % 4):\(i)" : "chaos-\(i)"
-            return Array(#"{"job_id":"\#(id)","instruction":"Q\#(i)","candidates":[\#(candidates)],"metadata":\#(Self.exactMetadata(i))}"#.utf8)
+            let head = #"{"job_id":"\#(id)","metadata":\#(Self.exactMetadata(i)),"#
+            switch Self.task(i) {
+            case "compare":
+                let pairs = (0..<3).map { p in #"{"a":"\#(filler) a\#(p) \#(i)","b":"\#(filler) b\#(p)"}"# }.joined(separator: ",")
+                return Array((head + #""task":"compare","instruction":"Q\#(i)","pairs":[\#(pairs)]}"#).utf8)
+            case "blend":
+                return Array((head + #""instruction":"Q\#(i)","candidates":[\#(candidates)]}"#).utf8)
+            case let task:
+                return Array((head + #""task":"\#(task)","instruction":"Q\#(i)","candidates":[\#(candidates)]}"#).utf8)
+            }
         }
         var corpus: [(key: [UInt8]?, value: [UInt8])] = []
         for i in 0..<400 {
@@ -219,6 +240,25 @@ final class ChaosTests: XCTestCase {
             guard let i = Int(s.jobId.split(whereSeparator: { $0 == "-" || $0 == ":" }).last ?? "") else { return false }
             return metadata[s.jobId] != Self.exactMetadata(i)
         }
+        // Each completed job under its own kind, with that kind's rows and no other kind's.
+        var kindCounts: [String: [String: Int]] = [:]
+        for table in ["pair_judgements", "selections", "reward_references", "rewards"] {
+            for row in try await observer.query("SELECT job_id, count(*)::int AS n FROM \(identifier: table) GROUP BY job_id") {
+                kindCounts[table, default: [:]][try row.decode("job_id", as: String.self)] = try row.decode("n", as: Int.self)
+            }
+        }
+        let tasks = Dictionary(uniqueKeysWithValues: try await observer.query("SELECT job_id, task FROM jobs").map {
+            (try $0.decode("job_id", as: String.self), try $0.decode("task", as: String.self))
+        })
+        var kindMismatch: [String] = []
+        for s in firstById.values where s.valid {
+            guard let i = Int(s.jobId.split(whereSeparator: { $0 == "-" || $0 == ":" }).last ?? ""), status[s.jobId] != nil else { continue }
+            let task = Self.task(i)
+            if tasks[s.jobId] != task { kindMismatch.append("\(s.jobId): task \(tasks[s.jobId] ?? "none"), sent \(task)") }
+            for (table, n) in Self.kindRows(task) where (kindCounts[table]?[s.jobId] ?? 0) != n {
+                kindMismatch.append("\(s.jobId) (\(task)): \(kindCounts[table]?[s.jobId] ?? 0) rows in \(table), expected \(n)")
+            }
+        }
         let outboxStuck = try await observer.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0].decode("n", as: Int.self)
         let outboxRows = try await observer.query("SELECT count(*) AS n FROM outbox WHERE topic = 'blend.events'")[0].decode("n", as: Int.self)
 
@@ -268,7 +308,7 @@ final class ChaosTests: XCTestCase {
         let figures = [
             "messages=\(sent.count)", "jobs=\(total)", "completed=\(status.values.filter { $0 == "completed" }.count)",
             "rejected=\(status.values.filter { $0 == "rejected" }.count)", "failed=\(status.values.filter { $0 == "failed" }.count)",
-            "lost=\(lost.count)", "unexpected=\(unexpected.count)", "wrong_status=\(wrongStatus.count)", "metadata_changed=\(exactMetadataLost.count)",
+            "lost=\(lost.count)", "unexpected=\(unexpected.count)", "wrong_status=\(wrongStatus.count)", "metadata_changed=\(exactMetadataLost.count)", "kind_mismatch=\(kindMismatch.count)",
             "events=\(events.count)", "event_rows=\(outboxRows)", "duplicate_outcomes=\(duplicateOutcomes)", "redelivered_events=\(redeliveredEvents)",
             "unannounced=\(unannounced.count)", "orphan_events=\(orphanEvents.count)", "oversize_events=\(oversizeEvents)",
             "outbox_stuck=\(outboxStuck)", "dlq=\(dlq.count)", "dlq_cut=\(dlqCut)", "dlq_missing=\(dlqMissing.count)", "dlq_mismatch=\(dlqMismatch.count)",
@@ -300,6 +340,7 @@ final class ChaosTests: XCTestCase {
         XCTAssertEqual(unexpected.sorted(), [], "outcomes under ids no message named")
         XCTAssertEqual(wrongStatus.keys.sorted(), [], "outcomes with the wrong status: \(wrongStatus)")
         XCTAssertEqual(exactMetadataLost.map(\.jobId), [], "metadata not kept as written")
+        XCTAssertEqual(kindMismatch.sorted().prefix(20).map { $0 }, [], "jobs stored under the wrong kind or without their kind's rows")
         XCTAssertEqual(duplicateOutcomes, 0, "jobs announced with two different outcomes")
         XCTAssertEqual(outboxRows, total, "one event row per job")
         XCTAssertEqual(unannounced.sorted(), [], "stored outcomes without an event")
@@ -317,6 +358,19 @@ final class ChaosTests: XCTestCase {
         await observer.close()
         await admin.close()
         try await db.drop()
+    }
+
+    /// The kind of the i-th valid job.
+    static func task(_ i: Int) -> String { ["blend", "compare", "best_of_n", "worst_of_n", "reward"][i % 5] }
+
+    /// The kind-specific rows a completed job of `task` must have: (table, rows).
+    static func kindRows(_ task: String) -> [(String, Int)] {
+        switch task {
+        case "compare": [("pair_judgements", 3)]
+        case "best_of_n", "worst_of_n": [("selections", 1)]
+        case "reward": [("reward_references", 1), ("rewards", 6)]
+        default: [("pair_judgements", 0), ("selections", 0), ("rewards", 0)]
+        }
     }
 
     /// Metadata whose numbers only survive when kept as written.

@@ -30,8 +30,37 @@ final class MappedFile: @unchecked Sendable {
 
     var count: Int { bytes.count }
 
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// Drops the pages wholly inside `range` from this process's resident set once a tensor has been
+    /// converted, so loading never holds the file and the converted weights at once (a later read of
+    /// the range faults the pages in from the file again: the map is private and never written).
+    func release(_ range: Range<Int>) {
+        guard let base = bytes.baseAddress, !range.isEmpty else { return }
+        let start = (range.lowerBound + Self.pageSize - 1) / Self.pageSize * Self.pageSize
+        let end = range.upperBound / Self.pageSize * Self.pageSize
+        guard end > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, MADV_DONTNEED)
+    }
+
     func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: bytes[range])
+    }
+
+    /// Converts `count` elements of `dtype` starting at byte `start`, a page at a time, releasing each
+    /// converted page at once, so a tensor's file pages never sit in memory beside its Float32 copy.
+    func convert(_ dtype: StoredDType, from start: Int, count: Int, into out: UnsafeMutableBufferPointer<Float>) {
+        let end = start + count * dtype.size
+        var done = 0
+        while done < count {
+            // Chunks end on page boundaries (1 MiB apart), so each release drops every page it converted.
+            let from = start + done * dtype.size
+            let boundary = min(end, (from / (1 << 20) + 1) << 20)
+            let n = max(1, min(count - done, (boundary - from) / dtype.size))
+            dtype.convert(slice(from..<(from + n * dtype.size)), count: n, into: UnsafeMutableBufferPointer(rebasing: out[done..<(done + n)]))
+            release(from..<(from + n * dtype.size))
+            done += n
+        }
     }
 
     func readLE<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {

@@ -49,7 +49,7 @@ final class SafetensorsFile: @unchecked Sendable {
         guard let entry = entries[name] else { return nil }
         let count = entry.shape.reduce(1, *)
         let values = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-            entry.dtype.convert(file.slice(entry.range), count: count, into: buffer)
+            file.convert(entry.dtype, from: entry.range.lowerBound, count: count, into: buffer)
             initialized = count
         }
         return Tensor(shape: entry.shape, storage: values)

@@ -62,7 +62,7 @@ final class TorchCheckpoint: @unchecked Sendable {
         let contiguous = Self.contiguousStrides(ref.shape)
         let values = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             if ref.stride == contiguous || count <= 1 {
-                ref.dtype.convert(storage, elementOffset: ref.storageOffset, count: count, into: buffer)
+                file.convert(ref.dtype, from: entry.dataRange.lowerBound + ref.storageOffset * ref.dtype.size, count: count, into: buffer)
             } else {
                 // A strided view (e.g. a saved transpose): walk it element by element.
                 var index = [Int](repeating: 0, count: ref.shape.count)
@@ -80,6 +80,7 @@ final class TorchCheckpoint: @unchecked Sendable {
             }
             initialized = count
         }
+        file.release(entry.dataRange)
         return Tensor(shape: ref.shape, storage: values)
     }
 

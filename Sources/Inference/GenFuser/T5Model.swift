@@ -65,8 +65,9 @@ public final class T5Model: Sendable {
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
         let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
         func matrix(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, precision: precision, compressExact: true) }
-        let sharedTensor = try reader.take("shared.weight", [c.vocabularySize, d])
-        shared = WeightMatrix(sharedTensor, compress: true)
+        // The Float32 copy of the table is dropped at once: held beside the rest it would add a vocabulary × d_model
+        // Float32 matrix to loading's peak.
+        shared = WeightMatrix(try reader.take("shared.weight", [c.vocabularySize, d]), compress: true)
         func selfAttention(_ p: String) throws -> Attention {
             let q = try reader.take(p + "q.weight", [inner, d]), k = try reader.take(p + "k.weight", [inner, d])
             let v = try reader.take(p + "v.weight", [inner, d])
@@ -110,7 +111,7 @@ public final class T5Model: Sendable {
             // Tied: the decoder output is rescaled by d^−½ before `shared`; folding the factor into a copy is exact enough
             // and keeps the step a single GEMM.
             let scale = 1 / Float(d).squareRoot()
-            outputLayer = matrix(Tensor(shape: sharedTensor.shape, storage: sharedTensor.storage.map { $0 * scale }))
+            outputLayer = matrix(Tensor(shape: [c.vocabularySize, d], storage: shared.floatTensor().storage.map { $0 * scale }))
         } else {
             outputLayer = matrix(try reader.take("lm_head.weight", [c.vocabularySize, d]))
         }
