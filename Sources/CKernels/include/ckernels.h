@@ -39,4 +39,23 @@ void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, i
 /// Per-row symmetric quantization: scale[j] = max|w[j]| / 127, q = round(w / scale).
 void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 
+/// int8 × int8 products with int32 sums (int8_gemm.c): activations quantized per row on the fly, as CTranslate2's
+/// int8 does, weights per output channel (bk_int8_quantize). Paths: 2 AVX512-VNNI, 1 AVX2, 0 portable; all give
+/// identical int32 sums and identical floats. bk_i8_set_path caps `path` at what the CPU has (−1: the best) and
+/// returns the path in effect.
+int bk_i8_best_path(void);
+int bk_i8_set_path(int path);
+/// Weights in the dot-product layout: columns in blocks of 16, k in groups of 4 bytes (zero padded).
+size_t bk_i8_packed_bytes(int n, int k);
+/// Packs row-major `q` [n][k]; `colsum` (n padded to 16) receives Σ_k q[j][k], 0 for the padding columns.
+void bk_i8_pack(const int8_t *q, int n, int k, int8_t *packed, int32_t *colsum);
+/// Per row: q = round(x · 127 / max|x|) in ±127, stored as q + 128 in rows of k padded to 4 (padding 128);
+/// rowScale[r] = max|x[r]| / 127 (0 for a zero row). Finite inputs only.
+void bk_i8_quantize_rows(const float *x, int m, int k, int ldx, uint8_t *a, float *rowScale);
+/// For j in [n0, n1), n0 a multiple of 16: y[r][j] = (float)s · (rowScale[r] · scale[j]) with s = Σ_k q_x[r][k] ·
+/// q_w[j][k] in int32; `colsum` and `scale` padded to 16 columns. With `sums` non-null, s itself goes to sums[r][j]
+/// (stride ldy) and `y` is not written (tests).
+void bk_i8_gemm(const uint8_t *a, int m, int k, const int8_t *packed, const int32_t *colsum, const float *scale,
+                const float *rowScale, int n0, int n1, float *y, int ldy, int32_t *sums);
+
 #endif
