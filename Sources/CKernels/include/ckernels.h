@@ -10,7 +10,7 @@
 int bk_has_avx512(void);
 /// 1 when AVX512F, AVX512BW and AVX512_BF16 are present and the OS saves the zmm state.
 int bk_has_avx512_bf16(void);
-/// Chooses the tiles of bk_int8_rows / bk_f32_rows / bk_bf16w_rows and of bk_bf16_gemm's panels: nonzero for the
+/// Chooses the tiles of bk_f32_rows / bk_bf16w_rows and of bk_bf16_gemm's panels: nonzero for the
 /// AVX-512 row tiles and the 8-, 2- and 1-row bf16 tiles (where AVX-512 is present, the default), 0 for the earlier
 /// AVX2 row tiles and 4-row bf16 tiles. Returns the choice in effect. Both give identical bits; tests compare them.
 int bk_set_row_kernels(int avx512);
@@ -28,10 +28,6 @@ void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out);
 void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n0, int n1,
                   float *c, int ldc, int vector);
 
-/// Weight-only int8 with one scale per output channel: y[r][j] = scale[j] · Σ_k x[r][k]·q[j][k] for
-/// j in [n0, n1), x in float32 (AVX2 + FMA).
-void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
-                  float *y, int ldy);
 /// y[r][j] = Σ_k x[r][k]·w[j][k] for j in [n0, n1) with float32 weights (k a multiple of 16), and the same
 /// with bf16-held weights in WeightMatrix's interleaved groups of 16 (AVX2 + FMA). Decoder steps use these.
 void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy);
