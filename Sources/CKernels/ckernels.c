@@ -237,73 +237,12 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale) {
     }
 }
 
-// Every output is two 8-lane accumulators over k in order, one fixed reduction, the tail in order, then the
-// scale: the same operations whether the row is computed alone or in a tile of four that shares each weight
-// chunk (written out so the accumulators stay in registers).
-__attribute__((target("avx2,fma")))
-static inline float int8_finish(__m256 lo, __m256 hi, const float *xr, const int8_t *wq, int i, int k, float scale) {
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(lo, hi));
-    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-    for (int t = i; t < k; t++) sum += xr[t] * (float)wq[t];
-    return sum * scale;
-}
-
-__attribute__((target("avx2,fma")))
-static void int8_row(const float *xr, int k, const int8_t *wq, float scale, float *out) {
-    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= k; i += 16) {
-        __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
-        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
-        lo = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), lo);
-        hi = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), hi);
-    }
-    *out = int8_finish(lo, hi, xr, wq, i, k, scale);
-}
-
-__attribute__((target("avx2,fma")))
-static void int8_rows4(const float *x, int k, const int8_t *wq, float scale, float *y, int ldy) {
-    const float *x0 = x, *x1 = x + k, *x2 = x + 2 * (size_t)k, *x3 = x + 3 * (size_t)k;
-    __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0, lo2 = lo0, hi2 = lo0, lo3 = lo0, hi3 = lo0;
-    int i = 0;
-    for (; i + 16 <= k; i += 16) {
-        __m128i bytes = _mm_loadu_si128((const __m128i *)(wq + i));
-        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-        __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
-        lo0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + i), lo0); hi0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x0 + i + 8), hi0);
-        lo1 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x1 + i), lo1); hi1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + i + 8), hi1);
-        lo2 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x2 + i), lo2); hi2 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x2 + i + 8), hi2);
-        lo3 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x3 + i), lo3); hi3 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x3 + i + 8), hi3);
-    }
-    y[0] = int8_finish(lo0, hi0, x0, wq, i, k, scale);
-    y[ldy] = int8_finish(lo1, hi1, x1, wq, i, k, scale);
-    y[2 * (size_t)ldy] = int8_finish(lo2, hi2, x2, wq, i, k, scale);
-    y[3 * (size_t)ldy] = int8_finish(lo3, hi3, x3, wq, i, k, scale);
-}
-
-enum { W_F32, W_BF16, W_INT8 };
+enum { W_F32, W_BF16 };
 static void rows512(int kind, const float *x, int m, int k, const void *w, const float *scale, int n0, int n1, float *y, int ldy);
 
-__attribute__((target("avx2,fma")))
-void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
-                  float *y, int ldy) {
-    if (use_avx512_rows()) {
-        rows512(W_INT8, x, m, k, q, scale, n0, n1, y, ldy);
-        return;
-    }
-    for (int j = n0; j < n1; j++) {
-        const int8_t *wq = q + (size_t)j * k;
-        int r = 0;
-        for (; r + 4 <= m; r += 4) int8_rows4(x + (size_t)r * k, k, wq, scale[j], y + (size_t)r * ldy + j, ldy);
-        for (; r < m; r++) int8_row(x + (size_t)r * k, k, wq, scale[j], y + (size_t)r * ldy + j);
-    }
-}
-
 // Float32 rows against float32 weights or bf16-held weights (the interleaved groups of WeightMatrix.bf16: word j of
-// a 16-value group holds value j in its high half and value j + 8 in its low half). Same structure as the int8
-// kernel: per output two 8-lane accumulators over k in order and one fixed reduction, alone or in tiles of four.
+// a 16-value group holds value j in its high half and value j + 8 in its low half): per output two 8-lane
+// accumulators over k in order and one fixed reduction, alone or in tiles of four.
 __attribute__((target("avx2,fma")))
 static inline float lanes_sum(__m256 lo, __m256 hi) {
     float lanes[8];
@@ -384,19 +323,16 @@ void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, i
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline __m512 weights16(int kind, const void *w, int i) {
     if (kind == W_F32) return _mm512_loadu_ps((const float *)w + i);
-    if (kind == W_BF16) {
-        // A group of 16 bf16 values is 8 words: high halves are values 0…7, low halves 8…15 (WeightMatrix.bf16).
-        __m512i words = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
-        __m512i high = _mm512_and_si512(words, _mm512_set1_epi32((int)0xFFFF0000u));
-        return _mm512_castsi512_ps(_mm512_mask_slli_epi32(high, (__mmask16)0xFF00, words, 16));
-    }
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)w + i))));
+    // A group of 16 bf16 values is 8 words: high halves are values 0…7, low halves 8…15 (WeightMatrix.bf16).
+    __m512i words = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    __m512i high = _mm512_and_si512(words, _mm512_set1_epi32((int)0xFFFF0000u));
+    return _mm512_castsi512_ps(_mm512_mask_slli_epi32(high, (__mmask16)0xFF00, words, 16));
 }
 
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline void tile512(int kind, int R, int C, const float *x, int k, const void *w, const float *scale, int j,
                            float *y, int ldy) {
-    size_t unit = kind == W_F32 ? 4 : (kind == W_BF16 ? 2 : 1);
+    size_t unit = kind == W_F32 ? 4 : 2;
     const char *wj = (const char *)w + (size_t)j * k * unit;
     __m512 acc[8][8];
     for (int r = 0; r < R; r++)
@@ -414,11 +350,7 @@ static inline void tile512(int kind, int R, int C, const float *x, int k, const 
         for (int c = 0; c < C; c++) {
             __m256 lo = _mm512_castps512_ps256(acc[r][c]);
             __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][c]), 1));
-            float *out = y + (size_t)r * ldy + j + c;
-            if (kind == W_INT8)
-                *out = int8_finish(lo, hi, x + (size_t)r * k, (const int8_t *)wj + (size_t)c * k, i, k, scale[j + c]);
-            else
-                *out = lanes_sum(lo, hi);
+            y[(size_t)r * ldy + j + c] = lanes_sum(lo, hi);
         }
 }
 
@@ -431,12 +363,11 @@ static inline void tile512(int kind, int R, int C, const float *x, int k, const 
     BK_TILE512(KIND, 8, 1) BK_TILE512(KIND, 4, 1) BK_TILE512(KIND, 2, 1) BK_TILE512(KIND, 1, 1)
 BK_TILES512(W_F32)
 BK_TILES512(W_BF16)
-BK_TILES512(W_INT8)
 
 typedef void (*tile512_fn)(const float *, int, const void *, const float *, int, float *, int);
 #define BK_TILE_TABLE(KIND) { tile512_##KIND##_8x2, tile512_##KIND##_4x4, tile512_##KIND##_2x8, tile512_##KIND##_1x8, \
                               tile512_##KIND##_8x1, tile512_##KIND##_4x1, tile512_##KIND##_2x1, tile512_##KIND##_1x1 }
-static const tile512_fn tiles512[3][8] = { BK_TILE_TABLE(W_F32), BK_TILE_TABLE(W_BF16), BK_TILE_TABLE(W_INT8) };
+static const tile512_fn tiles512[2][8] = { BK_TILE_TABLE(W_F32), BK_TILE_TABLE(W_BF16) };
 
 // Outputs in strips of up to 8 weight rows; within a strip the rows go by 8, 4, 2, 1, each group with the widest tile
 // that fits in registers (8×2, 4×4, 2×8, 1×8), a narrower strip's remainder by single weight rows.

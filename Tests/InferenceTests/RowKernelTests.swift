@@ -3,7 +3,7 @@ import XCTest
 @testable import Inference
 
 /// The decoder's row kernels (`WeightMatrix.linearRows`) on generated shapes: the AVX-512 tiles give the AVX2 tiles'
-/// bits for every weight format, both agree with a double-precision reference loop, and a row's result does not depend
+/// bits for the float32 and bf16-held formats (int8: Int8GEMMTests), both agree with a double-precision reference loop, and a row's result does not depend
 /// on how many rows share the call or where it sits; the AVX512-BF16 tiles of every row count against the portable loop
 /// and the earlier 4-row tiles.
 final class RowKernelTests: XCTestCase {
@@ -14,7 +14,7 @@ final class RowKernelTests: XCTestCase {
         super.tearDown()
     }
 
-    /// A weight of `n` × `k` in each row format: float32, bf16-held (exact bf16 values), int8.
+    /// A weight of `n` × `k` in each float row format: float32, bf16-held (exact bf16 values).
     func matrices(_ g: inout Generator, n: Int, k: Int) -> [(name: String, matrix: WeightMatrix, values: [Double])] {
         let raw = g.floats(n * k)
         var result: [(String, WeightMatrix, [Double])] = []
@@ -26,21 +26,17 @@ final class RowKernelTests: XCTestCase {
             guard case .bf16 = bf16 else { XCTFail("bf16 values are held as bf16"); return result }
             result.append(("bf16", bf16, rounded.map(Double.init)))
         }
-        let int8 = WeightMatrix(f32, precision: .int8, compressExact: false)
-        guard case let .int8(_, _, values, scales) = int8 else { XCTFail("int8 weights are int8"); return result }
-        result.append(("int8", int8, (0..<(n * k)).map { Double(values[$0]) * Double(scales[$0 / k]) }))
         return result
     }
 
     func testAVX512TilesGiveTheAVX2BitsAndMatchTheReferenceLoop() throws {
         var g = Generator(state: 41)
-        for trial in 0..<60 {
+        for _ in 0..<40 {
             // Row counts across every tile height (8, 4, 2, 1 and their mixes), widths across strips of 8 and their
-            // remainders, k a multiple of 16 (f32 and bf16 kernels) or any length (int8's tail).
-            let m = g.int(1..<20), n = g.int(1..<140), k = trial % 3 == 2 ? g.int(1..<200) : 16 * g.int(1..<24)
+            // remainders, k a multiple of 16 (the f32 and bf16 kernels' unit).
+            let m = g.int(1..<20), n = g.int(1..<140), k = 16 * g.int(1..<24)
             let x = Tensor(shape: [m, k], storage: g.floats(m * k))
             for (name, matrix, values) in matrices(&g, n: n, k: k) {
-                if name == "f32" && k % 16 != 0 { continue }  // the Swift loop, not a C kernel
                 WeightMatrix.useAVX512RowKernels(false)
                 let avx2 = matrix.linearRows(x)
                 let usingAVX512 = WeightMatrix.useAVX512RowKernels(true)

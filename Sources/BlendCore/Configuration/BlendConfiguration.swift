@@ -57,7 +57,8 @@ public struct BlendConfiguration: Sendable, Equatable {
     }
 
     /// fp32: the reference's arithmetic. bf16: weights and activations rounded to bfloat16, float32 sums
-    /// (AVX512-BF16; elsewhere bf16 weights with float32 math). int8: weight-only int8, one scale per output channel.
+    /// (AVX512-BF16; elsewhere bf16 weights with float32 math). int8: int8 weights (one scale per output channel)
+    /// times activations quantized per row, int32 sums, as CTranslate2's int8.
     public enum ModelPrecision: String, Sendable, CaseIterable { case fp32, bf16, int8 }
 
     public struct Batching: Sendable, Equatable {

@@ -10,7 +10,7 @@
 int bk_has_avx512(void);
 /// 1 when AVX512F, AVX512BW and AVX512_BF16 are present and the OS saves the zmm state.
 int bk_has_avx512_bf16(void);
-/// Chooses the tiles of bk_int8_rows / bk_f32_rows / bk_bf16w_rows and of bk_bf16_gemm's panels: nonzero for the
+/// Chooses the tiles of bk_f32_rows / bk_bf16w_rows and of bk_bf16_gemm's panels: nonzero for the
 /// AVX-512 row tiles and the 8-, 2- and 1-row bf16 tiles (where AVX-512 is present, the default), 0 for the earlier
 /// AVX2 row tiles and 4-row bf16 tiles. Returns the choice in effect. Both give identical bits; tests compare them.
 int bk_set_row_kernels(int avx512);
@@ -28,10 +28,6 @@ void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out);
 void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n0, int n1,
                   float *c, int ldc, int vector);
 
-/// Weight-only int8 with one scale per output channel: y[r][j] = scale[j] · Σ_k x[r][k]·q[j][k] for
-/// j in [n0, n1), x in float32 (AVX2 + FMA).
-void bk_int8_rows(const float *x, int m, int k, const int8_t *q, const float *scale, int n0, int n1,
-                  float *y, int ldy);
 /// y[r][j] = Σ_k x[r][k]·w[j][k] for j in [n0, n1) with float32 weights (k a multiple of 16), and the same
 /// with bf16-held weights in WeightMatrix's interleaved groups of 16 (AVX2 + FMA). Decoder steps use these.
 void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy);
@@ -41,5 +37,24 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 
 // Allocator settings while a model loads (1) and afterwards (0); see LoadingMemory.swift.
 void bk_allocator_loading(int loading);
+
+/// int8 × int8 products with int32 sums (int8_gemm.c): activations quantized per row on the fly, as CTranslate2's
+/// int8 does, weights per output channel (bk_int8_quantize). Paths: 2 AVX512-VNNI, 1 AVX2, 0 portable; all give
+/// identical int32 sums and identical floats. bk_i8_set_path caps `path` at what the CPU has (−1: the best) and
+/// returns the path in effect.
+int bk_i8_best_path(void);
+int bk_i8_set_path(int path);
+/// Weights in the dot-product layout: columns in blocks of 16, k in groups of 4 bytes (zero padded).
+size_t bk_i8_packed_bytes(int n, int k);
+/// Packs row-major `q` [n][k]; `colsum` (n padded to 16) receives Σ_k q[j][k], 0 for the padding columns.
+void bk_i8_pack(const int8_t *q, int n, int k, int8_t *packed, int32_t *colsum);
+/// Per row: q = round(x · 127 / max|x|) in ±127, stored as q + 128 in rows of k padded to 4 (padding 128);
+/// rowScale[r] = max|x[r]| / 127 (0 for a zero row). Finite inputs only.
+void bk_i8_quantize_rows(const float *x, int m, int k, int ldx, uint8_t *a, float *rowScale);
+/// For j in [n0, n1), n0 a multiple of 16: y[r][j] = (float)s · (rowScale[r] · scale[j]) with s = Σ_k q_x[r][k] ·
+/// q_w[j][k] in int32; `colsum` and `scale` padded to 16 columns. With `sums` non-null, s itself goes to sums[r][j]
+/// (stride ldy) and `y` is not written (tests).
+void bk_i8_gemm(const uint8_t *a, int m, int k, const int8_t *packed, const int32_t *colsum, const float *scale,
+                const float *rowScale, int n0, int n1, float *y, int ldy, int32_t *sums);
 
 #endif

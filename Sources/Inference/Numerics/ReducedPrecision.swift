@@ -9,10 +9,12 @@ public typealias ModelPrecision = BlendConfiguration.ModelPrecision
 /// - bf16 on a CPU with AVX512-BF16: weights and activations rounded to bf16 (nearest even), products summed in
 ///   float32 by `vdpbf16ps`, as PyTorch's bf16 autocast computes a Linear. Without AVX512-BF16 the weights are
 ///   rounded to bf16 and held as `.bf16` (float32 arithmetic on them), so AVX2-only machines still run bf16.
-/// - int8: weight-only, one scale per output channel (max |w| / 127), activations stay float32; decoder rows
-///   read one byte per weight. Packed products dequantize the weight to float32 for the call.
+/// - int8: weights with one scale per output channel (max |w| / 127), activations quantized per row on the fly
+///   (127 / max |x|), int8 × int8 products summed in int32 (AVX512-VNNI where present), as CTranslate2's int8
+///   computes a Linear (`Int8Weights`). Decoder rows read one byte per weight.
 ///
-/// Every output is one accumulation in a fixed order, so rows keep the bit-exactness of the fp32 paths.
+/// Every output is one accumulation in a fixed order (int8: an exact integer sum), so rows keep the bit-exactness
+/// of the fp32 paths: a row's result never depends on the other rows of the call.
 extension WeightMatrix {
     /// Whether the bf16 dot-product instructions run here (checked once: CPUID and the OS's zmm state).
     public static let vectorBF16 = bk_has_avx512_bf16() != 0
@@ -34,14 +36,7 @@ extension WeightMatrix {
             let rounded = tensor.storage.map { Float(bitPattern: UInt32(Self.roundToBF16($0)) << 16) }
             self.init(Tensor(shape: tensor.shape, storage: rounded), compress: true)
         case .int8:
-            var values = [Int8](repeating: 0, count: n * k)
-            var scales = [Float](repeating: 0, count: n)
-            tensor.storage.withUnsafeBufferPointer { pw in
-                values.withUnsafeMutableBufferPointer { pq in
-                    scales.withUnsafeMutableBufferPointer { bk_int8_quantize(pw.baseAddress!, Int32(n), Int32(k), pq.baseAddress!, $0.baseAddress!) }
-                }
-            }
-            self = .int8(rows: n, columns: k, values: values, scales: scales)
+            self = .int8(Int8Weights(tensor))
         }
     }
 
@@ -52,7 +47,7 @@ extension WeightMatrix {
         return UInt16((u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
     }
 
-    /// The values the reduced weight stands for, as float32 (embedding lookups, packed int8 products, tests).
+    /// The values the reduced weight stands for, as float32 (embedding lookups, tests).
     func floatTensor() -> Tensor {
         switch self {
         case .f32(let t): return t
@@ -70,34 +65,22 @@ extension WeightMatrix {
                 }
             }
             return Tensor(shape: [n, k], storage: out)
-        case let .int8(n, k, values, scales):
-            return Tensor(shape: [n, k], storage: (0..<(n * k)).map { Float(values[$0]) * scales[$0 / k] })
+        case .int8(let w):
+            return w.floatTensor()
         }
     }
 
-    /// Products of the reduced formats; `independentRows` only changes how the work is split, never a value.
-    func reducedLinear(_ x: Tensor, independentRows: Bool) -> Tensor {
+    /// Products of the reduced formats, the same for packed sequences and decoder rows.
+    func reducedLinear(_ x: Tensor) -> Tensor {
         let m = x.rows, n = shape[0], k = shape[1]
         precondition(x.columns == k, "linear: input \(x.shape) does not fit weight [\(n), \(k)]")
-        var y = Tensor(zeros: [m, n])
+        var y: Tensor
         switch self {
         case .bf16Pairs(_, _, let words):
+            y = Tensor(zeros: [m, n])
             Self.bf16Product(x, words: words, n: n, into: &y, vector: true)
-        case let .int8(_, _, values, scales) where independentRows:
-            x.storage.withUnsafeBufferPointer { px in
-                values.withUnsafeBufferPointer { pq in
-                    scales.withUnsafeBufferPointer { ps in
-                        y.storage.withUnsafeMutableBufferPointer { py in
-                            let (xb, qb, sb, yb) = (px.baseAddress!, pq.baseAddress!, ps.baseAddress!, py.baseAddress!)
-                            NumericsThreading.forEachItem((n + 63) / 64) { b in
-                                bk_int8_rows(xb, Int32(m), Int32(k), qb, sb, Int32(b * 64), Int32(min(n, b * 64 + 64)), yb, Int32(n))
-                            }
-                        }
-                    }
-                }
-            }
-        case .int8:
-            y = Kernels.linear(x.reshaped([m, k]), weight: floatTensor(), bias: nil)
+        case .int8(let w):
+            y = w.product(x.reshaped([m, k]))
         case .f32, .bf16:
             preconditionFailure("reducedLinear takes bf16Pairs or int8 weights")
         }

@@ -11,12 +11,13 @@ import CKernels
 /// Rows are a multiple of 16 long in every T5/DeBERTa shape; other widths are refused to f32.
 ///
 /// The reduced precisions (`ReducedPrecision.swift`) change the arithmetic: `bf16Pairs` holds weights
-/// rounded to bf16 in the AVX512-BF16 dot-product layout, `int8` per-output-channel weight-only int8.
+/// rounded to bf16 in the AVX512-BF16 dot-product layout, `int8` per-output-channel int8 multiplied by activations
+/// quantized per row (`Int8Weights`).
 public enum WeightMatrix: Sendable {
     case f32(Tensor)
     case bf16(rows: Int, columns: Int, bits: [UInt16])
     case bf16Pairs(rows: Int, columns: Int, words: [UInt32])
-    case int8(rows: Int, columns: Int, values: [Int8], scales: [Float])
+    case int8(Int8Weights)
 
     /// `compress`: store as bfloat16 if no value would change.
     public init(_ tensor: Tensor, compress: Bool) {
@@ -54,7 +55,8 @@ public enum WeightMatrix: Sendable {
     public var shape: [Int] {
         switch self {
         case .f32(let t): t.shape
-        case let .bf16(rows, columns, _), let .bf16Pairs(rows, columns, _), let .int8(rows, columns, _, _): [rows, columns]
+        case let .bf16(rows, columns, _), let .bf16Pairs(rows, columns, _): [rows, columns]
+        case .int8(let w): [w.rows, w.columns]
         }
     }
 
@@ -63,7 +65,7 @@ public enum WeightMatrix: Sendable {
         case .f32(let t): t.count * 4
         case .bf16(_, _, let bits): bits.count * 2
         case .bf16Pairs(_, _, let words): words.count * 4
-        case let .int8(_, _, values, scales): values.count + scales.count * 4
+        case .int8(let w): w.bytes
         }
     }
 
@@ -123,7 +125,7 @@ public enum WeightMatrix: Sendable {
             }
             return y.reshaped(Array(x.shape.dropLast()) + [n])
         case .bf16Pairs, .int8:
-            return reducedLinear(x, independentRows: false)
+            return reducedLinear(x)
         }
     }
 
@@ -149,7 +151,7 @@ public enum WeightMatrix: Sendable {
             }
             return y.reshaped(Array(x.shape.dropLast()) + [n])
         case .bf16Pairs, .int8:
-            return reducedLinear(x, independentRows: true)
+            return reducedLinear(x)
         }
     }
 }
