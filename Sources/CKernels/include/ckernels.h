@@ -39,4 +39,7 @@ void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, i
 /// Per-row symmetric quantization: scale[j] = max|w[j]| / 127, q = round(w / scale).
 void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 
+// The worker team's counters (NumericsThreading).
+#include "bk_atomics.h"
+
 #endif

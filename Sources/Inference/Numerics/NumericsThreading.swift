@@ -30,6 +30,19 @@ public enum NumericsThreading {
         return String(cString: name)
     }
 
+    private static let teams = Mutex<[Int: WorkerTeam]>([:])
+
+    /// The team of `threads` workers that runs decoder steps (created on first use, kept for the process).
+    static var team: WorkerTeam {
+        let size = threads
+        return teams.withLock { teams in
+            if let team = teams[size] { return team }
+            let team = WorkerTeam(size: size)
+            teams[size] = team
+            return team
+        }
+    }
+
     /// Sets the number of compute workers (0 = one per core); called once at start-up.
     public static func configure(threads requested: Int) {
         _ = blasSingleThreaded
