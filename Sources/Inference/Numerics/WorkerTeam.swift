@@ -6,7 +6,9 @@ import Synchronization
 /// chunks (column blocks of a product, attention heads): every worker walks the same phases, takes chunks from the
 /// phase's shared counter, and waits for the phase's last chunk before starting the next. That is one wake-up per step
 /// instead of one thread dispatch per product (a decoder step has ~100 phases), and a worker that the OS stalls holds
-/// the others up only until the phase's other chunks are taken, since whoever runs takes them. Each output is written
+/// the others up only for the chunk it has taken: whoever runs takes the rest of the phase. A worker waiting for a
+/// phase's end spins briefly, then sleeps on the phase's counter (a futex), so under load it is woken at once instead
+/// of yielding its core for a time slice. Each output is written
 /// by exactly one chunk with the same code, so results never depend on which worker ran it or how many there are.
 ///
 /// Helper threads are dedicated (never Dispatch's pool, which may run a "parallel" loop serially and so deadlock a
@@ -19,24 +21,23 @@ final class WorkerTeam: @unchecked Sendable {
     private let parking = NSCondition()
     private var generation = 0
     private let published = Atomic<Int>(0)
-    private let checkedOut = Atomic<Int>(0)
-    /// The running step's body and its phase counters (two per phase: next chunk, chunks done); written by the caller
-    /// before `published` moves, read by helpers after they see it move.
+    /// The running step's body and its counters: three per phase (next chunk, chunks done, a waiter sleeps), then
+    /// three for helpers leaving the step; written by the caller before `published` moves, read by helpers after.
     private var job: ((inout Phases) -> Void)?
     private var counters: UnsafeMutablePointer<Int32>
     private var capacity: Int
     private var stepPhases = 0
 
-    /// Pauses before a waiting worker yields its core to other processes (~20–50 µs of PAUSE).
-    static let spinsBeforeYield = 1_000
+    /// Pauses a waiting worker spins before it sleeps until the phase ends (~20–100 µs of PAUSE).
+    static let spinsBeforeSleep = 2_000
     /// Pauses an idle helper spins for the next step before it parks (~0.1–0.3 ms).
     static let spinsBeforeParking = 5_000
 
     init(size: Int) {
         self.size = max(1, size)
         capacity = 256
-        counters = .allocate(capacity: 2 * capacity)
-        counters.initialize(repeating: 0, count: 2 * capacity)
+        counters = .allocate(capacity: 3 * (capacity + 1))
+        counters.initialize(repeating: 0, count: 3 * (capacity + 1))
         for worker in 1..<self.size {
             let thread = Thread { [self] in helperLoop(worker) }
             thread.name = "blendd-team-\(worker)"
@@ -57,28 +58,45 @@ final class WorkerTeam: @unchecked Sendable {
         /// `prepare` runs on this worker before its first chunk of the phase (its private copy of the phase's input).
         mutating func phase(_ count: Int, prepare: () -> Void = {}, _ work: (Int) -> Void) {
             precondition(index < capacity, "a step ran more phases than WorkerTeam.run was given")
-            let next = counters + 2 * index, done = next + 1
+            let slot = counters + 3 * index
             index += 1
             var prepared = false
             while true {
-                let chunk = Int(bk_atomic_fetch_add(next, 1))
+                let chunk = Int(bk_atomic_fetch_add(slot, 1))
                 guard chunk < count else { break }
                 if !prepared {
                     prepare()
                     prepared = true
                 }
                 work(chunk)
-                _ = bk_atomic_fetch_add(done, 1)
+                WorkerTeam.arrive(slot, of: count)
             }
-            var spins = 0
-            while Int(bk_atomic_load(done)) < count { WorkerTeam.wait(&spins) }
+            WorkerTeam.wait(slot, for: count)
         }
     }
 
+    /// Counts one more done at `slot` (counters next, done, sleeping), waking sleepers when it is the last of `count`.
     @inline(__always)
-    static func wait(_ spins: inout Int) {
-        spins += 1
-        if spins < spinsBeforeYield { bk_spin_pause() } else { sched_yield() }
+    static func arrive(_ slot: UnsafeMutablePointer<Int32>, of count: Int) {
+        if Int(bk_atomic_fetch_add(slot + 1, 1)) + 1 == count && bk_atomic_load(slot + 2) != 0 { bk_futex_wake_all(slot + 1) }
+    }
+
+    /// Returns once `count` are done at `slot`: spinning first (phases are short), then asleep on the counter.
+    static func wait(_ slot: UnsafeMutablePointer<Int32>, for count: Int) {
+        var spins = 0
+        while true {
+            let done = bk_atomic_load(slot + 1)
+            if Int(done) >= count { return }
+            spins += 1
+            if spins < spinsBeforeSleep {
+                bk_spin_pause()
+                continue
+            }
+            bk_atomic_store(slot + 2, 1)
+            let now = bk_atomic_load(slot + 1)
+            if Int(now) >= count { return }
+            bk_futex_wait(slot + 1, now)
+        }
     }
 
     /// Runs `body` on every worker (the caller is worker 0) for a step of at most `phases` phases.
@@ -88,9 +106,9 @@ final class WorkerTeam: @unchecked Sendable {
                 // Helpers are all checked out of the previous step, so the counters can move.
                 counters.deallocate()
                 capacity = phases
-                counters = .allocate(capacity: 2 * capacity)
+                counters = .allocate(capacity: 3 * (capacity + 1))
             }
-            counters.initialize(repeating: 0, count: 2 * phases)
+            counters.initialize(repeating: 0, count: 3 * (phases + 1))
             stepPhases = phases
             var mine = Phases(worker: 0, workers: size, counters: counters, capacity: phases)
             guard size > 1 else {
@@ -99,7 +117,6 @@ final class WorkerTeam: @unchecked Sendable {
             }
             withoutActuallyEscaping(body) { body in
                 job = body
-                checkedOut.store(0, ordering: .relaxed)
                 parking.lock()
                 generation += 1
                 published.store(generation, ordering: .releasing)
@@ -107,8 +124,7 @@ final class WorkerTeam: @unchecked Sendable {
                 parking.unlock()
                 body(&mine)
                 // Helpers may still be walking the last phases; the body must outlive them.
-                var spins = 0
-                while checkedOut.load(ordering: .acquiring) < size - 1 { Self.wait(&spins) }
+                Self.wait(counters + 3 * phases, for: size - 1)
                 job = nil
             }
         }
@@ -130,7 +146,7 @@ final class WorkerTeam: @unchecked Sendable {
             seen = published.load(ordering: .acquiring)
             var mine = Phases(worker: worker, workers: size, counters: counters, capacity: stepPhases)
             job?(&mine)
-            checkedOut.add(1, ordering: .releasing)
+            Self.arrive(counters + 3 * stepPhases, of: size - 1)
         }
     }
 }
