@@ -9,7 +9,8 @@ import Synchronization
 /// pools, OpenBLAS's workers spin between GEMMs while ours run the row kernels and attention, and
 /// on a small machine they steal each other's cores (measured: ~7% of the time in sched_yield and
 /// a slower encoder). One pool also lets attention run heads in parallel, each head's small GEMMs
-/// on one core, which is faster than splitting a 128×128 product over threads.
+/// on one core, which is faster than splitting a 128×128 product over threads. Decoder steps, ~100 short
+/// products and attention passes each, run instead on one `WorkerTeam` of as many workers (`team`).
 public enum NumericsThreading {
     /// Rows of work below which a kernel does not fan out.
     static let minimumRowsPerThread = 8
