@@ -57,4 +57,7 @@ void bk_i8_quantize_rows(const float *x, int m, int k, int ldx, uint8_t *a, floa
 void bk_i8_gemm(const uint8_t *a, int m, int k, const int8_t *packed, const int32_t *colsum, const float *scale,
                 const float *rowScale, int n0, int n1, float *y, int ldy, int32_t *sums);
 
+// The worker team's counters (NumericsThreading).
+#include "bk_atomics.h"
+
 #endif

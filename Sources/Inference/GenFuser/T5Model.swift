@@ -141,29 +141,35 @@ public final class T5Model: Sendable {
             let context = encoderAttention(qkv, offsets: offsets, lengths: lengths)
             Kernels.addInPlace(&x, block.attention.output.linear(context))
             Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
-                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut, independentRows: false))
+                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut))
         }
         return (Kernels.rmsNorm(x, gamma: encoderFinalNorm, eps: eps), offsets)
     }
 
-    /// wo(gelu_tanh(wi_0·x) ⊙ wi_1·x); `independentRows` for decoder steps (see `WeightMatrix.linearRows`).
-    func feedForward(_ x: Tensor, weightIn: WeightMatrix, weightOut: WeightMatrix, independentRows: Bool) -> Tensor {
+    /// wo(gelu_tanh(wi_0·x) ⊙ wi_1·x) over packed sequences.
+    func feedForward(_ x: Tensor, weightIn: WeightMatrix, weightOut: WeightMatrix) -> Tensor {
         let ff = configuration.feedForwardSize
-        let both = independentRows ? weightIn.linearRows(x) : weightIn.linear(x)
+        let both = weightIn.linear(x)
         var gated = Tensor(zeros: [x.rows, ff])
         both.storage.withUnsafeBufferPointer { pb in
             gated.storage.withUnsafeMutableBufferPointer { pg in
                 let gatedBase = pg.baseAddress!
                 NumericsThreading.forEachRow(x.rows) { r in
-                    let row = pb.baseAddress! + r * 2 * ff
-                    let out = gatedBase + r * ff
-                    out.update(from: row, count: ff)
-                    VectorMath.apply(out, count: ff, VectorMath.geluTanh)
-                    for i in 0..<ff { out[i] *= row[ff + i] }
+                    Self.gate(pb.baseAddress! + r * 2 * ff, into: gatedBase + r * ff, ff: ff, columns: 0..<ff)
                 }
             }
         }
-        return independentRows ? weightOut.linearRows(gated) : weightOut.linear(gated)
+        return weightOut.linear(gated)
+    }
+
+    /// gelu_tanh(gate) ⊙ linear for `columns` of one row of the stacked wi_0/wi_1 product (`both`, 2·ff wide). Every
+    /// value is computed alone (lane-wise), so a block of columns gives the bits the whole row gives.
+    @inline(__always)
+    static func gate(_ both: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, ff: Int, columns: Range<Int>) {
+        let start = columns.lowerBound
+        (out + start).update(from: both + start, count: columns.count)
+        VectorMath.apply(out + start, count: columns.count, VectorMath.geluTanh)
+        for i in columns { out[i] *= both[ff + i] }
     }
 
     /// Bidirectional self-attention per sequence and head: softmax(Q·Kᵀ + bias[bucket(j − i)])·V, unscaled.
@@ -255,74 +261,135 @@ public final class T5Model: Sendable {
 
     public func makeRow(source: Int) -> DecoderRow { DecoderRow(source: source, layers: configuration.decoderLayers) }
 
+
     /// Feeds one token to each row and returns next-token logits, [rows, vocabulary]. Every product treats the rows
-    /// as independent items (`linearRows`), so a row's logits never depend on the other rows of the step.
+    /// as independent items (the kernels of `linearRows`), so a row's logits never depend on the other rows of the step.
+    ///
+    /// The step runs on `NumericsThreading.team` as nine phases per layer and one for the output layer: each product is
+    /// split into blocks of 64 output columns (the residual add and the FFN gate done in the block that produced the
+    /// columns), attention into (row, head) items; each worker normalizes (and rounds, for bf16 pairs) its own copy of
+    /// a product's input. No value depends on the split.
     public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource]) -> Tensor {
         precondition(rows.count == tokens.count, "one token per row")
-        let c = configuration, inner = c.innerSize, eps = c.layerNormEps
-        var x = shared.gatherRows(tokens)
-        for (l, block) in decoderBlocks.enumerated() {
-            // Self-attention over the row's own past, with the causal relative bias.
-            let qkv = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
-            for r in rows.indices {
-                let base = r * 3 * inner
-                rows[r].keys[l] += qkv.storage[(base + inner)..<(base + 2 * inner)]
-                rows[r].values[l] += qkv.storage[(base + 2 * inner)..<(base + 3 * inner)]
-            }
-            let selfContext = rowAttention(queries: qkv, queryStride: 3 * inner, rows: rows.count) { r in
-                (rows[r].keys[l], rows[r].values[l], true)
-            }
-            Kernels.addInPlace(&x, block.selfAttention.output.linearRows(selfContext))
-            // Cross-attention over the row's job's encoder states.
-            let q = block.crossAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps))
-            let crossContext = rowAttention(queries: q, queryStride: inner, rows: rows.count) { r in
-                (sources[rows[r].source].keys[l], sources[rows[r].source].values[l], false)
-            }
-            Kernels.addInPlace(&x, block.crossAttention.output.linearRows(crossContext))
-            Kernels.addInPlace(&x, feedForward(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps),
-                                               weightIn: block.feedForwardIn, weightOut: block.feedForwardOut, independentRows: true))
-        }
-        for r in rows.indices { rows[r].length += 1 }
-        return outputLayer.linearRows(Kernels.rmsNorm(x, gamma: decoderFinalNorm, eps: eps))
-    }
-
-    /// Single-query attention of each row over `memory(r)` (keys, values as [length, inner]); with `causalBias`
-    /// the query sits at the last position and the decoder's relative bias applies.
-    private func rowAttention(queries: Tensor, queryStride: Int, rows: Int,
-                              memory: (Int) -> (keys: [Float], values: [Float], causalBias: Bool)) -> Tensor {
-        let c = configuration, inner = c.innerSize, d = c.headSize, heads = c.heads
-        var context = Tensor(zeros: [rows, inner])
-        let items = (0..<rows).map(memory)
-        let bias = decoderBias
-        queries.storage.withUnsafeBufferPointer { pq in
-            context.storage.withUnsafeMutableBufferPointer { pc in
-                let out = pc.baseAddress!
-                let work = rows * heads
-                let workers = min(NumericsThreading.threads, max(1, work * (items.first?.keys.count ?? 0) / 65_536))
-                NumericsThreading.parallel(workers) { w in
-                    for item in stride(from: w, to: work, by: workers) {
-                        let r = item / heads, head = item % heads
-                        let (keys, values, causal) = items[r]
-                        let length = keys.count / inner
-                        let q = pq.baseAddress! + r * queryStride + head * d
-                        var scores = [Float](repeating: 0, count: length)
-                        keys.withUnsafeBufferPointer { pk in
-                            for j in 0..<length { scores[j] = SIMDMath.dot(q, pk.baseAddress! + j * inner + head * d, count: d) }
-                        }
-                        if causal {
-                            for j in 0..<length {
-                                scores[j] += bias.storage[c.bucket(j - (length - 1), bidirectional: false) * heads + head]
-                            }
-                        }
-                        scores.withUnsafeMutableBufferPointer { SIMDMath.softmaxInPlace($0.baseAddress!, count: length) }
-                        let o = out + r * inner + head * d
-                        values.withUnsafeBufferPointer { pv in
-                            for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * d, into: o, count: d) }
-                        }
+        let c = configuration, m = rows.count, d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
+        let heads = c.heads, dh = c.headSize, eps = c.layerNormEps, vocabulary = c.vocabularySize
+        guard m > 0 else { return Tensor(zeros: [0, vocabulary]) }
+        var logits = [Float](repeating: 0, count: m * vocabulary)
+        let x = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
+        defer { x.deallocate() }
+        shared.gatherRows(tokens).storage.withUnsafeBufferPointer { x.initialize(from: $0.baseAddress!, count: m * d) }
+        // Step buffers: the q/k/v product, the cross-attention queries, the attention context, a product before its
+        // residual add, the stacked wi_0/wi_1 product and the gated FFN activations.
+        let sizes = [m * 3 * inner, m * inner, m * inner, m * d, m * 2 * ff, m * ff]
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: sizes.reduce(0, +))
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 0, count: sizes.reduce(0, +))
+        let qkv = buffer, query = qkv + sizes[0], context = query + sizes[1], projected = context + sizes[2]
+        let both = projected + sizes[3], gated = both + sizes[4]
+        let widest = max(d, inner, ff)
+        let blocks = { (n: Int) in (n + 63) / 64 }
+        func block(_ chunk: Int, of n: Int) -> Range<Int> { (chunk * 64)..<min(n, chunk * 64 + 64) }
+        // Pointers taken once, outside the workers: concurrent `withUnsafe…` accesses to one array would conflict.
+        rows.withUnsafeMutableBufferPointer { rowsBuffer in logits.withUnsafeMutableBufferPointer { logitsBuffer in
+            let rowStates = rowsBuffer.baseAddress!, out = logitsBuffer.baseAddress!
+            NumericsThreading.team.run(phases: 9 * decoderBlocks.count + 1) { team in
+                // This worker's copy of a product's input (normalized, or as given) and its bf16 pairs.
+                let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
+                let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
+                defer {
+                    normed.deallocate()
+                    rounded.deallocate()
+                }
+                func normalize(_ gamma: Tensor, for weight: WeightMatrix) {
+                    gamma.storage.withUnsafeBufferPointer { pg in
+                        for r in 0..<m { SIMDMath.rmsNormRow(x + r * d, into: normed + r * d, gamma: pg.baseAddress!, count: d, eps: eps) }
+                    }
+                    weight.roundRows(normed, rows: m, into: rounded)
+                }
+                /// y = input · Wᵀ for one block of columns; with `residual` the block is then added into x.
+                func product(_ weight: WeightMatrix, _ input: UnsafePointer<Float>, columns: Range<Int>,
+                             into y: UnsafeMutablePointer<Float>, ldy: Int, residual: Bool = false) {
+                    weight.rowProduct(input, rounded: rounded, rows: m, columns: columns, into: y, ldy: ldy)
+                    guard residual else { return }
+                    for r in 0..<m {
+                        for j in columns { x[r * d + j] += y[r * ldy + j] }
                     }
                 }
+                for (l, layer) in decoderBlocks.enumerated() {
+                    // Self-attention over the row's own past, with the causal relative bias.
+                    let selfAttention = layer.selfAttention, crossAttention = layer.crossAttention
+                    team.phase(blocks(3 * inner), prepare: { normalize(layer.selfAttentionNorm, for: selfAttention.query) }) { chunk in
+                        product(selfAttention.query, normed, columns: block(chunk, of: 3 * inner), into: qkv, ldy: 3 * inner)
+                    }
+                    team.phase(1) { _ in
+                        for r in 0..<m {
+                            let base = qkv + r * 3 * inner
+                            rowStates[r].keys[l].append(contentsOf: UnsafeBufferPointer(start: base + inner, count: inner))
+                            rowStates[r].values[l].append(contentsOf: UnsafeBufferPointer(start: base + 2 * inner, count: inner))
+                        }
+                    }
+                    team.phase(m * heads) { item in
+                        let r = item / heads, head = item % heads
+                        attend(qkv + r * 3 * inner + head * dh, head: head, keys: rowStates[r].keys[l], values: rowStates[r].values[l],
+                               causal: true, into: context + r * inner + head * dh)
+                    }
+                    team.phase(blocks(d), prepare: { selfAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
+                        product(selfAttention.output, context, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
+                    }
+                    // Cross-attention over the row's job's encoder states.
+                    team.phase(blocks(inner), prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { chunk in
+                        product(crossAttention.query, normed, columns: block(chunk, of: inner), into: query, ldy: inner)
+                    }
+                    team.phase(m * heads) { item in
+                        let r = item / heads, head = item % heads
+                        let source = sources[rowStates[r].source]
+                        attend(query + r * inner + head * dh, head: head, keys: source.keys[l], values: source.values[l],
+                               causal: false, into: context + r * inner + head * dh)
+                    }
+                    team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
+                        product(crossAttention.output, context, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
+                    }
+                    // Gated FFN: a block takes the same columns of both halves, so it can gate them itself.
+                    team.phase(blocks(ff), prepare: { normalize(layer.feedForwardNorm, for: layer.feedForwardIn) }) { chunk in
+                        let columns = block(chunk, of: ff)
+                        product(layer.feedForwardIn, normed, columns: columns, into: both, ldy: 2 * ff)
+                        product(layer.feedForwardIn, normed, columns: (ff + columns.lowerBound)..<(ff + columns.upperBound), into: both, ldy: 2 * ff)
+                        for r in 0..<m { Self.gate(both + r * 2 * ff, into: gated + r * ff, ff: ff, columns: columns) }
+                    }
+                    team.phase(blocks(d), prepare: { layer.feedForwardOut.roundRows(gated, rows: m, into: rounded) }) { chunk in
+                        product(layer.feedForwardOut, gated, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
+                    }
+                }
+                team.phase(blocks(vocabulary), prepare: { normalize(decoderFinalNorm, for: outputLayer) }) { chunk in
+                    product(outputLayer, normed, columns: block(chunk, of: vocabulary), into: out, ldy: vocabulary)
+                }
+            }
+        } }
+        for r in rows.indices { rows[r].length += 1 }
+        return Tensor(shape: [m, vocabulary], storage: logits)
+    }
+
+    /// One head of one row's single-query attention over the cached positions (keys, values as [length, inner]), into
+    /// `out` (the head's `headSize` values); with `causal` the query sits at the last position and the decoder's
+    /// relative bias applies.
+    private func attend(_ q: UnsafePointer<Float>, head: Int, keys: [Float], values: [Float], causal: Bool,
+                        into out: UnsafeMutablePointer<Float>) {
+        let c = configuration, inner = c.innerSize, dh = c.headSize, heads = c.heads
+        let length = keys.count / inner
+        out.initialize(repeating: 0, count: dh)
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, length))
+        defer { scores.deallocate() }
+        keys.withUnsafeBufferPointer { pk in
+            for j in 0..<length { scores[j] = SIMDMath.dot(q, pk.baseAddress! + j * inner + head * dh, count: dh) }
+        }
+        if causal {
+            decoderBias.storage.withUnsafeBufferPointer { pb in
+                for j in 0..<length { scores[j] += pb[c.bucket(j - (length - 1), bidirectional: false) * heads + head] }
             }
         }
-        return context
+        SIMDMath.softmaxInPlace(scores, count: length)
+        values.withUnsafeBufferPointer { pv in
+            for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * dh, into: out, count: dh) }
+        }
     }
 }

@@ -89,9 +89,8 @@ public enum Kernels {
         y.storage.withUnsafeMutableBufferPointer { py in
             gamma.storage.withUnsafeBufferPointer { pg in
                 NumericsThreading.forEachRow(x.rows) { r in
-                    let row = UnsafeMutableBufferPointer(rebasing: py[(r * n)..<((r + 1) * n)])
-                    let inv = 1 / (SIMDMath.sumOfSquares(UnsafeBufferPointer(row)) / Float(n) + eps).squareRoot()
-                    for i in 0..<n { row[i] = row[i] * inv * pg[i] }
+                    let row = py.baseAddress! + r * n
+                    SIMDMath.rmsNormRow(row, into: row, gamma: pg.baseAddress!, count: n, eps: eps)
                 }
             }
         }

@@ -9,7 +9,8 @@ import Synchronization
 /// pools, OpenBLAS's workers spin between GEMMs while ours run the row kernels and attention, and
 /// on a small machine they steal each other's cores (measured: ~7% of the time in sched_yield and
 /// a slower encoder). One pool also lets attention run heads in parallel, each head's small GEMMs
-/// on one core, which is faster than splitting a 128×128 product over threads.
+/// on one core, which is faster than splitting a 128×128 product over threads. Decoder steps, ~100 short
+/// products and attention passes each, run instead on one `WorkerTeam` of as many workers (`team`).
 public enum NumericsThreading {
     /// Rows of work below which a kernel does not fan out.
     static let minimumRowsPerThread = 8
@@ -28,6 +29,19 @@ public enum NumericsThreading {
     public static var blasCore: String {
         guard let name = openblas_get_corename() else { return "unknown" }
         return String(cString: name)
+    }
+
+    private static let teams = Mutex<[Int: WorkerTeam]>([:])
+
+    /// The team of `threads` workers that runs decoder steps (created on first use, kept for the process).
+    static var team: WorkerTeam {
+        let size = threads
+        return teams.withLock { teams in
+            if let team = teams[size] { return team }
+            let team = WorkerTeam(size: size)
+            teams[size] = team
+            return team
+        }
     }
 
     /// Sets the number of compute workers (0 = one per core); called once at start-up.
