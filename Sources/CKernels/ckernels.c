@@ -1,4 +1,5 @@
 #include "ckernels.h"
+#include "bf16_internal.h"
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -39,21 +40,6 @@ int bk_set_row_kernels(int avx512) {
     return v;
 }
 
-static inline uint16_t bf16_round(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-    u += 0x7FFFu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline float bf16_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 size_t bk_bf16_packed_words(int n, int k) { return (size_t)((n + 15) / 16) * 16 * (size_t)((k + 1) / 2); }
 
 void bk_bf16_pack(const float *w, int n, int k, uint32_t *packed) {
@@ -64,19 +50,34 @@ void bk_bf16_pack(const float *w, int n, int k, uint32_t *packed) {
                 int j = jb * 16 + lane;
                 uint16_t lo = 0, hi = 0;
                 if (j < n) {
-                    lo = bf16_round(w[(size_t)j * k + 2 * p]);
-                    if (2 * p + 1 < k) hi = bf16_round(w[(size_t)j * k + 2 * p + 1]);
+                    lo = bk_bf16_bits(w[(size_t)j * k + 2 * p]);
+                    if (2 * p + 1 < k) hi = bk_bf16_bits(w[(size_t)j * k + 2 * p + 1]);
                 }
                 packed[((size_t)jb * k2 + p) * 16 + lane] = (uint32_t)lo | ((uint32_t)hi << 16);
             }
 }
 
+// Whether AVX512_BF16 is present, asked once (CPUID traps to the hypervisor on virtual machines).
+static int vector_bf16(void) {
+    static int known = -1;
+    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = bk_has_avx512_bf16();
+        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
 void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out) {
     int k2 = (k + 1) / 2;
+    if (vector_bf16()) {
+        bk_bf16_round_rows_vector(a, m, k, (size_t)lda, out, (size_t)k2, m);
+        return;
+    }
     for (int r = 0; r < m; r++)
         for (int p = 0; p < k2; p++) {
-            uint16_t lo = bf16_round(a[(size_t)r * lda + 2 * p]);
-            uint16_t hi = 2 * p + 1 < k ? bf16_round(a[(size_t)r * lda + 2 * p + 1]) : 0;
+            uint16_t lo = bk_bf16_bits(a[(size_t)r * lda + 2 * p]);
+            uint16_t hi = 2 * p + 1 < k ? bk_bf16_bits(a[(size_t)r * lda + 2 * p + 1]) : 0;
             out[(size_t)r * k2 + p] = (uint32_t)lo | ((uint32_t)hi << 16);
         }
 }
@@ -199,8 +200,8 @@ static void bf16_tile_portable(const uint32_t *a, int rows, int k2, const uint32
             float acc = 0;
             for (int p = 0; p < k2; p++) {
                 uint32_t x = a[(size_t)r * k2 + p], y = w[(size_t)p * 16];
-                acc += bf16_float((uint16_t)(x >> 16)) * bf16_float((uint16_t)(y >> 16));
-                acc += bf16_float((uint16_t)x) * bf16_float((uint16_t)y);
+                acc += bk_bf16_float((uint16_t)(x >> 16)) * bk_bf16_float((uint16_t)(y >> 16));
+                acc += bk_bf16_float((uint16_t)x) * bk_bf16_float((uint16_t)y);
             }
             c[(size_t)r * ldc + col] = acc;
         }

@@ -3,7 +3,8 @@ import Foundation
 import Inference
 
 /// PairRM's forward pass on random weights of a published shape: pairs/s, tokens/s and the
-/// fraction of the machine's sgemm rate, beside PyTorch fp32 on the same batches in the same run.
+/// fraction of the machine's sgemm rate (and, in bf16, of its bf16 GEMM rate), beside the baselines on the same
+/// batches in the same run.
 struct BenchRankCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rank",
@@ -11,7 +12,9 @@ struct BenchRankCommand: ParsableCommand {
         discussion: """
         Builds PairRM's network with random weights of --backbone's shape (DeBERTa-v3-large by \
         default, as llm-blender/PairRM), times batches of --pairs pairs of each length and prints \
-        the achieved GFLOP/s as a fraction of the sgemm rate measured just before. The baselines come from \
+        the achieved GFLOP/s as a fraction of the sgemm rate measured just before; with --precision bf16 on \
+        AVX512-BF16 also as a fraction of the bf16 GEMM peak: the better of blendd's own bf16 kernel and PyTorch's \
+        bf16 matmul (oneDNN) on the FFN's shape, both on every thread, measured in the same run. The baselines come from \
         scripts/bench/pairrm_torch.py (HF transformers' DebertaV2Model + the same head: PyTorch fp32, \
         PyTorch bf16 autocast, ONNX Runtime fp32) run with python3 on the same batches, with the \
         OpenBLAS core type the machine exported; they are skipped with a message when torch is absent \
@@ -43,12 +46,16 @@ struct BenchRankCommand: ParsableCommand {
 
         let peak = sgemmRate(hidden: config.hiddenSize, inner: config.intermediateSize)
         print(String(format: "  sgemm reference rate: %.1f GFLOP/s (a [2048×%d]·[%d×%d] product, the FFN's shape)", peak, config.hiddenSize, config.hiddenSize, config.intermediateSize))
+        let bf16Peak = precision == .bf16 && WeightMatrix.vectorBF16 ? bf16Rate(hidden: config.hiddenSize, inner: config.intermediateSize) : nil
+        if let bf16Peak {
+            print(String(format: "  bf16 GEMM rate, blendd's kernel: %.1f GFLOP/s (the same shape, bf16 operands, float32 sums, %d threads)", bf16Peak, cores))
+        }
 
         let buildStart = Date()
         let network = try PairRMNetwork(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config)), precision: precision)
         print(String(format: "  random weights built in %.1f s", Date().timeIntervalSince(buildStart)))
 
-        var ours: [Int: Double] = [:]
+        var ours: [Int: Double] = [:], oursGFLOPs: [Int: Double] = [:]
         for length in lengthList {
             let batch = (0..<pairs).map { p in Self.pair(length: length, seed: UInt64(length * 131 + p)) }
             _ = network.logits(batch)  // warm-up
@@ -62,8 +69,10 @@ struct BenchRankCommand: ParsableCommand {
             let pairsPerSecond = Double(runs * pairs) / elapsed
             ours[length] = pairsPerSecond
             let gflops = pairsPerSecond * Self.flopsPerPair(config, length: length) / 1e9
+            oursGFLOPs[length] = gflops
             print(String(format: "  blendd   L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm", length, pairsPerSecond,
-                         pairsPerSecond * Double(length), gflops, 100 * gflops / peak))
+                         pairsPerSecond * Double(length), gflops, 100 * gflops / peak)
+                  + (bf16Peak.map { String(format: "  %4.0f%% of blendd's bf16 GEMM", 100 * gflops / $0) } ?? ""))
         }
         let rss = BenchBaseline.peakResidentBytes()
         print(String(format: "  blendd   peak resident memory %.2f GB", Double(rss) / 1e9))
@@ -71,11 +80,16 @@ struct BenchRankCommand: ParsableCommand {
         guard !noBaseline else { return }
         var arguments = ["--backbone", backbone, "--lengths", lengths, "--pairs", String(pairs), "--seconds", String(seconds),
                          "--threads", String(cores)]
+        if bf16Peak != nil { arguments += ["--engines", "torch-fp32,torch-bf16,onnxruntime,torch-bf16-gemm"] }
         if let layers { arguments += ["--layers", String(layers)] }
         guard let objects = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/pairrm_torch.py", arguments: arguments) else { return }
         var best: [Int: (engine: String, rate: Double)] = [:]
+        var gemmPeak = bf16Peak.map { (engine: "blendd", rate: $0) }
         for object in objects {
-            if let length = object["length"] as? Int, let runs = object["runs"] as? Int, let secs = object["seconds"] as? Double {
+            if let gflops = object["gemm_gflops"] as? Double {
+                print(String(format: "  bf16 GEMM rate, PyTorch bf16 matmul: %.1f GFLOP/s (the same shape, %d threads)", gflops, cores))
+                if gflops > gemmPeak?.rate ?? 0 { gemmPeak = ("PyTorch", gflops) }
+            } else if let length = object["length"] as? Int, let runs = object["runs"] as? Int, let secs = object["seconds"] as? Double {
                 let engine = object["engine"] as? String ?? "torch-fp32"
                 let rate = Double(runs * pairs) / secs
                 let gflops = rate * Self.flopsPerPair(config, length: length) / 1e9
@@ -91,7 +105,8 @@ struct BenchRankCommand: ParsableCommand {
         }
         for length in lengthList {
             guard let (engine, rate) = best[length] else { continue }
-            print(String(format: "  L=%5d  blendd / best baseline (%@): %.2f×", length, engine, (ours[length] ?? 0) / rate))
+            print(String(format: "  L=%5d  blendd / best baseline (%@): %.2f×", length, engine, (ours[length] ?? 0) / rate)
+                  + (gemmPeak.map { String(format: "   blendd at %.0f%% of the bf16 GEMM peak (%.1f GFLOP/s, %@)", 100 * (oursGFLOPs[length] ?? 0) / $0.rate, $0.rate, $0.engine) } ?? ""))
         }
     }
 
@@ -137,6 +152,22 @@ struct BenchRankCommand: ParsableCommand {
         linear("head_layer.1", h, 2 * h)
         linear("head_layer.4", c.tasks, h)
         return shapes
+    }
+
+    /// The FFN-shaped product through the encoder's own bf16 path (`WeightMatrix.linear` on packed bf16 pairs, rounding
+    /// of the activations included), on every compute thread.
+    func bf16Rate(hidden: Int, inner: Int) -> Double {
+        let a = Tensor(shape: [2048, hidden], storage: (0..<(2048 * hidden)).map { Float($0 % 13) * 0.01 })
+        let b = WeightMatrix(Tensor(shape: [inner, hidden], storage: (0..<(inner * hidden)).map { Float($0 % 7) * 0.01 }),
+                             precision: .bf16, compressExact: false)
+        _ = b.linear(a)
+        var runs = 0
+        let start = Date()
+        repeat {
+            _ = b.linear(a)
+            runs += 1
+        } while Date().timeIntervalSince(start) < 2
+        return Double(runs) * 2 * Double(2048 * hidden * inner) / Date().timeIntervalSince(start) / 1e9
     }
 
     func sgemmRate(hidden: Int, inner: Int) -> Double {

@@ -2,15 +2,18 @@
 """Baselines for `blendd bench rank`: PairRM's network (HF DebertaV2Model with the DeBERTa-v3 structure +
 LLM-Blender's head) on random weights, timed on the same pair batches by each engine of --engines:
 torch-fp32 (eager), torch-bf16 (CPU autocast to bfloat16) and onnxruntime (fp32, the same network exported
-with torch.onnx). scripts/bench/setup_venv.sh installs them from PyPI; CI never runs this.
+with torch.onnx); torch-bf16-gemm times PyTorch's bf16 matmul (oneDNN) alone on the FFN's shape, [2048 × hidden] ·
+[hidden × FFN], for the bench's bf16 GEMM peak. scripts/bench/setup_venv.sh installs them from PyPI; CI never runs this.
 
 Prints one JSON object per engine and sequence length, then one with the peak resident memory. Exits with
 status 3 and a message on stderr when torch or transformers is missing, so the caller can skip it; an
 engine whose package is missing is reported on stderr and skipped.
 """
 import os
+import shutil
 import tempfile
 import argparse
+import atexit
 import json
 import resource
 import sys
@@ -91,7 +94,10 @@ def main():
             return run
         if engine == "onnxruntime":
             import onnxruntime
-            path = os.path.join(tempfile.mkdtemp(), "pairrm.onnx")
+            # The export (1.7 GB at 24 layers) is removed when the script ends.
+            export_dir = tempfile.mkdtemp()
+            atexit.register(shutil.rmtree, export_dir, True)
+            path = os.path.join(export_dir, "pairrm.onnx")
             torch.onnx.export(Network(), (ids, *positions), path, input_names=["ids", "s", "c1", "c2"],
                               dynamic_axes={"ids": {0: "pairs", 1: "length"}, "s": {0: "pairs"}, "c1": {0: "pairs"}, "c2": {0: "pairs"}},
                               opset_version=17, dynamo=False)
@@ -104,7 +110,15 @@ def main():
         raise SystemExit(f"unknown engine {engine}")
 
     versions = {"torch": torch.__version__}
-    for engine in args.engines.split(","):
+    engines = args.engines.split(",")
+    if "torch-bf16-gemm" in engines:
+        engines.remove("torch-bf16-gemm")
+        a = torch.randn(2048, hidden).bfloat16()
+        b = torch.randn(inter, hidden).bfloat16()
+        with torch.inference_mode():
+            runs, elapsed = timed(lambda: torch.matmul(a, b.t()))
+        print(json.dumps({"engine": "torch-bf16-gemm", "gemm_gflops": runs * 2 * 2048 * hidden * inter / elapsed / 1e9}), flush=True)
+    for engine in engines:
         for length in [int(x) for x in args.lengths.split(",")]:
             generator = torch.Generator().manual_seed(length)
             ids = torch.randint(5, 128000, (args.pairs, length), generator=generator)

@@ -19,7 +19,8 @@ int bk_set_row_kernels(int avx512);
 /// 512-bit load holds the pair (k, k+1) of 16 consecutive columns. `n` is padded to 16, `k` to 2 (zeros).
 size_t bk_bf16_packed_words(int n, int k);
 void bk_bf16_pack(const float *w, int n, int k, uint32_t *packed);
-/// Rows of `a` rounded to bf16 pairs (round to nearest even), `k` padded to 2: `m` rows of (k+1)/2 words.
+/// Rows of `a` rounded to bf16 pairs (round to nearest even), `k` padded to 2: `m` rows of (k+1)/2 words. With
+/// AVX512_BF16 by vcvtne2ps2bf16, which turns subnormals into zero (as vdpbf16ps reads them anyway).
 void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out);
 /// c[r][j] = Σ_k a[r][k]·w[j][k] for columns j in [n0, n1) (n0 a multiple of 16) from bf16 operands with
 /// float32 accumulation: `a` from bk_bf16_round_rows, `packed` from bk_bf16_pack. Uses AVX512_BF16 when
@@ -27,6 +28,24 @@ void bk_bf16_round_rows(const float *a, int m, int k, int lda, uint32_t *out);
 /// arithmetic up to the instruction's flush of subnormals.
 void bk_bf16_gemm(const uint32_t *a, int m, int k, const uint32_t *packed, int n0, int n1,
                   float *c, int ldc, int vector);
+
+/// One head of DeBERTa's disentangled attention over one sequence of `length` tokens with bf16 operands and float32
+/// sums (AVX512_BF16 only; the caller checked bk_has_avx512_bf16):
+///   s(i, j) = ((Q_i·K_j + Q_i·PK_δ) + K_j·PQ_δ) · scale, δ = deltas[i − j + length − 1 + 32],
+///   P = softmax_j(s) in float32 (exp as bk_bf16_exp; lane l of 16 sums the keys j ≡ l mod 16 in order, the lane sums
+///   are added pairwise: (l, l + 8), (l, l + 4), (l, l + 2), (0, 1)), rounded to bf16; ctx_i = Σ_j P(i, j)·V_j.
+/// q, k, v: the head's `d` columns of float32 rows at stride `ld`, rounded to bf16 here (subnormals become 0, which the
+/// dot products would read them as). pkRows, pqRows: the head's position keys and queries as bk_bf16_round_rows rows,
+/// one per δ. deltas: bk_bf16_attention_columns(length) entries, δ of the relative position t − 32 − (length − 1) for
+/// t = 0, 1, …, clamped as the model clamps it. Every dot product sums its k pairs in order from zero, so each context
+/// row depends on its own sequence only. `scratch` holds bk_bf16_attention_scratch(length, d) bytes.
+void bk_bf16_attention_head(const float *q, const float *k, const float *v, int ld, int length, int d,
+                            const uint32_t *pkRows, const uint32_t *pqRows, const int32_t *deltas,
+                            float scale, float *ctx, int ldctx, void *scratch);
+size_t bk_bf16_attention_scratch(int length, int d);
+int bk_bf16_attention_columns(int length);
+/// y[i] = e^x[i] for x[i] ≤ 0 as the attention's softmax computes it (AVX-512; 0 below −87.3).
+void bk_bf16_exp(const float *x, float *y, int n);
 
 /// y[r][j] = Σ_k x[r][k]·w[j][k] for j in [n0, n1) with float32 weights (k a multiple of 16), and the same
 /// with bf16-held weights in WeightMatrix's interleaved groups of 16 (AVX2 + FMA). Decoder steps use these.

@@ -77,4 +77,15 @@ public enum NumericsThreading {
             for item in stride(from: w, to: count, by: workers) { body(item) }
         }
     }
+
+    /// `body(item, scratch)` for items 0..<count as `forEachItem` strides them, with one buffer of `scratchBytes`
+    /// per worker reused across its items (no allocation per item).
+    static func forEachItem(_ count: Int, scratchBytes: Int, _ body: (Int, UnsafeMutableRawPointer) -> Void) {
+        let workers = max(1, min(threads, count))
+        parallel(workers) { w in
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(1, scratchBytes), alignment: 64)
+            defer { scratch.deallocate() }
+            for item in stride(from: w, to: count, by: workers) { body(item, scratch) }
+        }
+    }
 }

@@ -90,15 +90,16 @@ extension WeightMatrix {
     /// y = bf16(x) · Wᵀ with float32 sums; `vector: false` runs the portable loop (tests compare the two).
     static func bf16Product(_ x: Tensor, words: [UInt32], n: Int, into y: inout Tensor, vector: Bool) {
         let m = x.rows, k = x.columns, k2 = (k + 1) / 2
-        var rounded = [UInt32](repeating: 0, count: m * k2)
-        x.storage.withUnsafeBufferPointer { px in
-            rounded.withUnsafeMutableBufferPointer { pr in
+        // Every word is written by the rounding, so the buffer is not zeroed first.
+        let rounded = [UInt32](unsafeUninitializedCapacity: m * k2) { pr, count in
+            x.storage.withUnsafeBufferPointer { px in
                 let (xb, rb) = (px.baseAddress!, pr.baseAddress!)
                 NumericsThreading.forEachItem((m + 63) / 64) { b in
                     let start = b * 64, rows = min(m, start + 64) - start
                     bk_bf16_round_rows(xb + start * k, Int32(rows), Int32(k), Int32(k), rb + start * k2)
                 }
             }
+            count = m * k2
         }
         rounded.withUnsafeBufferPointer { pr in
             words.withUnsafeBufferPointer { pw in

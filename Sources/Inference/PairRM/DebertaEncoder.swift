@@ -1,4 +1,5 @@
 import BlendCore
+import CKernels
 import Foundation
 
 /// The DeBERTa-v2/v3 encoder as HF `modeling_deberta_v2` computes it with v3's settings
@@ -26,6 +27,10 @@ public final class DebertaEncoder: Sendable {
         /// weights only, so they are computed once at load instead of in every forward pass.
         let positionKeys: Tensor
         let positionQueries: Tensor
+        /// The same tables as bf16 rows per head for `bk_bf16_attention_head` (bf16 encoders on AVX512-BF16 only,
+        /// else empty).
+        let positionKeyRows: [UInt32]
+        let positionQueryRows: [UInt32]
     }
 
     public let configuration: DebertaConfiguration
@@ -33,12 +38,15 @@ public final class DebertaEncoder: Sendable {
     let embeddingNormGamma: Tensor
     let embeddingNormBeta: Tensor
     let layers: [Layer]
+    /// Whether attention runs in bf16 (`attentionBF16`): a bf16 encoder on a CPU with AVX512-BF16, as the dense layers.
+    let bf16Attention: Bool
 
     /// Reads the backbone's tensors (names as HF saves `DebertaV2Model`, under `reader`'s prefix); the dense
     /// layers take `precision`, the relative-position projections are computed once in fp32.
     public init(configuration c: DebertaConfiguration, reader: WeightReader, precision: ModelPrecision = .fp32) throws {
         configuration = c
         let h = c.hiddenSize, span = c.attentionSpan
+        bf16Attention = precision == .bf16 && WeightMatrix.vectorBF16
         wordEmbeddings = try reader.take("embeddings.word_embeddings.weight", [c.vocabularySize, h])
         embeddingNormGamma = try reader.take("embeddings.LayerNorm.weight", [h])
         embeddingNormBeta = try reader.take("embeddings.LayerNorm.bias", [h])
@@ -53,6 +61,8 @@ public final class DebertaEncoder: Sendable {
             let kw = try take("attention.self.key_proj.weight", [h, h]), kb = try take("attention.self.key_proj.bias", [h])
             let vw = try take("attention.self.value_proj.weight", [h, h]), vb = try take("attention.self.value_proj.bias", [h])
             func dense(_ t: Tensor) -> WeightMatrix { WeightMatrix(t, precision: precision, compressExact: false) }
+            let positionKeys = Kernels.linear(relativeNormed, weight: kw, bias: kb)
+            let positionQueries = Kernels.linear(relativeNormed, weight: qw, bias: qb)
             layers.append(Layer(
                 qkvWeight: dense(Tensor(shape: [3 * h, h], storage: qw.storage + kw.storage + vw.storage)),
                 qkvBias: Tensor(shape: [3 * h], storage: qb.storage + kb.storage + vb.storage),
@@ -66,8 +76,10 @@ public final class DebertaEncoder: Sendable {
                 outputBias: try take("output.dense.bias", [h]),
                 outputNormGamma: try take("output.LayerNorm.weight", [h]),
                 outputNormBeta: try take("output.LayerNorm.bias", [h]),
-                positionKeys: Kernels.linear(relativeNormed, weight: kw, bias: kb),
-                positionQueries: Kernels.linear(relativeNormed, weight: qw, bias: qb)))
+                positionKeys: positionKeys,
+                positionQueries: positionQueries,
+                positionKeyRows: bf16Attention ? Self.headRows(positionKeys, heads: c.heads) : [],
+                positionQueryRows: bf16Attention ? Self.headRows(positionQueries, heads: c.heads) : []))
         }
         self.layers = layers
     }
@@ -93,7 +105,8 @@ public final class DebertaEncoder: Sendable {
             return y
         }
         let qkv = dense(x, layer.qkvWeight, layer.qkvBias)
-        let context = attention(qkv, layer: layer, offsets: offsets, lengths: lengths)
+        let context = bf16Attention ? attentionBF16(qkv, layer: layer, offsets: offsets, lengths: lengths)
+                                    : attention(qkv, layer: layer, offsets: offsets, lengths: lengths)
         var attended = dense(context, layer.attentionOutWeight, layer.attentionOutBias)
         Kernels.addInPlace(&attended, x)
         attended = Kernels.layerNorm(attended, gamma: layer.attentionNormGamma, beta: layer.attentionNormBeta, eps: eps)
@@ -154,6 +167,59 @@ public final class DebertaEncoder: Sendable {
             }
         }
         return context
+    }
+
+    /// The attention of `attention` with bf16 products and a float32 softmax (`bk_bf16_attention_head`), one
+    /// (sequence, head) per task as there; a sequence's context rows depend on that sequence alone.
+    private func attentionBF16(_ qkv: Tensor, layer: Layer, offsets: [Int], lengths: [Int]) -> Tensor {
+        let c = configuration
+        let h = c.hiddenSize, d = c.headSize, ld = 3 * h, span = c.attentionSpan
+        let scale = 1 / (Float(d * 3)).squareRoot()
+        let rowsPerHead = 2 * span * ((d + 1) / 2)
+        var context = Tensor(zeros: [qkv.rows, h])
+        // δ by the kernel's expanded column t: relative position t − 32 − (length − 1).
+        let tables = lengths.map { length in
+            (0..<Int(bk_bf16_attention_columns(Int32(length)))).map { t in
+                Int32(min(max(c.bucket(t - 32 - (length - 1)) + span, 0), 2 * span - 1))
+            }
+        }
+        let scratch = lengths.map { bk_bf16_attention_scratch(Int32($0), Int32(d)) }.max() ?? 0
+        let items = PackedSequences.tasks(lengths: lengths, heads: c.heads)
+        qkv.storage.withUnsafeBufferPointer { pqkv in
+            layer.positionKeyRows.withUnsafeBufferPointer { ppk in
+                layer.positionQueryRows.withUnsafeBufferPointer { ppq in
+                    context.storage.withUnsafeMutableBufferPointer { pctx in
+                        let ctxBase = pctx.baseAddress!
+                        NumericsThreading.forEachItem(items.count, scratchBytes: scratch) { item, buffer in
+                            let (s, head) = items[item]
+                            let offset = offsets[s], length = lengths[s]
+                            guard length > 0 else { return }
+                            let q = pqkv.baseAddress! + offset * ld + head * d
+                            tables[s].withUnsafeBufferPointer { pt in
+                                bk_bf16_attention_head(q, q + h, q + 2 * h, Int32(ld), Int32(length), Int32(d),
+                                                       ppk.baseAddress! + head * rowsPerHead, ppq.baseAddress! + head * rowsPerHead,
+                                                       pt.baseAddress!, scale, ctxBase + offset * h + head * d, Int32(h), buffer)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return context
+    }
+
+    /// A relative-position table [2·span, hidden] per head as bf16 rows (`bk_bf16_round_rows`), heads one after another.
+    static func headRows(_ table: Tensor, heads: Int) -> [UInt32] {
+        let rows = table.rows, h = table.columns, d = h / heads, d2 = (d + 1) / 2
+        var out = [UInt32](repeating: 0, count: heads * rows * d2)
+        table.storage.withUnsafeBufferPointer { pt in
+            out.withUnsafeMutableBufferPointer { po in
+                for head in 0..<heads {
+                    bk_bf16_round_rows(pt.baseAddress! + head * d, Int32(rows), Int32(d), Int32(h), po.baseAddress! + head * rows * d2)
+                }
+            }
+        }
+        return out
     }
 
     /// δ for every i − j of a sequence of `length` tokens, indexed by i − j + length − 1 (ascending in i − j,
