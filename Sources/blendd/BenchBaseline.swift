@@ -11,21 +11,35 @@ enum BenchBaseline {
             print("  baseline skipped: \(script) not found (run from the repository or pass --baseline-script)")
             return nil
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script] + arguments
         // The baseline gets the OpenBLAS core type the machine exported, not the one blendd chose for itself.
         var environment = ProcessInfo.processInfo.environment
         if environment.removeValue(forKey: CPUFeatures.reexecutedMarker) != nil {
             environment["OPENBLAS_CORETYPE"] = nil
             environment["BLENDD_OPENBLAS_REEXEC"] = nil
         }
-        process.environment = environment
+        let (status, output, errors) = try capture(URL(fileURLWithPath: "/usr/bin/env"), ["python3", script] + arguments, environment: environment)
+        guard status == 0 else {
+            // The scripts print "… baseline skipped: …" themselves when their packages are missing.
+            let last = String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last
+            print("  \(last.map(String.init) ?? "baseline \(script) failed with status \(status)")")
+            return nil
+        }
+        return String(decoding: output, as: UTF8.self).split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// Runs `executable` to its end and returns its exit status, stdout and stderr; stderr is drained beside stdout so
+    /// a chatty process cannot fill its pipe and stall.
+    static func capture(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil) throws -> (Int32, Data, Data) {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let environment { process.environment = environment }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        // Drain stderr concurrently so a chatty baseline cannot fill the pipe and stall.
         nonisolated(unsafe) var errors = Data()
         let drained = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
@@ -35,15 +49,7 @@ enum BenchBaseline {
         let output = out.fileHandleForReading.readDataToEndOfFile()
         drained.wait()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            // The scripts print "… baseline skipped: …" themselves when their packages are missing.
-            let last = String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").last
-            print("  \(last.map(String.init) ?? "baseline \(script) failed with status \(process.terminationStatus)")")
-            return nil
-        }
-        return String(decoding: output, as: UTF8.self).split(separator: "\n").compactMap {
-            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-        }
+        return (process.terminationStatus, output, errors)
     }
 
     /// Peak resident memory of this process so far (VmHWM), in bytes.

@@ -75,29 +75,15 @@ struct BenchMemoryCommand: ParsableCommand {
 
     /// Runs this executable in child mode and returns its JSON report, or nil after saying why there is none.
     private func runChild(directory: String, model: String, precision: ModelPrecision) throws -> [String: Any]? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["bench", "memory", "--load", directory, "--model", model, "--precision", precision.rawValue,
-                             "--pairs", String(pairs), "--pair-tokens", String(pairTokens), "--shape", shape]
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Drain stderr beside stdout so a long error cannot fill its pipe and stall the child.
-        nonisolated(unsafe) var errors = Data()
-        let drained = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            errors = err.fileHandleForReading.readDataToEndOfFile()
-            drained.signal()
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        drained.wait()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
+        let (status, data, errors) = try BenchBaseline.capture(URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), [
+            "bench", "memory", "--load", directory, "--model", model, "--precision", precision.rawValue,
+            "--pairs", String(pairs), "--pair-tokens", String(pairTokens), "--shape", shape,
+        ])
+        guard status == 0,
               let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
               let json = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
             let reason = String(decoding: errors, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
-            print("  \(model) \(precision.rawValue): the loading process failed with status \(process.terminationStatus): \(reason)")
+            print("  \(model) \(precision.rawValue): the loading process failed with status \(status): \(reason)")
             return nil
         }
         return json
