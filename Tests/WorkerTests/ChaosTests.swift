@@ -214,8 +214,9 @@ final class ChaosTests: XCTestCase {
         }
         let settledAt = Date()
 
-        // Idle: both workers, nothing to do.
-        try await Task.sleep(for: .seconds(3))
+        // Idle: both workers, nothing to do. The relay's idle interval doubles from outbox.poll_ms after its last
+        // round, so the window starts once it has backed off: what is measured is the steady idle cost, not the ramp.
+        try await Task.sleep(for: .seconds(12))
         let idle = try await IdleCost.measure(workers: [b, restarted], database: db.name, observer: observer, seconds: 10)
 
         let stopStart = Date()
