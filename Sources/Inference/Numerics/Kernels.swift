@@ -60,14 +60,15 @@ public enum Kernels {
     }
 
     /// LayerNorm over the last dimension: (x − mean) / sqrt(var + eps) · γ + β.
-    public static func layerNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, eps: Float) -> Tensor {
+    /// `consuming` as `mapVector`: a temporary or a last use is normalized in place.
+    public static func layerNorm(_ x: consuming Tensor, gamma: Tensor, beta: Tensor, eps: Float) -> Tensor {
         precondition(gamma.count == x.columns && beta.count == x.columns, "layerNorm: γ/β \(gamma.shape) do not fit \(x.shape)")
         var y = x
-        let n = x.columns
+        let n = y.columns, rows = y.rows
         y.storage.withUnsafeMutableBufferPointer { py in
             gamma.storage.withUnsafeBufferPointer { pg in
                 beta.storage.withUnsafeBufferPointer { pb in
-                    NumericsThreading.forEachRow(x.rows) { r in
+                    NumericsThreading.forEachRow(rows) { r in
                         let row = UnsafeMutableBufferPointer(rebasing: py[(r * n)..<((r + 1) * n)])
                         let mean = SIMDMath.sum(UnsafeBufferPointer(row)) / Float(n)
                         var variance: Float = 0
@@ -114,23 +115,25 @@ public enum Kernels {
     }
 
     /// GELU with the exact erf form (DeBERTa's `gelu`).
-    public static func geluErf(_ x: Tensor) -> Tensor {
+    public static func geluErf(_ x: consuming Tensor) -> Tensor {
         mapVector(x, VectorMath.geluErf)
     }
 
     /// GELU with the tanh approximation (T5's `gelu_new`).
-    public static func geluTanh(_ x: Tensor) -> Tensor {
+    public static func geluTanh(_ x: consuming Tensor) -> Tensor {
         mapVector(x, VectorMath.geluTanh)
     }
 
-    public static func tanh(_ x: Tensor) -> Tensor { mapVector(x, VectorMath.tanh) }
+    public static func tanh(_ x: consuming Tensor) -> Tensor { mapVector(x, VectorMath.tanh) }
 
-    static func mapVector(_ x: Tensor, _ f: @escaping (VectorMath.V) -> VectorMath.V) -> Tensor {
+    /// `consuming`: a temporary passed in (the usual call) is overwritten in place instead of copied, which keeps
+    /// one FFN-wide activation fewer alive at the peak.
+    static func mapVector(_ x: consuming Tensor, _ f: @escaping (VectorMath.V) -> VectorMath.V) -> Tensor {
         var y = x
-        let n = x.columns
+        let n = y.columns, rows = y.rows
         y.storage.withUnsafeMutableBufferPointer { py in
             let base = py.baseAddress!
-            NumericsThreading.forEachRow(x.rows) { r in VectorMath.apply(base + r * n, count: n, f) }
+            NumericsThreading.forEachRow(rows) { r in VectorMath.apply(base + r * n, count: n, f) }
         }
         return y
     }
