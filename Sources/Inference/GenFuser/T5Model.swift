@@ -261,6 +261,18 @@ public final class T5Model: Sendable {
 
     public func makeRow(source: Int) -> DecoderRow { DecoderRow(source: source, layers: configuration.decoderLayers) }
 
+    /// The phases of a decoder step, in order: nine per layer, then the output layer.
+    public static let decodeStepPhases = ["q/k/v product", "cache append", "self-attention", "self-attention output + residual",
+                                          "cross-attention query product", "cross-attention", "cross-attention output + residual",
+                                          "FFN wi_0/wi_1 product + gate", "FFN wo product + residual", "output layer"]
+
+    /// Weight bytes each phase kind of `decodeStepPhases` reads in one step (all layers).
+    public var decodeStepPhaseBytes: [Int] {
+        [decoderBlocks.reduce(0) { $0 + $1.selfAttention.query.bytes }, 0, 0, decoderBlocks.reduce(0) { $0 + $1.selfAttention.output.bytes },
+         decoderBlocks.reduce(0) { $0 + $1.crossAttention.query.bytes }, 0, decoderBlocks.reduce(0) { $0 + $1.crossAttention.output.bytes },
+         decoderBlocks.reduce(0) { $0 + $1.feedForwardIn.bytes }, decoderBlocks.reduce(0) { $0 + $1.feedForwardOut.bytes }, outputLayer.bytes]
+    }
+
 
     /// Feeds one token to each row and returns next-token logits, [rows, vocabulary]. Every product treats the rows
     /// as independent items (the kernels of `linearRows`), so a row's logits never depend on the other rows of the step.
@@ -268,9 +280,11 @@ public final class T5Model: Sendable {
     /// The step runs on `NumericsThreading.team` as nine phases per layer and one for the output layer: each product is
     /// split into blocks of 64 output columns (the residual add and the FFN gate done in the block that produced the
     /// columns), attention into (row, head) items; each worker normalizes (and rounds, for bf16 pairs) its own copy of
-    /// a product's input. No value depends on the split.
-    public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource]) -> Tensor {
+    /// a product's input. No value depends on the split. With `profile`, the time of each phase is added there.
+    public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource],
+                           profile: DecodeStepProfile? = nil) -> Tensor {
         precondition(rows.count == tokens.count, "one token per row")
+        let started = DispatchTime.now().uptimeNanoseconds
         let c = configuration, m = rows.count, d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
         let heads = c.heads, dh = c.headSize, eps = c.layerNormEps, vocabulary = c.vocabularySize
         guard m > 0 else { return Tensor(zeros: [0, vocabulary]) }
@@ -289,10 +303,14 @@ public final class T5Model: Sendable {
         let widest = max(d, inner, ff)
         let blocks = { (n: Int) in (n + 63) / 64 }
         func block(_ chunk: Int, of n: Int) -> Range<Int> { (chunk * 64)..<min(n, chunk * 64 + 64) }
+        let phases = 9 * decoderBlocks.count + 1
+        let clock = profile == nil ? nil : UnsafeMutablePointer<UInt64>.allocate(capacity: phases)
+        defer { clock?.deallocate() }
+        let teamStarted = DispatchTime.now().uptimeNanoseconds
         // Pointers taken once, outside the workers: concurrent `withUnsafe…` accesses to one array would conflict.
         rows.withUnsafeMutableBufferPointer { rowsBuffer in logits.withUnsafeMutableBufferPointer { logitsBuffer in
             let rowStates = rowsBuffer.baseAddress!, out = logitsBuffer.baseAddress!
-            NumericsThreading.team.run(phases: 9 * decoderBlocks.count + 1) { team in
+            NumericsThreading.team.run(phases: phases, clock: clock) { team in
                 // This worker's copy of a product's input (normalized, or as given) and its bf16 pairs.
                 let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
                 let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
@@ -366,7 +384,10 @@ public final class T5Model: Sendable {
             }
         } }
         for r in rows.indices { rows[r].length += 1 }
-        return Tensor(shape: [m, vocabulary], storage: logits)
+        let result = Tensor(shape: [m, vocabulary], storage: logits)
+        if let profile, let clock { profile.add(started: started, teamStarted: teamStarted, phaseEnds: clock, phases: phases,
+                                                finished: DispatchTime.now().uptimeNanoseconds) }
+        return result
     }
 
     /// One head of one row's single-query attention over the cached positions (keys, values as [length, inner]), into
@@ -391,5 +412,31 @@ public final class T5Model: Sendable {
         values.withUnsafeBufferPointer { pv in
             for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * dh, into: out, count: dh) }
         }
+    }
+}
+
+/// Where decoder steps spend their time (`T5Model.decodeStep(profile:)`): for each phase kind of
+/// `T5Model.decodeStepPhases`, the wall time from the end of the phase before to its own end on the calling worker,
+/// and the time outside the team (embedding lookup, cache room, pointer tables, the logits tensor), summed over steps.
+public final class DecodeStepProfile {
+    public private(set) var steps = 0
+    /// Seconds per phase kind, in `T5Model.decodeStepPhases` order.
+    public private(set) var phaseSeconds = [Double](repeating: 0, count: T5Model.decodeStepPhases.count)
+    public private(set) var outsideSeconds = 0.0
+
+    public init() {}
+
+    public var totalSeconds: Double { phaseSeconds.reduce(outsideSeconds, +) }
+
+    fileprivate func add(started: UInt64, teamStarted: UInt64, phaseEnds: UnsafePointer<UInt64>, phases: Int, finished: UInt64) {
+        let kinds = T5Model.decodeStepPhases.count
+        var previous = teamStarted
+        for p in 0..<phases {
+            let kind = p == phases - 1 ? kinds - 1 : p % (kinds - 1)
+            phaseSeconds[kind] += Double(phaseEnds[p] &- previous) / 1e9
+            previous = phaseEnds[p]
+        }
+        outsideSeconds += Double((teamStarted &- started) &+ (finished &- previous)) / 1e9
+        steps += 1
     }
 }
