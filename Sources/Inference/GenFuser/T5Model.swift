@@ -214,73 +214,183 @@ public final class T5Model: Sendable {
 
     // MARK: Decoder
 
-    /// Cross-attention keys and values of one encoded job for every decoder layer, [length, inner] each.
-    public struct EncodedSource: Sendable {
+    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head: layer l's keys are
+    /// the [heads, length, headSize] block at `keys + l·length·inner`, so one head's keys are one contiguous run (read
+    /// position by position across heads, at a stride of `inner`, they were latency-bound: at batch 8 cross-attention
+    /// took half of a step). Values likewise. Written once when the job is encoded and read-only afterwards, so every
+    /// worker of a decoder step reads it through plain pointers (no reference counting in the step's loops).
+    public final class EncodedSource: @unchecked Sendable {
         public let length: Int
-        let keys: [[Float]]
-        let values: [[Float]]
+        let inner: Int
+        let keys: UnsafeMutablePointer<Float>
+        let values: UnsafeMutablePointer<Float>
+
+        init(length: Int, layers: Int, inner: Int) {
+            self.length = length
+            self.inner = inner
+            keys = .allocate(capacity: max(1, layers * length * inner))
+            values = .allocate(capacity: max(1, layers * length * inner))
+        }
+
+        /// A source of no tokens (an emptied slot).
+        public convenience init() { self.init(length: 0, layers: 0, inner: 0) }
+
+        deinit {
+            keys.deallocate()
+            values.deallocate()
+        }
+
+        /// Layer l's keys or values, [heads, length, headSize].
+        func layerKeys(_ l: Int) -> UnsafeMutablePointer<Float> { keys + l * length * inner }
+        func layerValues(_ l: Int) -> UnsafeMutablePointer<Float> { values + l * length * inner }
     }
 
     /// Encodes the jobs' inputs and precomputes each job's cross-attention keys and values.
     public func encodeSources(_ sequences: [[Int]]) -> [EncodedSource] {
         let (hidden, offsets) = encode(sequences)
-        let inner = configuration.innerSize
-        var keys = [[[Float]]](repeating: [], count: sequences.count)
-        var values = keys
-        for block in decoderBlocks {
+        let inner = configuration.innerSize, heads = configuration.heads, dh = configuration.headSize
+        let sources = sequences.map { EncodedSource(length: $0.count, layers: decoderBlocks.count, inner: inner) }
+        for (l, block) in decoderBlocks.enumerated() {
             let kv = block.crossAttention.keyValue!.linear(hidden)
-            for (s, offset) in offsets.enumerated() {
-                var k = [Float](), v = [Float]()
-                k.reserveCapacity(sequences[s].count * inner)
-                v.reserveCapacity(sequences[s].count * inner)
-                for r in offset..<(offset + sequences[s].count) {
-                    k += kv.storage[(r * 2 * inner)..<(r * 2 * inner + inner)]
-                    v += kv.storage[(r * 2 * inner + inner)..<((r + 1) * 2 * inner)]
+            kv.storage.withUnsafeBufferPointer { pkv in
+                for (source, offset) in zip(sources, offsets) {
+                    let keys = source.layerKeys(l), values = source.layerValues(l), n = source.length
+                    for t in 0..<n {
+                        let row = pkv.baseAddress! + (offset + t) * 2 * inner
+                        for head in 0..<heads {
+                            (keys + (head * n + t) * dh).initialize(from: row + head * dh, count: dh)
+                            (values + (head * n + t) * dh).initialize(from: row + inner + head * dh, count: dh)
+                        }
+                    }
                 }
-                keys[s].append(k)
-                values[s].append(v)
             }
         }
-        return sequences.indices.map { EncodedSource(length: sequences[$0].count, keys: keys[$0], values: values[$0]) }
+        return sources
     }
 
-    /// One decoding row (a greedy sequence or one beam): its self-attention cache per layer. Rows are values;
-    /// beams that share a parent share its cache storage until one of them appends (copy on write).
+    /// A row's self-attention keys and values: per layer a block of heads × `capacity` positions × headSize (keys
+    /// and values apart; a head's positions contiguous, as in `EncodedSource`), so a step writes its position of every
+    /// layer in place. Mutated only by `decodeStep` through a row that
+    /// holds the only reference (`DecoderRow.prepareAppend` copies a shared cache first).
+    final class SelfAttentionCache: @unchecked Sendable {
+        let layers: Int
+        let heads: Int
+        let headSize: Int
+        let capacity: Int
+        let keys: UnsafeMutablePointer<Float>
+        let values: UnsafeMutablePointer<Float>
+        var inner: Int { heads * headSize }
+
+        init(layers: Int, heads: Int, headSize: Int, capacity: Int) {
+            self.layers = layers
+            self.heads = heads
+            self.headSize = headSize
+            self.capacity = capacity
+            let inner = heads * headSize
+            keys = .allocate(capacity: max(1, layers * capacity * inner))
+            values = .allocate(capacity: max(1, layers * capacity * inner))
+        }
+
+        deinit {
+            keys.deallocate()
+            values.deallocate()
+        }
+
+        /// Layer l's block: head h's position p at `(h·capacity + p)·headSize`.
+        func layerKeys(_ l: Int) -> UnsafeMutablePointer<Float> { keys + l * capacity * inner }
+        func layerValues(_ l: Int) -> UnsafeMutablePointer<Float> { values + l * capacity * inner }
+
+        /// A cache of `capacity` positions holding this one's first `length` positions of every layer and head.
+        func copy(length: Int, capacity: Int) -> SelfAttentionCache {
+            let copy = SelfAttentionCache(layers: layers, heads: heads, headSize: headSize, capacity: capacity)
+            for l in 0..<layers {
+                for h in 0..<heads {
+                    let from = h * self.capacity * headSize, to = h * capacity * headSize
+                    (copy.layerKeys(l) + to).initialize(from: layerKeys(l) + from, count: length * headSize)
+                    (copy.layerValues(l) + to).initialize(from: layerValues(l) + from, count: length * headSize)
+                }
+            }
+            return copy
+        }
+
+        /// Layer l's first `length` positions as [length, inner] (position-major, as the q/k/v product lays them out).
+        func positionMajor(_ block: UnsafeMutablePointer<Float>, length: Int) -> [Float] {
+            var out = [Float](repeating: 0, count: length * inner)
+            for p in 0..<length {
+                for h in 0..<heads {
+                    for i in 0..<headSize { out[p * inner + h * headSize + i] = block[(h * capacity + p) * headSize + i] }
+                }
+            }
+            return out
+        }
+    }
+
+    /// One decoding row (a greedy sequence or one beam): its self-attention cache. Rows are values; beams that share
+    /// a parent share its cache until a step appends to one of them, which then copies it (once per reorder, all
+    /// layers at once, before the step's workers start).
     public struct DecoderRow: Sendable {
         public let source: Int
         public internal(set) var length = 0
-        var keys: [[Float]]
-        var values: [[Float]]
+        var cache: SelfAttentionCache
 
-        public init(source: Int, layers: Int) {
+        init(source: Int, layers: Int, heads: Int, headSize: Int) {
             self.source = source
-            keys = Array(repeating: [], count: layers)
-            values = Array(repeating: [], count: layers)
+            cache = SelfAttentionCache(layers: layers, heads: heads, headSize: headSize, capacity: 0)
         }
+
+        /// Gives this row a cache of its own with room for position `length` (doubling the room when it is full).
+        mutating func prepareAppend() {
+            let shared = !isKnownUniquelyReferenced(&cache)
+            guard shared || cache.capacity <= length else { return }
+            let capacity = cache.capacity > length ? cache.capacity : max(16, 2 * cache.capacity)
+            cache = cache.copy(length: length, capacity: capacity)
+        }
+
+        /// Layer l's cached keys or values, [length, inner].
+        func cachedKeys(layer l: Int) -> [Float] { cache.positionMajor(cache.layerKeys(l), length: length) }
+        func cachedValues(layer l: Int) -> [Float] { cache.positionMajor(cache.layerValues(l), length: length) }
     }
 
-    public func makeRow(source: Int) -> DecoderRow { DecoderRow(source: source, layers: configuration.decoderLayers) }
+    public func makeRow(source: Int) -> DecoderRow {
+        DecoderRow(source: source, layers: configuration.decoderLayers, heads: configuration.heads, headSize: configuration.headSize)
+    }
 
-    /// The phases of a decoder step, in order: nine per layer, then the output layer.
-    public static let decodeStepPhases = ["q/k/v product", "cache append", "self-attention", "self-attention output + residual",
-                                          "cross-attention query product", "cross-attention", "cross-attention output + residual",
+    /// What one row's attention reads in a step, taken before the workers start.
+    private struct RowMemory {
+        let selfKeys: UnsafeMutablePointer<Float>
+        let selfValues: UnsafeMutablePointer<Float>
+        /// Positions of room in the self-attention cache: a head's block is `capacity·headSize` floats, a layer's
+        /// `capacity·inner`.
+        let capacity: Int
+        /// Positions attended in self-attention, this step's included.
+        let positions: Int
+        let crossKeys: UnsafePointer<Float>
+        let crossValues: UnsafePointer<Float>
+        let crossLength: Int
+    }
+
+    /// The phases of a decoder step, in order: six per layer, then the output layer.
+    public static let decodeStepPhases = ["self-attention: q/k/v product, cache write, attention", "self-attention output + residual",
+                                          "cross-attention: query product, attention", "cross-attention output + residual",
                                           "FFN wi_0/wi_1 product + gate", "FFN wo product + residual", "output layer"]
 
     /// Weight bytes each phase kind of `decodeStepPhases` reads in one step (all layers).
     public var decodeStepPhaseBytes: [Int] {
-        [decoderBlocks.reduce(0) { $0 + $1.selfAttention.query.bytes }, 0, 0, decoderBlocks.reduce(0) { $0 + $1.selfAttention.output.bytes },
-         decoderBlocks.reduce(0) { $0 + $1.crossAttention.query.bytes }, 0, decoderBlocks.reduce(0) { $0 + $1.crossAttention.output.bytes },
+        [decoderBlocks.reduce(0) { $0 + $1.selfAttention.query.bytes }, decoderBlocks.reduce(0) { $0 + $1.selfAttention.output.bytes },
+         decoderBlocks.reduce(0) { $0 + $1.crossAttention.query.bytes }, decoderBlocks.reduce(0) { $0 + $1.crossAttention.output.bytes },
          decoderBlocks.reduce(0) { $0 + $1.feedForwardIn.bytes }, decoderBlocks.reduce(0) { $0 + $1.feedForwardOut.bytes }, outputLayer.bytes]
     }
-
 
     /// Feeds one token to each row and returns next-token logits, [rows, vocabulary]. Every product treats the rows
     /// as independent items (the kernels of `linearRows`), so a row's logits never depend on the other rows of the step.
     ///
-    /// The step runs on `NumericsThreading.team` as nine phases per layer and one for the output layer: each product is
-    /// split into blocks of 64 output columns (the residual add and the FFN gate done in the block that produced the
-    /// columns), attention into (row, head) items; each worker normalizes (and rounds, for bf16 pairs) its own copy of
-    /// a product's input. No value depends on the split. With `profile`, the time of each phase is added there.
+    /// The step runs on `NumericsThreading.team` as six phases per layer and one for the output layer. The output
+    /// projections and the FFN are split into blocks of 64 output columns (the residual add and the FFN gate done in
+    /// the block that produced the columns); each attention phase into heads, a head's chunk computing its own query
+    /// (and key and value) columns for every row, writing them to the caches and attending, so the products, the cache
+    /// writes and the attention of a head need no barrier between them. Each worker normalizes (and rounds, for bf16
+    /// pairs) its own copy of a product's input. No value depends on the split. With `profile`, the time of each phase
+    /// is added there.
     public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource],
                            profile: DecodeStepProfile? = nil) -> Tensor {
         precondition(rows.count == tokens.count, "one token per row")
@@ -292,6 +402,25 @@ public final class T5Model: Sendable {
         let x = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
         defer { x.deallocate() }
         shared.gatherRows(tokens).storage.withUnsafeBufferPointer { x.initialize(from: $0.baseAddress!, count: m * d) }
+        for r in 0..<m { rows[r].prepareAppend() }
+        let memory = UnsafeMutablePointer<RowMemory>.allocate(capacity: m)
+        defer { memory.deallocate() }
+        for r in 0..<m {
+            let cache = rows[r].cache, source = sources[rows[r].source]
+            memory[r] = RowMemory(selfKeys: cache.keys, selfValues: cache.values, capacity: cache.capacity,
+                                  positions: rows[r].length + 1, crossKeys: source.keys, crossValues: source.values, crossLength: source.length)
+        }
+        // The causal bias by distance back from the query, per head: bucket once per distance, not per row and key.
+        let maxPositions = (0..<m).map { memory[$0].positions }.max()!
+        let selfBias = UnsafeMutablePointer<Float>.allocate(capacity: heads * maxPositions)
+        defer { selfBias.deallocate() }
+        decoderBias.storage.withUnsafeBufferPointer { pb in
+            for distance in 0..<maxPositions {
+                let bucket = c.bucket(-distance, bidirectional: false)
+                for head in 0..<heads { selfBias[head * maxPositions + distance] = pb[bucket * heads + head] }
+            }
+        }
+        let longest = max(maxPositions, (0..<m).map { memory[$0].crossLength }.max()!)
         // Step buffers: the q/k/v product, the cross-attention queries, the attention context, a product before its
         // residual add, the stacked wi_0/wi_1 product and the gated FFN activations.
         let sizes = [m * 3 * inner, m * inner, m * inner, m * d, m * 2 * ff, m * ff]
@@ -303,20 +432,22 @@ public final class T5Model: Sendable {
         let widest = max(d, inner, ff)
         let blocks = { (n: Int) in (n + 63) / 64 }
         func block(_ chunk: Int, of n: Int) -> Range<Int> { (chunk * 64)..<min(n, chunk * 64 + 64) }
-        let phases = 9 * decoderBlocks.count + 1
+        let phases = 6 * decoderBlocks.count + 1
         let clock = profile == nil ? nil : UnsafeMutablePointer<UInt64>.allocate(capacity: phases)
         defer { clock?.deallocate() }
         let teamStarted = DispatchTime.now().uptimeNanoseconds
         // Pointers taken once, outside the workers: concurrent `withUnsafe…` accesses to one array would conflict.
-        rows.withUnsafeMutableBufferPointer { rowsBuffer in logits.withUnsafeMutableBufferPointer { logitsBuffer in
-            let rowStates = rowsBuffer.baseAddress!, out = logitsBuffer.baseAddress!
+        logits.withUnsafeMutableBufferPointer { logitsBuffer in
+            let out = logitsBuffer.baseAddress!
             NumericsThreading.team.run(phases: phases, clock: clock) { team in
-                // This worker's copy of a product's input (normalized, or as given) and its bf16 pairs.
+                // This worker's copy of a product's input (normalized, or as given), its bf16 pairs, attention scores.
                 let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
                 let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest))
                 defer {
                     normed.deallocate()
                     rounded.deallocate()
+                    scores.deallocate()
                 }
                 func normalize(_ gamma: Tensor, for weight: WeightMatrix) {
                     gamma.storage.withUnsafeBufferPointer { pg in
@@ -336,33 +467,34 @@ public final class T5Model: Sendable {
                 for (l, layer) in decoderBlocks.enumerated() {
                     // Self-attention over the row's own past, with the causal relative bias.
                     let selfAttention = layer.selfAttention, crossAttention = layer.crossAttention
-                    team.phase(blocks(3 * inner), prepare: { normalize(layer.selfAttentionNorm, for: selfAttention.query) }) { chunk in
-                        product(selfAttention.query, normed, columns: block(chunk, of: 3 * inner), into: qkv, ldy: 3 * inner)
-                    }
-                    team.phase(1) { _ in
-                        for r in 0..<m {
-                            let base = qkv + r * 3 * inner
-                            rowStates[r].keys[l].append(contentsOf: UnsafeBufferPointer(start: base + inner, count: inner))
-                            rowStates[r].values[l].append(contentsOf: UnsafeBufferPointer(start: base + 2 * inner, count: inner))
+                    team.phase(heads, prepare: { normalize(layer.selfAttentionNorm, for: selfAttention.query) }) { head in
+                        let start = head * dh
+                        for part in 0..<3 {
+                            let first = part * inner + start
+                            product(selfAttention.query, normed, columns: first..<(first + dh), into: qkv, ldy: 3 * inner)
                         }
-                    }
-                    team.phase(m * heads) { item in
-                        let r = item / heads, head = item % heads
-                        attend(qkv + r * 3 * inner + head * dh, head: head, keys: rowStates[r].keys[l], values: rowStates[r].values[l],
-                               causal: true, into: context + r * inner + head * dh)
+                        for r in 0..<m {
+                            let row = memory[r], base = qkv + r * 3 * inner, offset = (l * heads + head) * row.capacity * dh
+                            let keys = row.selfKeys + offset, values = row.selfValues + offset, at = (row.positions - 1) * dh
+                            (keys + at).update(from: base + inner + start, count: dh)
+                            (values + at).update(from: base + 2 * inner + start, count: dh)
+                            Self.attend(base + start, keys: keys, values: values, positions: row.positions, headSize: dh,
+                                        bias: selfBias + head * maxPositions, scores: scores, into: context + r * inner + start)
+                        }
                     }
                     team.phase(blocks(d), prepare: { selfAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
                         product(selfAttention.output, context, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
                     }
                     // Cross-attention over the row's job's encoder states.
-                    team.phase(blocks(inner), prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { chunk in
-                        product(crossAttention.query, normed, columns: block(chunk, of: inner), into: query, ldy: inner)
-                    }
-                    team.phase(m * heads) { item in
-                        let r = item / heads, head = item % heads
-                        let source = sources[rowStates[r].source]
-                        attend(query + r * inner + head * dh, head: head, keys: source.keys[l], values: source.values[l],
-                               causal: false, into: context + r * inner + head * dh)
+                    team.phase(heads, prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { head in
+                        let start = head * dh
+                        product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
+                        for r in 0..<m {
+                            let row = memory[r], offset = (l * heads + head) * row.crossLength * dh
+                            Self.attend(query + r * inner + start, keys: row.crossKeys + offset, values: row.crossValues + offset,
+                                        positions: row.crossLength, headSize: dh, bias: nil, scores: scores,
+                                        into: context + r * inner + start)
+                        }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
                         product(crossAttention.output, context, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
@@ -382,7 +514,7 @@ public final class T5Model: Sendable {
                     product(outputLayer, normed, columns: block(chunk, of: vocabulary), into: out, ldy: vocabulary)
                 }
             }
-        } }
+        }
         for r in rows.indices { rows[r].length += 1 }
         let result = Tensor(shape: [m, vocabulary], storage: logits)
         if let profile, let clock { profile.add(started: started, teamStarted: teamStarted, phaseEnds: clock, phases: phases,
@@ -390,28 +522,20 @@ public final class T5Model: Sendable {
         return result
     }
 
-    /// One head of one row's single-query attention over the cached positions (keys, values as [length, inner]), into
-    /// `out` (the head's `headSize` values); with `causal` the query sits at the last position and the decoder's
-    /// relative bias applies.
-    private func attend(_ q: UnsafePointer<Float>, head: Int, keys: [Float], values: [Float], causal: Bool,
-                        into out: UnsafeMutablePointer<Float>) {
-        let c = configuration, inner = c.innerSize, dh = c.headSize, heads = c.heads
-        let length = keys.count / inner
-        out.initialize(repeating: 0, count: dh)
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, length))
-        defer { scores.deallocate() }
-        keys.withUnsafeBufferPointer { pk in
-            for j in 0..<length { scores[j] = SIMDMath.dot(q, pk.baseAddress! + j * inner + head * dh, count: dh) }
+    /// One head of one row's single-query attention over `positions` cached keys and values (the head's contiguous
+    /// [positions, headSize] runs), into `out` (the head's `headSize` values). `bias`, for self-attention, holds the
+    /// causal relative bias by distance back from the query (the last position).
+    @inline(__always)
+    private static func attend(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: Int,
+                               headSize dh: Int, bias: UnsafePointer<Float>?, scores: UnsafeMutablePointer<Float>,
+                               into out: UnsafeMutablePointer<Float>) {
+        out.update(repeating: 0, count: dh)
+        for j in 0..<positions { scores[j] = SIMDMath.dot(q, keys + j * dh, count: dh) }
+        if let bias {
+            for j in 0..<positions { scores[j] += bias[positions - 1 - j] }
         }
-        if causal {
-            decoderBias.storage.withUnsafeBufferPointer { pb in
-                for j in 0..<length { scores[j] += pb[c.bucket(j - (length - 1), bidirectional: false) * heads + head] }
-            }
-        }
-        SIMDMath.softmaxInPlace(scores, count: length)
-        values.withUnsafeBufferPointer { pv in
-            for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * dh, into: out, count: dh) }
-        }
+        SIMDMath.softmaxInPlace(scores, count: positions)
+        for j in 0..<positions { SIMDMath.axpy(scores[j], values + j * dh, into: out, count: dh) }
     }
 }
 
