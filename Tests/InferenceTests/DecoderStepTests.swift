@@ -107,11 +107,12 @@ final class DecoderStepTests: XCTestCase {
         // The source's head-major layers as [length, inner], the layout of the product that made them.
         func crossMemory(_ source: T5Model.EncodedSource, _ l: Int) -> ([Float], [Float]) {
             let n = source.length, dh = c.headSize
-            func positionMajor(_ block: UnsafePointer<Float>) -> [Float] {
+            func positionMajor(_ block: UnsafeRawPointer) -> [Float] {
+                let values = T5Model.EncodedSource.floats(block, count: n * inner, bf16: source.bf16)
                 var out = [Float](repeating: 0, count: n * inner)
                 for p in 0..<n {
                     for h in 0..<c.heads {
-                        for i in 0..<dh { out[p * inner + h * dh + i] = block[(h * n + p) * dh + i] }
+                        for i in 0..<dh { out[p * inner + h * dh + i] = values[(h * n + p) * dh + i] }
                     }
                 }
                 return out
@@ -224,6 +225,41 @@ final class DecoderStepTests: XCTestCase {
                 if team.count > 6 {
                     team.removeFirst(team.count - 6)
                     reference.removeFirst(reference.count - 6)
+                }
+            }
+        }
+    }
+
+    /// Cross-attention keys and values are the k/v product of the encoder states, head-major: float32 as computed under
+    /// fp32, rounded to nearest-even bf16 under bf16 and int8.
+    func testSourcesHoldTheCrossAttentionKeysAndValuesHeadMajorInTheirPrecision() throws {
+        var g = Generator(state: 41)
+        for precision in [ModelPrecision.fp32, .bf16, .int8] {
+            let model = try Self.randomModel(&g, precision: precision, bf16Values: false)
+            let c = model.configuration, inner = c.innerSize, dh = c.headSize
+            let prompts = (0..<3).map { _ in (0..<g.int(1..<20)).map { _ in g.int(2..<c.vocabularySize) } }
+            let sources = model.encodeSources(prompts)
+            let (hidden, offsets) = model.encode(prompts)
+            for (l, block) in model.decoderBlocks.enumerated() {
+                let kv = block.crossAttention.keyValue!.linear(hidden)
+                for (s, source) in sources.enumerated() {
+                    XCTAssertEqual(source.bf16, precision != .fp32)
+                    let n = source.length, count = n * inner
+                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: count, bf16: source.bf16)
+                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: count, bf16: source.bf16)
+                    var expectedKeys: [Float] = [], expectedValues: [Float] = []
+                    for h in 0..<c.heads {
+                        for t in 0..<n {
+                            let row = (offsets[s] + t) * 2 * inner + h * dh
+                            expectedKeys += kv.storage[row..<(row + dh)]
+                            expectedValues += kv.storage[(row + inner)..<(row + inner + dh)]
+                        }
+                    }
+                    func held(_ v: [Float]) -> [UInt32] {
+                        v.map { precision == .fp32 ? $0.bitPattern : UInt32(WeightMatrix.roundToBF16($0)) << 16 }
+                    }
+                    XCTAssertEqual(keys.map(\.bitPattern), held(expectedKeys), "\(precision) layer \(l) source \(s) keys")
+                    XCTAssertEqual(values.map(\.bitPattern), held(expectedValues), "\(precision) layer \(l) source \(s) values")
                 }
             }
         }

@@ -50,6 +50,8 @@ public final class T5Model: Sendable {
     /// Weight bytes one decoder step reads: every decoder projection except the cross-attention keys/values
     /// (computed once per job), plus the output layer.
     public let decoderStepBytes: Int
+    /// Whether jobs' cross-attention keys and values are held in bf16 (the reduced precisions) rather than fp32.
+    let crossAttentionBF16: Bool
 
     public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
         try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory),
@@ -60,6 +62,7 @@ public final class T5Model: Sendable {
     /// `precision` applies to every projection and the output layer; the embedding table stays exact.
     public init(configuration c: T5Configuration, store: WeightStore, precision: ModelPrecision = .fp32) throws {
         configuration = c
+        crossAttentionBF16 = precision != .fp32
         let reader = store.reader()
         // The hub's .bin files also carry the stacks' tied copies of `shared`.
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
@@ -219,37 +222,75 @@ public final class T5Model: Sendable {
     /// position by position across heads, at a stride of `inner`, they were latency-bound: at batch 8 cross-attention
     /// took half of a step). Values likewise. Written once when the job is encoded and read-only afterwards, so every
     /// worker of a decoder step reads it through plain pointers (no reference counting in the step's loops).
+    ///
+    /// Under the reduced precisions (`bf16`) the values are held as bfloat16 (rounded to nearest even), half the bytes
+    /// a step reads for them; attention widens a head's run exactly and computes in float32. fp32 keeps float32.
     public final class EncodedSource: @unchecked Sendable {
         public let length: Int
         let inner: Int
-        let keys: UnsafeMutablePointer<Float>
-        let values: UnsafeMutablePointer<Float>
+        let bf16: Bool
+        /// Float or, with `bf16`, UInt16 elements.
+        let keys: UnsafeMutableRawPointer
+        let values: UnsafeMutableRawPointer
 
-        init(length: Int, layers: Int, inner: Int) {
+        init(length: Int, layers: Int, inner: Int, bf16: Bool) {
             self.length = length
             self.inner = inner
-            keys = .allocate(capacity: max(1, layers * length * inner))
-            values = .allocate(capacity: max(1, layers * length * inner))
+            self.bf16 = bf16
+            let bytes = max(4, layers * length * inner * (bf16 ? 2 : 4))
+            keys = .allocate(byteCount: bytes, alignment: 64)
+            values = .allocate(byteCount: bytes, alignment: 64)
         }
 
         /// A source of no tokens (an emptied slot).
-        public convenience init() { self.init(length: 0, layers: 0, inner: 0) }
+        public convenience init() { self.init(length: 0, layers: 0, inner: 0, bf16: false) }
 
         deinit {
             keys.deallocate()
             values.deallocate()
         }
 
-        /// Layer l's keys or values, [heads, length, headSize].
-        func layerKeys(_ l: Int) -> UnsafeMutablePointer<Float> { keys + l * length * inner }
-        func layerValues(_ l: Int) -> UnsafeMutablePointer<Float> { values + l * length * inner }
+        /// Layer l's keys or values, [heads, length, headSize] elements.
+        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * length * inner * (bf16 ? 2 : 4) }
+        func layerValues(_ l: Int) -> UnsafeMutableRawPointer { values + l * length * inner * (bf16 ? 2 : 4) }
+
+        /// `count` elements at `block` as float32.
+        static func floats(_ block: UnsafeRawPointer, count: Int, bf16: Bool) -> [Float] {
+            guard bf16 else { return Array(UnsafeBufferPointer(start: block.assumingMemoryBound(to: Float.self), count: count)) }
+            return (0..<count).map { Float(bitPattern: UInt32(block.load(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
+        }
+
+        /// Stores `count` values from `from` at element `index` of `block` (rounded to bf16 with `bf16`).
+        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, bf16: Bool) {
+            if bf16 {
+                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: count)
+                for i in 0..<count { out[i] = WeightMatrix.roundToBF16(from[i]) }
+            } else {
+                (block + 4 * index).bindMemory(to: Float.self, capacity: count).initialize(from: from, count: count)
+            }
+        }
+
+        /// `count` bf16 elements at `from` widened (exactly) to float32.
+        @inline(__always)
+        static func widen(_ from: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+            var i = 0
+            while i + 8 <= count {
+                let bits = SIMD8<UInt32>(truncatingIfNeeded: from.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt16>.self)) &<< 16
+                UnsafeMutableRawPointer(out + i).storeBytes(of: unsafeBitCast(bits, to: SIMD8<Float>.self), as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < count {
+                out[i] = Float(bitPattern: UInt32(from.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                i += 1
+            }
+        }
     }
 
     /// Encodes the jobs' inputs and precomputes each job's cross-attention keys and values.
     public func encodeSources(_ sequences: [[Int]]) -> [EncodedSource] {
         let (hidden, offsets) = encode(sequences)
         let inner = configuration.innerSize, heads = configuration.heads, dh = configuration.headSize
-        let sources = sequences.map { EncodedSource(length: $0.count, layers: decoderBlocks.count, inner: inner) }
+        let sources = sequences.map { EncodedSource(length: $0.count, layers: decoderBlocks.count, inner: inner, bf16: crossAttentionBF16) }
         for (l, block) in decoderBlocks.enumerated() {
             let kv = block.crossAttention.keyValue!.linear(hidden)
             kv.storage.withUnsafeBufferPointer { pkv in
@@ -258,8 +299,8 @@ public final class T5Model: Sendable {
                     for t in 0..<n {
                         let row = pkv.baseAddress! + (offset + t) * 2 * inner
                         for head in 0..<heads {
-                            (keys + (head * n + t) * dh).initialize(from: row + head * dh, count: dh)
-                            (values + (head * n + t) * dh).initialize(from: row + inner + head * dh, count: dh)
+                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: (head * n + t) * dh, bf16: source.bf16)
+                            EncodedSource.store(row + inner + head * dh, count: dh, into: values, at: (head * n + t) * dh, bf16: source.bf16)
                         }
                     }
                 }
@@ -364,8 +405,9 @@ public final class T5Model: Sendable {
         let capacity: Int
         /// Positions attended in self-attention, this step's included.
         let positions: Int
-        let crossKeys: UnsafePointer<Float>
-        let crossValues: UnsafePointer<Float>
+        let crossKeys: UnsafeRawPointer
+        let crossValues: UnsafeRawPointer
+        let crossBF16: Bool
         let crossLength: Int
     }
 
@@ -408,7 +450,8 @@ public final class T5Model: Sendable {
         for r in 0..<m {
             let cache = rows[r].cache, source = sources[rows[r].source]
             memory[r] = RowMemory(selfKeys: cache.keys, selfValues: cache.values, capacity: cache.capacity,
-                                  positions: rows[r].length + 1, crossKeys: source.keys, crossValues: source.values, crossLength: source.length)
+                                  positions: rows[r].length + 1, crossKeys: source.keys, crossValues: source.values, crossBF16: source.bf16,
+                                  crossLength: source.length)
         }
         // The causal bias by distance back from the query, per head: bucket once per distance, not per row and key.
         let maxPositions = (0..<m).map { memory[$0].positions }.max()!
@@ -444,10 +487,13 @@ public final class T5Model: Sendable {
                 let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
                 let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
                 let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest))
+                // A head's bf16 cross-attention keys and values widened (exact), read from cache by the float32 loop.
+                let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(1, 2 * longest * dh))
                 defer {
                     normed.deallocate()
                     rounded.deallocate()
                     scores.deallocate()
+                    wide.deallocate()
                 }
                 func normalize(_ gamma: Tensor, for weight: WeightMatrix) {
                     gamma.storage.withUnsafeBufferPointer { pg in
@@ -490,10 +536,18 @@ public final class T5Model: Sendable {
                         let start = head * dh
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
                         for r in 0..<m {
-                            let row = memory[r], offset = (l * heads + head) * row.crossLength * dh
-                            Self.attend(query + r * inner + start, keys: row.crossKeys + offset, values: row.crossValues + offset,
-                                        positions: row.crossLength, headSize: dh, bias: nil, scores: scores,
-                                        into: context + r * inner + start)
+                            let row = memory[r], offset = (l * heads + head) * row.crossLength * dh, count = row.crossLength * dh
+                            let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
+                            if row.crossBF16 {
+                                EncodedSource.widen(row.crossKeys + 2 * offset, count: count, into: wide)
+                                EncodedSource.widen(row.crossValues + 2 * offset, count: count, into: wide + count)
+                                (keys, values) = (UnsafePointer(wide), UnsafePointer(wide + count))
+                            } else {
+                                keys = (row.crossKeys + 4 * offset).assumingMemoryBound(to: Float.self)
+                                values = (row.crossValues + 4 * offset).assumingMemoryBound(to: Float.self)
+                            }
+                            Self.attend(query + r * inner + start, keys: keys, values: values, positions: row.crossLength, headSize: dh,
+                                        bias: nil, scores: scores, into: context + r * inner + start)
                         }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
