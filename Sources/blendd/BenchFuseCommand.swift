@@ -39,7 +39,7 @@ struct BenchFuseCommand: ParsableCommand {
     @Option(help: "Arithmetic of blendd's model: fp32, bf16 or int8 (models.fuser_precision).") var precision = ModelPrecision.fp32
     @Option(help: "Row kernels: avx512 (the default where present) or earlier (AVX2 tiles of four rows, bf16 pairs in tiles of four), to compare them in one build.")
     var kernels = "avx512"
-    @Flag(help: "Also time a decode step's weight products alone (a second copy of the decoder's weights), to show how much of a step is the kernels and how much everything else.")
+    @Flag(help: "Also time each phase of the decode steps (T5Model.decodeStep's own phases, at batch 1 and 8), each beside the floor of the weight bytes it reads, to show where a step's time goes.")
     var profile = false
 
     func run() throws {
@@ -52,10 +52,9 @@ struct BenchFuseCommand: ParsableCommand {
             print("blendd bench fuse: flan-t5-\(shape) shape (d_model \(config.modelSize), \(config.encoderLayers)+\(config.decoderLayers) layers, \(config.heads) heads), random \(fp32 ? "fp32" : "bf16-valued") weights, precision \(precision.rawValue), \(avx512 ? "AVX-512" : "earlier") row kernels, \(cores) threads, prompts of \(promptTokens) tokens, \(newTokens) new tokens, OpenBLAS \(NumericsThreading.blasCore)")
             let bandwidth = MemoryBandwidth.streamingRead()
             print(String(format: "  streaming read bandwidth: %.1f GB/s (all %d workers, 512 MB)", bandwidth / 1e9, cores))
-            let ours = try measureOurs(config)
+            let ours = try measureOurs(config, bandwidth: bandwidth)
             printRow("blendd    ", ours, baseline: nil)
             printFloor(ours, bandwidth: bandwidth)
-            if profile { profileProducts(config, bandwidth: bandwidth, figures: ours) }
             guard !noBaseline else { continue }
             var measured: [(engine: String, figures: Figures)] = []
             let engines = [(baselineScript, "scripts/bench/genfuser_torch.py", "fp32", "torch-fp32"),
@@ -123,34 +122,38 @@ struct BenchFuseCommand: ParsableCommand {
         }
     }
 
-    /// The weight products of one decode step alone, in the step's order, on matrices of the decoder's shapes in the
-    /// same format as the model's (random bf16 values): what the row kernels cost against the floor, and, by difference
-    /// with the measured step, what attention, norms, gating and dispatch between the products cost.
-    private func profileProducts(_ c: T5Configuration, bandwidth: Double, figures: Figures) {
-        let d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
-        var state: UInt64 = 7
-        func matrix(_ rows: Int, _ columns: Int) -> WeightMatrix {
-            let values = (0..<(rows * columns)).map { _ -> Float in
-                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-                let v = (Float(state >> 40) / Float(1 << 24) - 0.5) * 0.04
-                return fp32 ? v : Float(bitPattern: v.bitPattern & 0xFFFF_0000)
+    /// `--new-tokens` decode steps at batch 1 and 8 run directly (rows fed their argmax), timed phase by phase as
+    /// `T5Model.decodeStep` runs them: each phase kind's time per step beside the floor of the weight bytes it reads,
+    /// so attention, the cache, norms and dispatch show against the products they sit with.
+    private func profileSteps(_ model: T5Model, prompts: [[Int]], bandwidth: Double) {
+        let c = model.configuration, bytes = model.decodeStepPhaseBytes
+        for batch in [1, 8] {
+            let sources = model.encodeSources(Array(prompts.prefix(batch)))
+            var rows = (0..<batch).map { model.makeRow(source: $0) }
+            var tokens = Array(repeating: c.decoderStartId, count: batch)
+            let profile = DecodeStepProfile()
+            for _ in 0..<newTokens {
+                let logits = model.decodeStep(&rows, tokens: tokens, sources: sources, profile: profile)
+                tokens = (0..<batch).map { r in
+                    logits.storage.withUnsafeBufferPointer { p in
+                        let row = p.baseAddress! + r * c.vocabularySize
+                        var best = 0
+                        for i in 0..<c.vocabularySize where row[i] > row[best] { best = i }
+                        return best
+                    }
+                }
             }
-            return WeightMatrix(Tensor(shape: [rows, columns], storage: values), precision: precision, compressExact: true)
-        }
-        let layer = [(3 * inner, d), (d, inner), (inner, d), (d, inner), (2 * ff, d), (d, ff)]
-        let products = (0..<c.decoderLayers).flatMap { _ in layer.map { matrix($0.0, $0.1) } } + [matrix(c.vocabularySize, d)]
-        let bytes = products.reduce(0) { $0 + $1.bytes }
-        for (batch, generate, prefill) in [(1, figures.generate1, figures.prefill1), (8, figures.generate8, figures.prefill8)] {
-            let inputs = products.map { Tensor(shape: [batch, $0.shape[1]], storage: (0..<(batch * $0.shape[1])).map { Float($0 % 17) * 0.01 }) }
-            var best = Double.infinity
-            for _ in 0..<3 {
-                let t = Date()
-                for (w, x) in zip(products, inputs) { _ = w.linearRows(x) }
-                best = min(best, Date().timeIntervalSince(t))
+            let steps = Double(profile.steps), total = profile.totalSeconds / steps
+            let floor = Double(model.decoderStepBytes) / bandwidth
+            print(String(format: "  profile  b=%d: step %7.2f ms = %5.2f× the floor (%.2f ms), by phase (ms per step, share, × the floor of its weights):",
+                         batch, total * 1e3, total / floor, floor * 1e3))
+            for (kind, name) in T5Model.decodeStepPhases.enumerated() {
+                let seconds = profile.phaseSeconds[kind] / steps, phaseFloor = Double(bytes[kind]) / bandwidth
+                print(String(format: "           %-55@ %7.2f ms %5.1f %%  %5.2f× (%.1f MB)", name as NSString, seconds * 1e3,
+                             100 * seconds / total, seconds / phaseFloor, Double(bytes[kind]) / 1e6))
             }
-            let step = (generate - prefill) / Double(newTokens), floor = Double(bytes) / bandwidth
-            print(String(format: "  profile  b=%d: weight products alone %7.2f ms = %5.2f× the floor (%d products, %.1f MB); rest of the step %7.2f ms",
-                         batch, best * 1e3, best / floor, products.count, Double(bytes) / 1e6, (step - best) * 1e3))
+            print(String(format: "           %-55@ %7.2f ms %5.1f %%", "outside the team (embedding, setup, logits)" as NSString,
+                         profile.outsideSeconds / steps * 1e3, 100 * profile.outsideSeconds / steps / total))
         }
     }
 
@@ -175,7 +178,7 @@ struct BenchFuseCommand: ParsableCommand {
         print(line)
     }
 
-    private func measureOurs(_ config: T5Configuration) throws -> Figures {
+    private func measureOurs(_ config: T5Configuration, bandwidth: Double) throws -> Figures {
         let start = Date()
         let model = try T5Model(configuration: config, store: RandomWeights.store(shapes: Self.weightShapes(config), bfloat16: !fp32),
                                 precision: precision)
@@ -205,6 +208,7 @@ struct BenchFuseCommand: ParsableCommand {
         let generate1 = timed { _ = generator.generate([prompts[0]], settings: [exact]) }
         let generate8 = timed { _ = generator.generate(prompts, settings: Array(repeating: exact, count: 8)) }
         let beam4 = timed { _ = generator.generate([prompts[0]], settings: [beam]) }
+        if profile { profileSteps(model, prompts: prompts, bandwidth: bandwidth) }
         return Figures(encoder8: encoder8, prefill8: sources8, prefill1: sources1, generate1: generate1, generate8: generate8,
                        beam4: beam4, peakBytes: BenchBaseline.peakResidentBytes(), stepBytes: model.decoderStepBytes)
     }

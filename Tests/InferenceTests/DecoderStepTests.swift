@@ -61,8 +61,16 @@ final class DecoderStepTests: XCTestCase {
         return try T5Model(configuration: config, store: store, precision: precision)
     }
 
-    /// The step as decoding computed it before the team: one `linearRows` product at a time.
-    static func referenceStep(_ model: T5Model, _ rows: inout [T5Model.DecoderRow], tokens: [Int],
+    /// A row of the reference step: its source and its own self-attention cache, [length, inner] per layer.
+    struct ReferenceRow {
+        let source: Int
+        var keys: [[Float]]
+        var values: [[Float]]
+    }
+
+    /// The step as decoding computed it before the team: one `linearRows` product at a time, the caches as growing
+    /// arrays, and attention as a plain loop over (row, head) with the bias bucketed for every key.
+    static func referenceStep(_ model: T5Model, _ rows: inout [ReferenceRow], tokens: [Int],
                               sources: [T5Model.EncodedSource]) -> Tensor {
         let c = model.configuration, inner = c.innerSize, ff = c.feedForwardSize, eps = c.layerNormEps
         var x = model.shared.gatherRows(tokens)
@@ -96,6 +104,21 @@ final class DecoderStepTests: XCTestCase {
             }
             return context
         }
+        // The source's head-major layers as [length, inner], the layout of the product that made them.
+        func crossMemory(_ source: T5Model.EncodedSource, _ l: Int) -> ([Float], [Float]) {
+            let n = source.length, dh = c.headSize
+            func positionMajor(_ block: UnsafeRawPointer) -> [Float] {
+                let values = T5Model.EncodedSource.floats(block, count: n * inner, bf16: source.bf16)
+                var out = [Float](repeating: 0, count: n * inner)
+                for p in 0..<n {
+                    for h in 0..<c.heads {
+                        for i in 0..<dh { out[p * inner + h * dh + i] = values[(h * n + p) * dh + i] }
+                    }
+                }
+                return out
+            }
+            return (positionMajor(source.layerKeys(l)), positionMajor(source.layerValues(l)))
+        }
         for (l, block) in model.decoderBlocks.enumerated() {
             let qkv = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
             for r in rows.indices {
@@ -106,8 +129,7 @@ final class DecoderStepTests: XCTestCase {
             let selfContext = attention(qkv, stride: 3 * inner, { [rows] r in (rows[r].keys[l], rows[r].values[l]) }, causal: true)
             Kernels.addInPlace(&x, block.selfAttention.output.linearRows(selfContext))
             let q = block.crossAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps))
-            let crossContext = attention(q, stride: inner, { [rows] r in (sources[rows[r].source].keys[l], sources[rows[r].source].values[l]) },
-                                         causal: false)
+            let crossContext = attention(q, stride: inner, { [rows] r in crossMemory(sources[rows[r].source], l) }, causal: false)
             Kernels.addInPlace(&x, block.crossAttention.output.linearRows(crossContext))
             let both = block.feedForwardIn.linearRows(Kernels.rmsNorm(x, gamma: block.feedForwardNorm, eps: eps))
             var gated = Tensor(zeros: [rows.count, ff])
@@ -118,8 +140,21 @@ final class DecoderStepTests: XCTestCase {
             }
             Kernels.addInPlace(&x, block.feedForwardOut.linearRows(gated))
         }
-        for r in rows.indices { rows[r].length += 1 }
         return model.outputLayer.linearRows(Kernels.rmsNorm(x, gamma: model.decoderFinalNorm, eps: eps))
+    }
+
+    /// Asserts that the team's rows hold the reference rows' caches bit for bit.
+    static func assertCaches(_ team: [T5Model.DecoderRow], _ reference: [ReferenceRow], _ label: String,
+                             file: StaticString = #filePath, line: UInt = #line) {
+        for r in team.indices {
+            XCTAssertEqual(team[r].length * team[r].cache.inner, reference[r].keys[0].count, "\(label) length of row \(r)", file: file, line: line)
+            for l in reference[r].keys.indices {
+                XCTAssertEqual(team[r].cachedKeys(layer: l).map(\.bitPattern), reference[r].keys[l].map(\.bitPattern),
+                               "\(label) keys of row \(r) layer \(l)", file: file, line: line)
+                XCTAssertEqual(team[r].cachedValues(layer: l).map(\.bitPattern), reference[r].values[l].map(\.bitPattern),
+                               "\(label) values of row \(r) layer \(l)", file: file, line: line)
+            }
+        }
     }
 
     func testTeamStepGivesTheReferenceBitsInEveryFormatRowCountAndWorkerCount() throws {
@@ -134,8 +169,10 @@ final class DecoderStepTests: XCTestCase {
             let prompts = (0..<g.int(1..<4)).map { _ in (0..<g.int(1..<30)).map { _ in g.int(2..<c.vocabularySize) } }
             let sources = model.encodeSources(prompts)
             let m = [1, 2, 3, 5, 8, 9][trial % 6]
-            var reference = (0..<m).map { _ in model.makeRow(source: g.int(0..<prompts.count)) }
-            var teams = Array(repeating: reference, count: 3)
+            let rowSources = (0..<m).map { _ in g.int(0..<prompts.count) }
+            let empty = [[Float]](repeating: [], count: c.decoderLayers)
+            var reference = rowSources.map { ReferenceRow(source: $0, keys: empty, values: empty) }
+            var teams = Array(repeating: rowSources.map { model.makeRow(source: $0) }, count: 3)
             let shape = "\(format.name) d=\(c.modelSize) heads=\(c.heads)×\(c.headSize) ff=\(c.feedForwardSize) vocab=\(c.vocabularySize) layers=\(c.decoderLayers) rows=\(m)"
             for step in 0..<4 {
                 let tokens = (0..<m).map { _ in g.int(0..<c.vocabularySize) }
@@ -146,13 +183,108 @@ final class DecoderStepTests: XCTestCase {
                     let logits = model.decodeStep(&teams[workers - 1], tokens: tokens, sources: sources)
                     XCTAssertEqual(logits.shape, expected.shape, shape)
                     XCTAssertEqual(logits.storage.map(\.bitPattern), expected.storage.map(\.bitPattern), "\(shape) step \(step) workers \(workers)")
-                    for r in 0..<m {
-                        XCTAssertEqual(teams[workers - 1][r].length, reference[r].length, shape)
-                        XCTAssertEqual(teams[workers - 1][r].keys.map { $0.map(\.bitPattern) }, reference[r].keys.map { $0.map(\.bitPattern) },
-                                       "\(shape) keys of row \(r) step \(step) workers \(workers)")
-                        XCTAssertEqual(teams[workers - 1][r].values.map { $0.map(\.bitPattern) }, reference[r].values.map { $0.map(\.bitPattern) },
-                                       "\(shape) values of row \(r) step \(step) workers \(workers)")
+                    Self.assertCaches(teams[workers - 1], reference, "\(shape) step \(step) workers \(workers)")
+                }
+            }
+        }
+    }
+
+    /// Beam-like reorders: rows that share a parent's cache (as beams do after a reorder), rows shuffled between steps,
+    /// rows of different lengths in one step (some joining late, as continuous batching admits them), a cache growing
+    /// past its first room: every step gives the reference bits, and a row's append never shows in its siblings.
+    func testSharedAndShuffledRowsGiveTheReferenceBits() throws {
+        var g = Generator(state: 91)
+        let formats: [(precision: ModelPrecision, bf16Values: Bool)] = [(.fp32, false), (.fp32, true), (.bf16, false), (.int8, false)]
+        for trial in 0..<8 {
+            let format = formats[trial % formats.count]
+            let model = try Self.randomModel(&g, precision: format.precision, bf16Values: format.bf16Values)
+            let c = model.configuration
+            let prompts = (0..<g.int(1..<4)).map { _ in (0..<g.int(1..<20)).map { _ in g.int(2..<c.vocabularySize) } }
+            let sources = model.encodeSources(prompts)
+            let empty = [[Float]](repeating: [], count: c.decoderLayers)
+            var team: [T5Model.DecoderRow] = []
+            var reference: [ReferenceRow] = []
+            NumericsThreading.configure(threads: 1 + trial % 3)
+            // 19 steps: the first room of 16 positions fills and the cache grows.
+            for step in 0..<19 {
+                // A late row joins, then every row is either kept or replaced by a copy of another (a reorder).
+                if team.isEmpty || g.int(0..<4) == 0 {
+                    let source = g.int(0..<prompts.count)
+                    team.append(model.makeRow(source: source))
+                    reference.append(ReferenceRow(source: source, keys: empty, values: empty))
+                }
+                let parents = team.indices.map { _ in g.int(0..<team.count) }
+                team = parents.map { team[$0] }
+                reference = parents.map { reference[$0] }
+                let tokens = team.indices.map { _ in g.int(0..<c.vocabularySize) }
+                let expected = Self.referenceStep(model, &reference, tokens: tokens, sources: sources)
+                let logits = model.decodeStep(&team, tokens: tokens, sources: sources)
+                let label = "trial \(trial) step \(step) rows \(team.count) parents \(parents)"
+                XCTAssertEqual(logits.storage.map(\.bitPattern), expected.storage.map(\.bitPattern), label)
+                Self.assertCaches(team, reference, label)
+                if team.count > 6 {
+                    team.removeFirst(team.count - 6)
+                    reference.removeFirst(reference.count - 6)
+                }
+            }
+        }
+    }
+
+    /// Cross-attention keys and values are the k/v product of the encoder states, head-major: float32 as computed under
+    /// fp32, rounded to nearest-even bf16 under bf16 and int8.
+    func testSourcesHoldTheCrossAttentionKeysAndValuesHeadMajorInTheirPrecision() throws {
+        var g = Generator(state: 41)
+        for precision in [ModelPrecision.fp32, .bf16, .int8] {
+            let model = try Self.randomModel(&g, precision: precision, bf16Values: false)
+            let c = model.configuration, inner = c.innerSize, dh = c.headSize
+            let prompts = (0..<3).map { _ in (0..<g.int(1..<20)).map { _ in g.int(2..<c.vocabularySize) } }
+            let sources = model.encodeSources(prompts)
+            let (hidden, offsets) = model.encode(prompts)
+            for (l, block) in model.decoderBlocks.enumerated() {
+                let kv = block.crossAttention.keyValue!.linear(hidden)
+                for (s, source) in sources.enumerated() {
+                    XCTAssertEqual(source.bf16, precision != .fp32)
+                    let n = source.length, count = n * inner
+                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: count, bf16: source.bf16)
+                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: count, bf16: source.bf16)
+                    var expectedKeys: [Float] = [], expectedValues: [Float] = []
+                    for h in 0..<c.heads {
+                        for t in 0..<n {
+                            let row = (offsets[s] + t) * 2 * inner + h * dh
+                            expectedKeys += kv.storage[row..<(row + dh)]
+                            expectedValues += kv.storage[(row + inner)..<(row + inner + dh)]
+                        }
                     }
+                    func held(_ v: [Float]) -> [UInt32] {
+                        v.map { precision == .fp32 ? $0.bitPattern : UInt32(WeightMatrix.roundToBF16($0)) << 16 }
+                    }
+                    XCTAssertEqual(keys.map(\.bitPattern), held(expectedKeys), "\(precision) layer \(l) source \(s) keys")
+                    XCTAssertEqual(values.map(\.bitPattern), held(expectedValues), "\(precision) layer \(l) source \(s) values")
+                }
+            }
+        }
+    }
+
+    /// A row's logits do not depend on which other rows share its step or where it sits among them.
+    func testRowLogitsDoNotDependOnTheOtherRowsOrTheirOrder() throws {
+        var g = Generator(state: 23)
+        for precision in [ModelPrecision.fp32, .bf16, .int8] {
+            let model = try Self.randomModel(&g, precision: precision, bf16Values: false)
+            let c = model.configuration
+            let prompts = (0..<5).map { _ in (0..<g.int(1..<25)).map { _ in g.int(2..<c.vocabularySize) } }
+            let sources = model.encodeSources(prompts)
+            let tokens = (0..<5).map { _ in g.int(0..<c.vocabularySize) }
+            var alone: [[UInt32]] = []
+            for r in 0..<5 {
+                var rows = [model.makeRow(source: r)]
+                alone.append(model.decodeStep(&rows, tokens: [tokens[r]], sources: sources).storage.map(\.bitPattern))
+            }
+            for _ in 0..<4 {
+                let order = g.shuffle(Array(0..<5))
+                var rows = order.map { model.makeRow(source: $0) }
+                let logits = model.decodeStep(&rows, tokens: order.map { tokens[$0] }, sources: sources).storage.map(\.bitPattern)
+                for (i, r) in order.enumerated() {
+                    XCTAssertEqual(Array(logits[(i * c.vocabularySize)..<((i + 1) * c.vocabularySize)]), alone[r], "\(precision) order \(order)")
                 }
             }
         }

@@ -139,7 +139,7 @@ public final class ContinuousDecoder {
     }
 
     private func release(_ entry: Running) {
-        sources[entry.slot] = T5Model.EncodedSource(length: 0, keys: [], values: [])
+        sources[entry.slot] = T5Model.EncodedSource()
         freeSlots.append(entry.slot)
         reservedRows -= entry.job.settings.numBeams
     }

@@ -50,6 +50,8 @@ public final class T5Model: Sendable {
     /// Weight bytes one decoder step reads: every decoder projection except the cross-attention keys/values
     /// (computed once per job), plus the output layer.
     public let decoderStepBytes: Int
+    /// Whether jobs' cross-attention keys and values are held in bf16 (the reduced precisions) rather than fp32.
+    let crossAttentionBF16: Bool
 
     public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
         try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory),
@@ -60,6 +62,7 @@ public final class T5Model: Sendable {
     /// `precision` applies to every projection and the output layer; the embedding table stays exact.
     public init(configuration c: T5Configuration, store: WeightStore, precision: ModelPrecision = .fp32) throws {
         configuration = c
+        crossAttentionBF16 = precision != .fp32
         let reader = store.reader()
         // The hub's .bin files also carry the stacks' tied copies of `shared`.
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
@@ -214,63 +217,226 @@ public final class T5Model: Sendable {
 
     // MARK: Decoder
 
-    /// Cross-attention keys and values of one encoded job for every decoder layer, [length, inner] each.
-    public struct EncodedSource: Sendable {
+    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head: layer l's keys are
+    /// the [heads, length, headSize] block at `keys + l·length·inner`, so one head's keys are one contiguous run (read
+    /// position by position across heads, at a stride of `inner`, they were latency-bound: at batch 8 cross-attention
+    /// took half of a step). Values likewise. Written once when the job is encoded and read-only afterwards, so every
+    /// worker of a decoder step reads it through plain pointers (no reference counting in the step's loops).
+    ///
+    /// Under the reduced precisions (`bf16`) the values are held as bfloat16 (rounded to nearest even), half the bytes
+    /// a step reads for them; attention widens a head's run exactly and computes in float32. fp32 keeps float32.
+    public final class EncodedSource: @unchecked Sendable {
         public let length: Int
-        let keys: [[Float]]
-        let values: [[Float]]
+        let inner: Int
+        let bf16: Bool
+        /// Float or, with `bf16`, UInt16 elements.
+        let keys: UnsafeMutableRawPointer
+        let values: UnsafeMutableRawPointer
+
+        init(length: Int, layers: Int, inner: Int, bf16: Bool) {
+            self.length = length
+            self.inner = inner
+            self.bf16 = bf16
+            let bytes = max(4, layers * length * inner * (bf16 ? 2 : 4))
+            keys = .allocate(byteCount: bytes, alignment: 64)
+            values = .allocate(byteCount: bytes, alignment: 64)
+        }
+
+        /// A source of no tokens (an emptied slot).
+        public convenience init() { self.init(length: 0, layers: 0, inner: 0, bf16: false) }
+
+        deinit {
+            keys.deallocate()
+            values.deallocate()
+        }
+
+        /// Layer l's keys or values, [heads, length, headSize] elements.
+        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * length * inner * (bf16 ? 2 : 4) }
+        func layerValues(_ l: Int) -> UnsafeMutableRawPointer { values + l * length * inner * (bf16 ? 2 : 4) }
+
+        /// `count` elements at `block` as float32.
+        static func floats(_ block: UnsafeRawPointer, count: Int, bf16: Bool) -> [Float] {
+            guard bf16 else { return Array(UnsafeBufferPointer(start: block.assumingMemoryBound(to: Float.self), count: count)) }
+            return (0..<count).map { Float(bitPattern: UInt32(block.load(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
+        }
+
+        /// Stores `count` values from `from` at element `index` of `block` (rounded to bf16 with `bf16`).
+        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, bf16: Bool) {
+            if bf16 {
+                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: count)
+                for i in 0..<count { out[i] = WeightMatrix.roundToBF16(from[i]) }
+            } else {
+                (block + 4 * index).bindMemory(to: Float.self, capacity: count).initialize(from: from, count: count)
+            }
+        }
+
+        /// `count` bf16 elements at `from` widened (exactly) to float32.
+        @inline(__always)
+        static func widen(_ from: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+            var i = 0
+            while i + 8 <= count {
+                let bits = SIMD8<UInt32>(truncatingIfNeeded: from.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt16>.self)) &<< 16
+                UnsafeMutableRawPointer(out + i).storeBytes(of: unsafeBitCast(bits, to: SIMD8<Float>.self), as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < count {
+                out[i] = Float(bitPattern: UInt32(from.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                i += 1
+            }
+        }
     }
 
     /// Encodes the jobs' inputs and precomputes each job's cross-attention keys and values.
     public func encodeSources(_ sequences: [[Int]]) -> [EncodedSource] {
         let (hidden, offsets) = encode(sequences)
-        let inner = configuration.innerSize
-        var keys = [[[Float]]](repeating: [], count: sequences.count)
-        var values = keys
-        for block in decoderBlocks {
+        let inner = configuration.innerSize, heads = configuration.heads, dh = configuration.headSize
+        let sources = sequences.map { EncodedSource(length: $0.count, layers: decoderBlocks.count, inner: inner, bf16: crossAttentionBF16) }
+        for (l, block) in decoderBlocks.enumerated() {
             let kv = block.crossAttention.keyValue!.linear(hidden)
-            for (s, offset) in offsets.enumerated() {
-                var k = [Float](), v = [Float]()
-                k.reserveCapacity(sequences[s].count * inner)
-                v.reserveCapacity(sequences[s].count * inner)
-                for r in offset..<(offset + sequences[s].count) {
-                    k += kv.storage[(r * 2 * inner)..<(r * 2 * inner + inner)]
-                    v += kv.storage[(r * 2 * inner + inner)..<((r + 1) * 2 * inner)]
+            kv.storage.withUnsafeBufferPointer { pkv in
+                for (source, offset) in zip(sources, offsets) {
+                    let keys = source.layerKeys(l), values = source.layerValues(l), n = source.length
+                    for t in 0..<n {
+                        let row = pkv.baseAddress! + (offset + t) * 2 * inner
+                        for head in 0..<heads {
+                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: (head * n + t) * dh, bf16: source.bf16)
+                            EncodedSource.store(row + inner + head * dh, count: dh, into: values, at: (head * n + t) * dh, bf16: source.bf16)
+                        }
+                    }
                 }
-                keys[s].append(k)
-                values[s].append(v)
             }
         }
-        return sequences.indices.map { EncodedSource(length: sequences[$0].count, keys: keys[$0], values: values[$0]) }
+        return sources
     }
 
-    /// One decoding row (a greedy sequence or one beam): its self-attention cache per layer. Rows are values;
-    /// beams that share a parent share its cache storage until one of them appends (copy on write).
+    /// A row's self-attention keys and values: per layer a block of heads × `capacity` positions × headSize (keys
+    /// and values apart; a head's positions contiguous, as in `EncodedSource`), so a step writes its position of every
+    /// layer in place. Mutated only by `decodeStep` through a row that
+    /// holds the only reference (`DecoderRow.prepareAppend` copies a shared cache first).
+    final class SelfAttentionCache: @unchecked Sendable {
+        let layers: Int
+        let heads: Int
+        let headSize: Int
+        let capacity: Int
+        let keys: UnsafeMutablePointer<Float>
+        let values: UnsafeMutablePointer<Float>
+        var inner: Int { heads * headSize }
+
+        init(layers: Int, heads: Int, headSize: Int, capacity: Int) {
+            self.layers = layers
+            self.heads = heads
+            self.headSize = headSize
+            self.capacity = capacity
+            let inner = heads * headSize
+            keys = .allocate(capacity: max(1, layers * capacity * inner))
+            values = .allocate(capacity: max(1, layers * capacity * inner))
+        }
+
+        deinit {
+            keys.deallocate()
+            values.deallocate()
+        }
+
+        /// Layer l's block: head h's position p at `(h·capacity + p)·headSize`.
+        func layerKeys(_ l: Int) -> UnsafeMutablePointer<Float> { keys + l * capacity * inner }
+        func layerValues(_ l: Int) -> UnsafeMutablePointer<Float> { values + l * capacity * inner }
+
+        /// A cache of `capacity` positions holding this one's first `length` positions of every layer and head.
+        func copy(length: Int, capacity: Int) -> SelfAttentionCache {
+            let copy = SelfAttentionCache(layers: layers, heads: heads, headSize: headSize, capacity: capacity)
+            for l in 0..<layers {
+                for h in 0..<heads {
+                    let from = h * self.capacity * headSize, to = h * capacity * headSize
+                    (copy.layerKeys(l) + to).initialize(from: layerKeys(l) + from, count: length * headSize)
+                    (copy.layerValues(l) + to).initialize(from: layerValues(l) + from, count: length * headSize)
+                }
+            }
+            return copy
+        }
+
+        /// Layer l's first `length` positions as [length, inner] (position-major, as the q/k/v product lays them out).
+        func positionMajor(_ block: UnsafeMutablePointer<Float>, length: Int) -> [Float] {
+            var out = [Float](repeating: 0, count: length * inner)
+            for p in 0..<length {
+                for h in 0..<heads {
+                    for i in 0..<headSize { out[p * inner + h * headSize + i] = block[(h * capacity + p) * headSize + i] }
+                }
+            }
+            return out
+        }
+    }
+
+    /// One decoding row (a greedy sequence or one beam): its self-attention cache. Rows are values; beams that share
+    /// a parent share its cache until a step appends to one of them, which then copies it (once per reorder, all
+    /// layers at once, before the step's workers start).
     public struct DecoderRow: Sendable {
         public let source: Int
         public internal(set) var length = 0
-        var keys: [[Float]]
-        var values: [[Float]]
+        var cache: SelfAttentionCache
 
-        public init(source: Int, layers: Int) {
+        init(source: Int, layers: Int, heads: Int, headSize: Int) {
             self.source = source
-            keys = Array(repeating: [], count: layers)
-            values = Array(repeating: [], count: layers)
+            cache = SelfAttentionCache(layers: layers, heads: heads, headSize: headSize, capacity: 0)
         }
+
+        /// Gives this row a cache of its own with room for position `length` (doubling the room when it is full).
+        mutating func prepareAppend() {
+            let shared = !isKnownUniquelyReferenced(&cache)
+            guard shared || cache.capacity <= length else { return }
+            let capacity = cache.capacity > length ? cache.capacity : max(16, 2 * cache.capacity)
+            cache = cache.copy(length: length, capacity: capacity)
+        }
+
+        /// Layer l's cached keys or values, [length, inner].
+        func cachedKeys(layer l: Int) -> [Float] { cache.positionMajor(cache.layerKeys(l), length: length) }
+        func cachedValues(layer l: Int) -> [Float] { cache.positionMajor(cache.layerValues(l), length: length) }
     }
 
-    public func makeRow(source: Int) -> DecoderRow { DecoderRow(source: source, layers: configuration.decoderLayers) }
+    public func makeRow(source: Int) -> DecoderRow {
+        DecoderRow(source: source, layers: configuration.decoderLayers, heads: configuration.heads, headSize: configuration.headSize)
+    }
 
+    /// What one row's attention reads in a step, taken before the workers start.
+    private struct RowMemory {
+        let selfKeys: UnsafeMutablePointer<Float>
+        let selfValues: UnsafeMutablePointer<Float>
+        /// Positions of room in the self-attention cache: a head's block is `capacity·headSize` floats, a layer's
+        /// `capacity·inner`.
+        let capacity: Int
+        /// Positions attended in self-attention, this step's included.
+        let positions: Int
+        let crossKeys: UnsafeRawPointer
+        let crossValues: UnsafeRawPointer
+        let crossBF16: Bool
+        let crossLength: Int
+    }
+
+    /// The phases of a decoder step, in order: six per layer, then the output layer.
+    public static let decodeStepPhases = ["self-attention: q/k/v product, cache write, attention", "self-attention output + residual",
+                                          "cross-attention: query product, attention", "cross-attention output + residual",
+                                          "FFN wi_0/wi_1 product + gate", "FFN wo product + residual", "output layer"]
+
+    /// Weight bytes each phase kind of `decodeStepPhases` reads in one step (all layers).
+    public var decodeStepPhaseBytes: [Int] {
+        [decoderBlocks.reduce(0) { $0 + $1.selfAttention.query.bytes }, decoderBlocks.reduce(0) { $0 + $1.selfAttention.output.bytes },
+         decoderBlocks.reduce(0) { $0 + $1.crossAttention.query.bytes }, decoderBlocks.reduce(0) { $0 + $1.crossAttention.output.bytes },
+         decoderBlocks.reduce(0) { $0 + $1.feedForwardIn.bytes }, decoderBlocks.reduce(0) { $0 + $1.feedForwardOut.bytes }, outputLayer.bytes]
+    }
 
     /// Feeds one token to each row and returns next-token logits, [rows, vocabulary]. Every product treats the rows
     /// as independent items (the kernels of `linearRows`), so a row's logits never depend on the other rows of the step.
     ///
-    /// The step runs on `NumericsThreading.team` as nine phases per layer and one for the output layer: each product is
-    /// split into blocks of 64 output columns (the residual add and the FFN gate done in the block that produced the
-    /// columns), attention into (row, head) items; each worker normalizes (and rounds, for bf16 pairs) its own copy of
-    /// a product's input. No value depends on the split.
-    public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource]) -> Tensor {
+    /// The step runs on `NumericsThreading.team` as six phases per layer and one for the output layer. The output
+    /// projections and the FFN are split into blocks of 64 output columns (the residual add and the FFN gate done in
+    /// the block that produced the columns); each attention phase into heads, a head's chunk computing its own query
+    /// (and key and value) columns for every row, writing them to the caches and attending, so the products, the cache
+    /// writes and the attention of a head need no barrier between them. Each worker normalizes (and rounds, for bf16
+    /// pairs) its own copy of a product's input. No value depends on the split. With `profile`, the time of each phase
+    /// is added there.
+    public func decodeStep(_ rows: inout [DecoderRow], tokens: [Int], sources: [EncodedSource],
+                           profile: DecodeStepProfile? = nil) -> Tensor {
         precondition(rows.count == tokens.count, "one token per row")
+        let started = DispatchTime.now().uptimeNanoseconds
         let c = configuration, m = rows.count, d = c.modelSize, inner = c.innerSize, ff = c.feedForwardSize
         let heads = c.heads, dh = c.headSize, eps = c.layerNormEps, vocabulary = c.vocabularySize
         guard m > 0 else { return Tensor(zeros: [0, vocabulary]) }
@@ -278,6 +444,26 @@ public final class T5Model: Sendable {
         let x = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
         defer { x.deallocate() }
         shared.gatherRows(tokens).storage.withUnsafeBufferPointer { x.initialize(from: $0.baseAddress!, count: m * d) }
+        for r in 0..<m { rows[r].prepareAppend() }
+        let memory = UnsafeMutablePointer<RowMemory>.allocate(capacity: m)
+        defer { memory.deallocate() }
+        for r in 0..<m {
+            let cache = rows[r].cache, source = sources[rows[r].source]
+            memory[r] = RowMemory(selfKeys: cache.keys, selfValues: cache.values, capacity: cache.capacity,
+                                  positions: rows[r].length + 1, crossKeys: source.keys, crossValues: source.values, crossBF16: source.bf16,
+                                  crossLength: source.length)
+        }
+        // The causal bias by distance back from the query, per head: bucket once per distance, not per row and key.
+        let maxPositions = (0..<m).map { memory[$0].positions }.max()!
+        let selfBias = UnsafeMutablePointer<Float>.allocate(capacity: heads * maxPositions)
+        defer { selfBias.deallocate() }
+        decoderBias.storage.withUnsafeBufferPointer { pb in
+            for distance in 0..<maxPositions {
+                let bucket = c.bucket(-distance, bidirectional: false)
+                for head in 0..<heads { selfBias[head * maxPositions + distance] = pb[bucket * heads + head] }
+            }
+        }
+        let longest = max(maxPositions, (0..<m).map { memory[$0].crossLength }.max()!)
         // Step buffers: the q/k/v product, the cross-attention queries, the attention context, a product before its
         // residual add, the stacked wi_0/wi_1 product and the gated FFN activations.
         let sizes = [m * 3 * inner, m * inner, m * inner, m * d, m * 2 * ff, m * ff]
@@ -289,16 +475,25 @@ public final class T5Model: Sendable {
         let widest = max(d, inner, ff)
         let blocks = { (n: Int) in (n + 63) / 64 }
         func block(_ chunk: Int, of n: Int) -> Range<Int> { (chunk * 64)..<min(n, chunk * 64 + 64) }
+        let phases = 6 * decoderBlocks.count + 1
+        let clock = profile == nil ? nil : UnsafeMutablePointer<UInt64>.allocate(capacity: phases)
+        defer { clock?.deallocate() }
+        let teamStarted = DispatchTime.now().uptimeNanoseconds
         // Pointers taken once, outside the workers: concurrent `withUnsafe…` accesses to one array would conflict.
-        rows.withUnsafeMutableBufferPointer { rowsBuffer in logits.withUnsafeMutableBufferPointer { logitsBuffer in
-            let rowStates = rowsBuffer.baseAddress!, out = logitsBuffer.baseAddress!
-            NumericsThreading.team.run(phases: 9 * decoderBlocks.count + 1) { team in
-                // This worker's copy of a product's input (normalized, or as given) and its bf16 pairs.
+        logits.withUnsafeMutableBufferPointer { logitsBuffer in
+            let out = logitsBuffer.baseAddress!
+            NumericsThreading.team.run(phases: phases, clock: clock) { team in
+                // This worker's copy of a product's input (normalized, or as given), its bf16 pairs, attention scores.
                 let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
                 let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest))
+                // A head's bf16 cross-attention keys and values widened (exact), read from cache by the float32 loop.
+                let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(1, 2 * longest * dh))
                 defer {
                     normed.deallocate()
                     rounded.deallocate()
+                    scores.deallocate()
+                    wide.deallocate()
                 }
                 func normalize(_ gamma: Tensor, for weight: WeightMatrix) {
                     gamma.storage.withUnsafeBufferPointer { pg in
@@ -318,33 +513,42 @@ public final class T5Model: Sendable {
                 for (l, layer) in decoderBlocks.enumerated() {
                     // Self-attention over the row's own past, with the causal relative bias.
                     let selfAttention = layer.selfAttention, crossAttention = layer.crossAttention
-                    team.phase(blocks(3 * inner), prepare: { normalize(layer.selfAttentionNorm, for: selfAttention.query) }) { chunk in
-                        product(selfAttention.query, normed, columns: block(chunk, of: 3 * inner), into: qkv, ldy: 3 * inner)
-                    }
-                    team.phase(1) { _ in
-                        for r in 0..<m {
-                            let base = qkv + r * 3 * inner
-                            rowStates[r].keys[l].append(contentsOf: UnsafeBufferPointer(start: base + inner, count: inner))
-                            rowStates[r].values[l].append(contentsOf: UnsafeBufferPointer(start: base + 2 * inner, count: inner))
+                    team.phase(heads, prepare: { normalize(layer.selfAttentionNorm, for: selfAttention.query) }) { head in
+                        let start = head * dh
+                        for part in 0..<3 {
+                            let first = part * inner + start
+                            product(selfAttention.query, normed, columns: first..<(first + dh), into: qkv, ldy: 3 * inner)
                         }
-                    }
-                    team.phase(m * heads) { item in
-                        let r = item / heads, head = item % heads
-                        attend(qkv + r * 3 * inner + head * dh, head: head, keys: rowStates[r].keys[l], values: rowStates[r].values[l],
-                               causal: true, into: context + r * inner + head * dh)
+                        for r in 0..<m {
+                            let row = memory[r], base = qkv + r * 3 * inner, offset = (l * heads + head) * row.capacity * dh
+                            let keys = row.selfKeys + offset, values = row.selfValues + offset, at = (row.positions - 1) * dh
+                            (keys + at).update(from: base + inner + start, count: dh)
+                            (values + at).update(from: base + 2 * inner + start, count: dh)
+                            Self.attend(base + start, keys: keys, values: values, positions: row.positions, headSize: dh,
+                                        bias: selfBias + head * maxPositions, scores: scores, into: context + r * inner + start)
+                        }
                     }
                     team.phase(blocks(d), prepare: { selfAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
                         product(selfAttention.output, context, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
                     }
                     // Cross-attention over the row's job's encoder states.
-                    team.phase(blocks(inner), prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { chunk in
-                        product(crossAttention.query, normed, columns: block(chunk, of: inner), into: query, ldy: inner)
-                    }
-                    team.phase(m * heads) { item in
-                        let r = item / heads, head = item % heads
-                        let source = sources[rowStates[r].source]
-                        attend(query + r * inner + head * dh, head: head, keys: source.keys[l], values: source.values[l],
-                               causal: false, into: context + r * inner + head * dh)
+                    team.phase(heads, prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { head in
+                        let start = head * dh
+                        product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
+                        for r in 0..<m {
+                            let row = memory[r], offset = (l * heads + head) * row.crossLength * dh, count = row.crossLength * dh
+                            let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
+                            if row.crossBF16 {
+                                EncodedSource.widen(row.crossKeys + 2 * offset, count: count, into: wide)
+                                EncodedSource.widen(row.crossValues + 2 * offset, count: count, into: wide + count)
+                                (keys, values) = (UnsafePointer(wide), UnsafePointer(wide + count))
+                            } else {
+                                keys = (row.crossKeys + 4 * offset).assumingMemoryBound(to: Float.self)
+                                values = (row.crossValues + 4 * offset).assumingMemoryBound(to: Float.self)
+                            }
+                            Self.attend(query + r * inner + start, keys: keys, values: values, positions: row.crossLength, headSize: dh,
+                                        bias: nil, scores: scores, into: context + r * inner + start)
+                        }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
                         product(crossAttention.output, context, columns: block(chunk, of: d), into: projected, ldy: d, residual: true)
@@ -364,32 +568,53 @@ public final class T5Model: Sendable {
                     product(outputLayer, normed, columns: block(chunk, of: vocabulary), into: out, ldy: vocabulary)
                 }
             }
-        } }
+        }
         for r in rows.indices { rows[r].length += 1 }
-        return Tensor(shape: [m, vocabulary], storage: logits)
+        let result = Tensor(shape: [m, vocabulary], storage: logits)
+        if let profile, let clock { profile.add(started: started, teamStarted: teamStarted, phaseEnds: clock, phases: phases,
+                                                finished: DispatchTime.now().uptimeNanoseconds) }
+        return result
     }
 
-    /// One head of one row's single-query attention over the cached positions (keys, values as [length, inner]), into
-    /// `out` (the head's `headSize` values); with `causal` the query sits at the last position and the decoder's
-    /// relative bias applies.
-    private func attend(_ q: UnsafePointer<Float>, head: Int, keys: [Float], values: [Float], causal: Bool,
-                        into out: UnsafeMutablePointer<Float>) {
-        let c = configuration, inner = c.innerSize, dh = c.headSize, heads = c.heads
-        let length = keys.count / inner
-        out.initialize(repeating: 0, count: dh)
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, length))
-        defer { scores.deallocate() }
-        keys.withUnsafeBufferPointer { pk in
-            for j in 0..<length { scores[j] = SIMDMath.dot(q, pk.baseAddress! + j * inner + head * dh, count: dh) }
+    /// One head of one row's single-query attention over `positions` cached keys and values (the head's contiguous
+    /// [positions, headSize] runs), into `out` (the head's `headSize` values). `bias`, for self-attention, holds the
+    /// causal relative bias by distance back from the query (the last position).
+    @inline(__always)
+    private static func attend(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: Int,
+                               headSize dh: Int, bias: UnsafePointer<Float>?, scores: UnsafeMutablePointer<Float>,
+                               into out: UnsafeMutablePointer<Float>) {
+        out.update(repeating: 0, count: dh)
+        for j in 0..<positions { scores[j] = SIMDMath.dot(q, keys + j * dh, count: dh) }
+        if let bias {
+            for j in 0..<positions { scores[j] += bias[positions - 1 - j] }
         }
-        if causal {
-            decoderBias.storage.withUnsafeBufferPointer { pb in
-                for j in 0..<length { scores[j] += pb[c.bucket(j - (length - 1), bidirectional: false) * heads + head] }
-            }
+        SIMDMath.softmaxInPlace(scores, count: positions)
+        for j in 0..<positions { SIMDMath.axpy(scores[j], values + j * dh, into: out, count: dh) }
+    }
+}
+
+/// Where decoder steps spend their time (`T5Model.decodeStep(profile:)`): for each phase kind of
+/// `T5Model.decodeStepPhases`, the wall time from the end of the phase before to its own end on the calling worker,
+/// and the time outside the team (embedding lookup, cache room, pointer tables, the logits tensor), summed over steps.
+public final class DecodeStepProfile {
+    public private(set) var steps = 0
+    /// Seconds per phase kind, in `T5Model.decodeStepPhases` order.
+    public private(set) var phaseSeconds = [Double](repeating: 0, count: T5Model.decodeStepPhases.count)
+    public private(set) var outsideSeconds = 0.0
+
+    public init() {}
+
+    public var totalSeconds: Double { phaseSeconds.reduce(outsideSeconds, +) }
+
+    fileprivate func add(started: UInt64, teamStarted: UInt64, phaseEnds: UnsafePointer<UInt64>, phases: Int, finished: UInt64) {
+        let kinds = T5Model.decodeStepPhases.count
+        var previous = teamStarted
+        for p in 0..<phases {
+            let kind = p == phases - 1 ? kinds - 1 : p % (kinds - 1)
+            phaseSeconds[kind] += Double(phaseEnds[p] &- previous) / 1e9
+            previous = phaseEnds[p]
         }
-        SIMDMath.softmaxInPlace(scores, count: length)
-        values.withUnsafeBufferPointer { pv in
-            for j in 0..<length { SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * dh, into: out, count: dh) }
-        }
+        outsideSeconds += Double((teamStarted &- started) &+ (finished &- previous)) / 1e9
+        steps += 1
     }
 }

@@ -1,4 +1,5 @@
 import CKernels
+import Dispatch
 import Foundation
 import Synchronization
 
@@ -52,6 +53,8 @@ final class WorkerTeam: @unchecked Sendable {
         let workers: Int
         fileprivate let counters: UnsafeMutablePointer<Int32>
         fileprivate let capacity: Int
+        /// Where worker 0 writes the monotonic time (ns) each phase ended, when the caller asked for it.
+        fileprivate let clock: UnsafeMutablePointer<UInt64>?
         fileprivate var index = 0
 
         /// Runs chunks 0..<count of the next phase, each on exactly one worker, and returns when all are done.
@@ -72,6 +75,7 @@ final class WorkerTeam: @unchecked Sendable {
                 WorkerTeam.arrive(slot, of: count)
             }
             WorkerTeam.wait(slot, for: count)
+            if let clock, worker == 0 { clock[index - 1] = DispatchTime.now().uptimeNanoseconds }
         }
     }
 
@@ -99,8 +103,9 @@ final class WorkerTeam: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on every worker (the caller is worker 0) for a step of at most `phases` phases.
-    func run(phases: Int, _ body: (inout Phases) -> Void) {
+    /// Runs `body` on every worker (the caller is worker 0) for a step of at most `phases` phases. With `clock`, the
+    /// caller's worker stores there the time (`DispatchTime` ns) each phase ended, one value per phase.
+    func run(phases: Int, clock: UnsafeMutablePointer<UInt64>? = nil, _ body: (inout Phases) -> Void) {
         entry.withLock { _ in
             if phases > capacity {
                 // Helpers are all checked out of the previous step, so the counters can move.
@@ -110,7 +115,7 @@ final class WorkerTeam: @unchecked Sendable {
             }
             counters.initialize(repeating: 0, count: 3 * (phases + 1))
             stepPhases = phases
-            var mine = Phases(worker: 0, workers: size, counters: counters, capacity: phases)
+            var mine = Phases(worker: 0, workers: size, counters: counters, capacity: phases, clock: clock)
             guard size > 1 else {
                 body(&mine)
                 return
@@ -144,7 +149,7 @@ final class WorkerTeam: @unchecked Sendable {
                 parking.unlock()
             }
             seen = published.load(ordering: .acquiring)
-            var mine = Phases(worker: worker, workers: size, counters: counters, capacity: stepPhases)
+            var mine = Phases(worker: worker, workers: size, counters: counters, capacity: stepPhases, clock: nil)
             job?(&mine)
             Self.arrive(counters + 3 * stepPhases, of: size - 1)
         }
