@@ -239,7 +239,7 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale) {
 }
 
 enum { W_F32, W_BF16 };
-static void rows512(int kind, const float *x, int m, int k, const void *w, const float *scale, int n0, int n1, float *y, int ldy);
+static void rows512(int kind, const float *x, int m, int k, const void *w, int n0, int n1, float *y, int ldy);
 
 // Float32 rows against float32 weights or bf16-held weights (the interleaved groups of WeightMatrix.bf16: word j of
 // a 16-value group holds value j in its high half and value j + 8 in its low half): per output two 8-lane
@@ -291,7 +291,7 @@ void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, f
     // A single row streams faster through the AVX2 loop, one weight row at a time (measured interleaved: bf16-held
     // 30 against 22 GB/s on one core, f32 30 against 27); the bits are the same.
     if (use_avx512_rows() && m > 1) {
-        rows512(W_F32, x, m, k, w, NULL, n0, n1, y, ldy);
+        rows512(W_F32, x, m, k, w, n0, n1, y, ldy);
         return;
     }
     for (int j = n0; j < n1; j++) {
@@ -306,7 +306,7 @@ void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, i
     // A single row streams faster through the AVX2 loop, one weight row at a time (measured interleaved: bf16-held
     // 30 against 22 GB/s on one core, f32 30 against 27); the bits are the same.
     if (use_avx512_rows() && m > 1) {
-        rows512(W_BF16, x, m, k, bits, NULL, n0, n1, y, ldy);
+        rows512(W_BF16, x, m, k, bits, n0, n1, y, ldy);
         return;
     }
     for (int j = n0; j < n1; j++) {
@@ -331,8 +331,7 @@ static inline __m512 weights16(int kind, const void *w, int i) {
 }
 
 __attribute__((target("avx512f,avx512bw"), always_inline))
-static inline void tile512(int kind, int R, int C, const float *x, int k, const void *w, const float *scale, int j,
-                           float *y, int ldy) {
+static inline void tile512(int kind, int R, int C, const float *x, int k, const void *w, int j, float *y, int ldy) {
     size_t unit = kind == W_F32 ? 4 : 2;
     const char *wj = (const char *)w + (size_t)j * k * unit;
     __m512 acc[8][8];
@@ -357,23 +356,22 @@ static inline void tile512(int kind, int R, int C, const float *x, int k, const 
 
 #define BK_TILE512(KIND, R, C)                                                                                   \
     __attribute__((target("avx512f,avx512bw"))) static void tile512_##KIND##_##R##x##C(                           \
-        const float *x, int k, const void *w, const float *scale, int j, float *y, int ldy) {                     \
-        tile512(KIND, R, C, x, k, w, scale, j, y, ldy);                                                          \
+        const float *x, int k, const void *w, int j, float *y, int ldy) {                                         \
+        tile512(KIND, R, C, x, k, w, j, y, ldy);                                                                 \
     }
 #define BK_TILES512(KIND) BK_TILE512(KIND, 8, 2) BK_TILE512(KIND, 4, 4) BK_TILE512(KIND, 2, 8) BK_TILE512(KIND, 1, 8) \
     BK_TILE512(KIND, 8, 1) BK_TILE512(KIND, 4, 1) BK_TILE512(KIND, 2, 1) BK_TILE512(KIND, 1, 1)
 BK_TILES512(W_F32)
 BK_TILES512(W_BF16)
 
-typedef void (*tile512_fn)(const float *, int, const void *, const float *, int, float *, int);
+typedef void (*tile512_fn)(const float *, int, const void *, int, float *, int);
 #define BK_TILE_TABLE(KIND) { tile512_##KIND##_8x2, tile512_##KIND##_4x4, tile512_##KIND##_2x8, tile512_##KIND##_1x8, \
                               tile512_##KIND##_8x1, tile512_##KIND##_4x1, tile512_##KIND##_2x1, tile512_##KIND##_1x1 }
 static const tile512_fn tiles512[2][8] = { BK_TILE_TABLE(W_F32), BK_TILE_TABLE(W_BF16) };
 
 // Outputs in strips of up to 8 weight rows; within a strip the rows go by 8, 4, 2, 1, each group with the widest tile
 // that fits in registers (8×2, 4×4, 2×8, 1×8), a narrower strip's remainder by single weight rows.
-static void rows512(int kind, const float *x, int m, int k, const void *w, const float *scale, int n0, int n1,
-                    float *y, int ldy) {
+static void rows512(int kind, const float *x, int m, int k, const void *w, int n0, int n1, float *y, int ldy) {
     static const int rowsOf[4] = {8, 4, 2, 1}, columnsOf[4] = {2, 4, 8, 8};
     for (int j = n0; j < n1; j += 8) {
         int strip = n1 - j < 8 ? n1 - j : 8;
@@ -384,8 +382,8 @@ static void rows512(int kind, const float *x, int m, int k, const void *w, const
                 const float *xr = x + (size_t)r * k;
                 float *yr = y + (size_t)r * ldy;
                 int c = 0;
-                for (; c + C <= strip; c += C) tiles512[kind][g](xr, k, w, scale, j + c, yr, ldy);
-                for (; c < strip; c++) tiles512[kind][4 + g](xr, k, w, scale, j + c, yr, ldy);
+                for (; c + C <= strip; c += C) tiles512[kind][g](xr, k, w, j + c, yr, ldy);
+                for (; c < strip; c++) tiles512[kind][4 + g](xr, k, w, j + c, yr, ldy);
             }
         }
     }

@@ -13,8 +13,9 @@ struct BenchRankCommand: ParsableCommand {
         Builds PairRM's network with random weights of --backbone's shape (DeBERTa-v3-large by \
         default, as llm-blender/PairRM), times batches of --pairs pairs of each length and prints \
         the achieved GFLOP/s as a fraction of the sgemm rate measured just before; with --precision bf16 on \
-        AVX512-BF16 also as a fraction of the bf16 GEMM peak: the better of blendd's own bf16 kernel and PyTorch's \
-        bf16 matmul (oneDNN) on the FFN's shape, both on every thread, measured in the same run. The baselines come from \
+        AVX512-BF16 also as a fraction of the bf16 GEMM peak: the best of blendd's own bf16 kernel and PyTorch's \
+        bf16 matmul (oneDNN) on several large products (the FFN's two at each length's batch, and 2048³), all on every thread \
+        and measured in the same run, printed beside the dot-product instruction's measured rate times the cores. The baselines come from \
         scripts/bench/pairrm_torch.py (HF transformers' DebertaV2Model + the same head: PyTorch fp32, \
         PyTorch bf16 autocast, ONNX Runtime fp32) run with python3 on the same batches, with the \
         OpenBLAS core type the machine exported; they are skipped with a message when torch is absent \
@@ -46,9 +47,20 @@ struct BenchRankCommand: ParsableCommand {
 
         let peak = sgemmRate(hidden: config.hiddenSize, inner: config.intermediateSize)
         print(String(format: "  sgemm reference rate: %.1f GFLOP/s (a [2048×%d]·[%d×%d] product, the FFN's shape)", peak, config.hiddenSize, config.hiddenSize, config.intermediateSize))
-        let bf16Peak = precision == .bf16 && WeightMatrix.vectorBF16 ? bf16Rate(hidden: config.hiddenSize, inner: config.intermediateSize) : nil
-        if let bf16Peak {
-            print(String(format: "  bf16 GEMM rate, blendd's kernel: %.1f GFLOP/s (the same shape, bf16 operands, float32 sums, %d threads)", bf16Peak, cores))
+        // The bf16 GEMM peak: the best of several large products (the FFN's two at every batch's rows, and 2048³), here
+        // with blendd's kernel and below with PyTorch's, beside the dot-product instruction's own rate on every core.
+        let gemmShapes = Self.gemmShapes(config, rows: lengthList.map { $0 * pairs })
+        var bf16Peak: (engine: String, rate: Double, shape: String)?
+        if precision == .bf16 && WeightMatrix.vectorBF16 {
+            let instruction = WeightMatrix.bf16InstructionRate(seconds: 0.5)
+            print(String(format: "  bf16 instruction peak: %.1f GFLOP/s (vdpbf16ps measured on one core: %.1f GFLOP/s × %d cores)",
+                         instruction * Double(cores), instruction, cores))
+            for (m, k, n) in gemmShapes {
+                let rate = WeightMatrix.bf16ProductRate(m: m, k: k, n: n, seconds: 1)
+                print(String(format: "  bf16 GEMM rate, blendd's kernel, M=%d K=%d N=%d: %.1f GFLOP/s (%d threads, %.0f%% of the instruction peak)",
+                             m, k, n, rate, cores, 100 * rate / (instruction * Double(cores))))
+                if rate > bf16Peak?.rate ?? 0 { bf16Peak = ("blendd", rate, "M=\(m) K=\(k) N=\(n)") }
+            }
         }
 
         let buildStart = Date()
@@ -72,7 +84,7 @@ struct BenchRankCommand: ParsableCommand {
             oursGFLOPs[length] = gflops
             print(String(format: "  blendd   L=%5d  %7.3f pairs/s  %8.1f tokens/s  %6.1f GFLOP/s  %4.0f%% of sgemm", length, pairsPerSecond,
                          pairsPerSecond * Double(length), gflops, 100 * gflops / peak)
-                  + (bf16Peak.map { String(format: "  %4.0f%% of blendd's bf16 GEMM", 100 * gflops / $0) } ?? ""))
+                  + (bf16Peak.map { String(format: "  %4.0f%% of blendd's best bf16 GEMM", 100 * gflops / $0.rate) } ?? ""))
         }
         let rss = BenchBaseline.peakResidentBytes()
         print(String(format: "  blendd   peak resident memory %.2f GB", Double(rss) / 1e9))
@@ -80,15 +92,19 @@ struct BenchRankCommand: ParsableCommand {
         guard !noBaseline else { return }
         var arguments = ["--backbone", backbone, "--lengths", lengths, "--pairs", String(pairs), "--seconds", String(seconds),
                          "--threads", String(cores)]
-        if bf16Peak != nil { arguments += ["--engines", "torch-fp32,torch-bf16,onnxruntime,torch-bf16-gemm"] }
+        if bf16Peak != nil {
+            arguments += ["--engines", "torch-fp32,torch-bf16,onnxruntime,torch-bf16-gemm",
+                          "--gemm-shapes", gemmShapes.map { "\($0.m)x\($0.k)x\($0.n)" }.joined(separator: ",")]
+        }
         if let layers { arguments += ["--layers", String(layers)] }
         guard let objects = try BenchBaseline.run(script: baselineScript, default: "scripts/bench/pairrm_torch.py", arguments: arguments) else { return }
         var best: [Int: (engine: String, rate: Double)] = [:]
-        var gemmPeak = bf16Peak.map { (engine: "blendd", rate: $0) }
+        var gemmPeak = bf16Peak
         for object in objects {
             if let gflops = object["gemm_gflops"] as? Double {
-                print(String(format: "  bf16 GEMM rate, PyTorch bf16 matmul: %.1f GFLOP/s (the same shape, %d threads)", gflops, cores))
-                if gflops > gemmPeak?.rate ?? 0 { gemmPeak = ("PyTorch", gflops) }
+                let shape = object["shape"] as? String ?? "?"
+                print(String(format: "  bf16 GEMM rate, PyTorch bf16 matmul, %@: %.1f GFLOP/s (%d threads)", shape, gflops, cores))
+                if gflops > gemmPeak?.rate ?? 0 { gemmPeak = ("PyTorch", gflops, shape) }
             } else if let length = object["length"] as? Int, let runs = object["runs"] as? Int, let secs = object["seconds"] as? Double {
                 let engine = object["engine"] as? String ?? "torch-fp32"
                 let rate = Double(runs * pairs) / secs
@@ -106,7 +122,8 @@ struct BenchRankCommand: ParsableCommand {
         for length in lengthList {
             guard let (engine, rate) = best[length] else { continue }
             print(String(format: "  L=%5d  blendd / best baseline (%@): %.2f×", length, engine, (ours[length] ?? 0) / rate)
-                  + (gemmPeak.map { String(format: "   blendd at %.0f%% of the bf16 GEMM peak (%.1f GFLOP/s, %@)", 100 * (oursGFLOPs[length] ?? 0) / $0.rate, $0.rate, $0.engine) } ?? ""))
+                  + (gemmPeak.map { String(format: "   blendd at %.0f%% of the bf16 GEMM peak (%.1f GFLOP/s, %@ at %@)", 100 * (oursGFLOPs[length] ?? 0) / $0.rate,
+                                           $0.rate, $0.engine, $0.shape) } ?? ""))
         }
     }
 
@@ -154,20 +171,10 @@ struct BenchRankCommand: ParsableCommand {
         return shapes
     }
 
-    /// The FFN-shaped product through the encoder's own bf16 path (`WeightMatrix.linear` on packed bf16 pairs, rounding
-    /// of the activations included), on every compute thread.
-    func bf16Rate(hidden: Int, inner: Int) -> Double {
-        let a = Tensor(shape: [2048, hidden], storage: (0..<(2048 * hidden)).map { Float($0 % 13) * 0.01 })
-        let b = WeightMatrix(Tensor(shape: [inner, hidden], storage: (0..<(inner * hidden)).map { Float($0 % 7) * 0.01 }),
-                             precision: .bf16, compressExact: false)
-        _ = b.linear(a)
-        var runs = 0
-        let start = Date()
-        repeat {
-            _ = b.linear(a)
-            runs += 1
-        } while Date().timeIntervalSince(start) < 2
-        return Double(runs) * 2 * Double(2048 * hidden * inner) / Date().timeIntervalSince(start) / 1e9
+    /// The products that bound the bf16 GEMM rate: the FFN's two (K = hidden → inner, inner → hidden) at each batch's
+    /// row count, and a square 2048³.
+    static func gemmShapes(_ c: DebertaConfiguration, rows: [Int]) -> [(m: Int, k: Int, n: Int)] {
+        rows.flatMap { [($0, c.hiddenSize, c.intermediateSize), ($0, c.intermediateSize, c.hiddenSize)] } + [(2048, 2048, 2048)]
     }
 
     func sgemmRate(hidden: Int, inner: Int) -> Double {

@@ -2,8 +2,8 @@
 """Baselines for `blendd bench rank`: PairRM's network (HF DebertaV2Model with the DeBERTa-v3 structure +
 LLM-Blender's head) on random weights, timed on the same pair batches by each engine of --engines:
 torch-fp32 (eager), torch-bf16 (CPU autocast to bfloat16) and onnxruntime (fp32, the same network exported
-with torch.onnx); torch-bf16-gemm times PyTorch's bf16 matmul (oneDNN) alone on the FFN's shape, [2048 × hidden] ·
-[hidden × FFN], for the bench's bf16 GEMM peak. scripts/bench/setup_venv.sh installs them from PyPI; CI never runs this.
+with torch.onnx); torch-bf16-gemm times PyTorch's bf16 matmul (oneDNN) alone on each of --gemm-shapes (MxKxN, the
+FFN's products by default), for the bench's bf16 GEMM peak. scripts/bench/setup_venv.sh installs them from PyPI; CI never runs this.
 
 Prints one JSON object per engine and sequence length, then one with the peak resident memory. Exits with
 status 3 and a message on stderr when torch or transformers is missing, so the caller can skip it; an
@@ -41,6 +41,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--engines", default="torch-fp32,torch-bf16,onnxruntime")
+    parser.add_argument("--gemm-shapes", help="MxKxN products for torch-bf16-gemm (default: the FFN's two at 2048 rows)")
     args = parser.parse_args()
 
     if args.threads > 0:
@@ -71,14 +72,14 @@ def main():
         def forward(self, ids, s, c1, c2):
             return forward(ids, (s, c1, c2))
 
-    def timed(run):
+    def timed(run, seconds=None):
         run()  # warm-up
         runs, start = 0, time.perf_counter()
         while True:
             run()
             runs += 1
             elapsed = time.perf_counter() - start
-            if elapsed >= args.seconds:
+            if elapsed >= (seconds or args.seconds):
                 return runs, elapsed
 
     def engine_runner(engine, ids, positions):
@@ -113,11 +114,15 @@ def main():
     engines = args.engines.split(",")
     if "torch-bf16-gemm" in engines:
         engines.remove("torch-bf16-gemm")
-        a = torch.randn(2048, hidden).bfloat16()
-        b = torch.randn(inter, hidden).bfloat16()
-        with torch.inference_mode():
-            runs, elapsed = timed(lambda: torch.matmul(a, b.t()))
-        print(json.dumps({"engine": "torch-bf16-gemm", "gemm_gflops": runs * 2 * 2048 * hidden * inter / elapsed / 1e9}), flush=True)
+        shapes = args.gemm_shapes or f"2048x{hidden}x{inter},2048x{inter}x{hidden}"
+        for shape in shapes.split(","):
+            m, k, n = (int(x) for x in shape.split("x"))
+            a = torch.randn(m, k).bfloat16()
+            b = torch.randn(n, k).bfloat16()
+            with torch.inference_mode():
+                runs, elapsed = timed(lambda: torch.matmul(a, b.t()), seconds=min(args.seconds, 2))
+            print(json.dumps({"engine": "torch-bf16-gemm", "shape": f"M={m} K={k} N={n}",
+                              "gemm_gflops": runs * 2 * m * k * n / elapsed / 1e9}), flush=True)
     for engine in engines:
         for length in [int(x) for x in args.lengths.split(",")]:
             generator = torch.Generator().manual_seed(length)

@@ -47,6 +47,25 @@ int bk_bf16_attention_columns(int length);
 /// y[i] = e^x[i] for x[i] ≤ 0 as the attention's softmax computes it (AVX-512; 0 below −87.3).
 void bk_bf16_exp(const float *x, float *y, int n);
 
+/// The bf16 encoder's row operations (bf16_epilogues.c; AVX512_BF16 only), float32 operations one by one in the order
+/// written, so that reference loops repeat them bit for bit.
+/// bk_gelu_erf: y = 0.5·x·(1 + erf(x·√½)) with VectorMath.erf and VectorMath.exp, operation for operation.
+void bk_gelu_erf(const float *x, float *y, int n);
+/// For a product tile c[r][j], r < m, j < n (stride ldc): v = c + bias[j]; with `residual`, v = v + residual[r·ldr + j];
+/// with `gelu`, v = bk_gelu_erf(v). Then c = v, or, with `pairs`, v as bf16 pairs (bk_bf16_round_rows' rounding, an odd
+/// row padded with zero) into pairs[r·ldp + j/2] and c untouched.
+void bk_bf16_finish(float *c, int m, int n, int ldc, const float *bias, const float *residual, int ldr, int gelu,
+                    uint32_t *pairs, int ldp);
+/// LayerNorm of rows x[r][0 ..< n] (stride ldx) in place, and with `pairs` the result as bf16 pairs (stride ldp words):
+/// mean = S(x) / n, variance = S((x − mean)²) / n, y = ((x − mean) · (1 / sqrt(variance + eps))) · γ + β, where S sums in
+/// 16 lanes (lane l: the columns ≡ l mod 16 in order) and adds the lane sums pairwise: (l, l + 8), (l, l + 4), (l, l + 2),
+/// (0, 1).
+void bk_layer_norm_rows(float *x, int m, int n, int ldx, const float *gamma, const float *beta, float eps,
+                        uint32_t *pairs, int ldp);
+/// vdpbf16ps's rate on the calling thread as GFLOP/s (64 per instruction: 32 products, 32 sums), from independent
+/// accumulators over about `seconds` of the thread's CPU time (bf16_peak.c); 0 without AVX512_BF16.
+double bk_bf16_instruction_gflops(double seconds);
+
 /// y[r][j] = Σ_k x[r][k]·w[j][k] for j in [n0, n1) with float32 weights (k a multiple of 16), and the same
 /// with bf16-held weights in WeightMatrix's interleaved groups of 16 (AVX2 + FMA). Decoder steps use these.
 void bk_f32_rows(const float *x, int m, int k, const float *w, int n0, int n1, float *y, int ldy);

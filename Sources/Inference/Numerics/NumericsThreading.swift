@@ -1,3 +1,4 @@
+import CKernels
 import COpenBLAS
 import Dispatch
 import Foundation
@@ -86,6 +87,27 @@ public enum NumericsThreading {
             let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(1, scratchBytes), alignment: 64)
             defer { scratch.deallocate() }
             for item in stride(from: w, to: count, by: workers) { body(item, scratch) }
+        }
+    }
+}
+
+extension NumericsThreading {
+    /// `body(item, scratch)` for items 0..<count, each worker claiming the next unclaimed item, with one buffer of
+    /// `scratchBytes` per worker: a worker that another process delays takes fewer items instead of holding up the rest.
+    /// Which worker runs an item must not change its result (the bf16 products' tiles do not depend on it).
+    static func forEachClaimedItem(_ count: Int, scratchBytes: Int = 0, _ body: (Int, UnsafeMutableRawPointer) -> Void) {
+        let workers = max(1, min(threads, count))
+        let next = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        next.initialize(to: 0)
+        defer { next.deallocate() }
+        parallel(workers) { _ in
+            let scratch = UnsafeMutableRawPointer.allocate(byteCount: max(1, scratchBytes), alignment: 64)
+            defer { scratch.deallocate() }
+            while true {
+                let item = Int(bk_atomic_fetch_add(next, 1))
+                guard item < count else { break }
+                body(item, scratch)
+            }
         }
     }
 }

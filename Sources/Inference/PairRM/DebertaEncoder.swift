@@ -38,7 +38,8 @@ public final class DebertaEncoder: Sendable {
     let embeddingNormGamma: Tensor
     let embeddingNormBeta: Tensor
     let layers: [Layer]
-    /// Whether attention runs in bf16 (`attentionBF16`): a bf16 encoder on a CPU with AVX512-BF16, as the dense layers.
+    /// Whether the forward pass runs in bf16 (`forwardBF16`): a bf16 encoder on a CPU with AVX512-BF16. Elsewhere a bf16
+    /// encoder holds bf16-rounded weights and runs the float32 layers.
     let bf16Attention: Bool
 
     /// Reads the backbone's tensors (names as HF saves `DebertaV2Model`, under `reader`'s prefix); the dense
@@ -89,12 +90,52 @@ public final class DebertaEncoder: Sendable {
     public func forward(_ sequences: [[Int]]) -> (hidden: Tensor, offsets: [Int]) {
         let packed = PackedSequences(sequences, padding: 0)
         let (ids, offsets, lengths) = (packed.ids, packed.offsets, packed.lengths)
+        if bf16Attention { return (forwardBF16(ids: ids, offsets: offsets, lengths: lengths), offsets) }
         var x = Kernels.layerNorm(Kernels.gatherRows(wordEmbeddings, ids), gamma: embeddingNormGamma,
                                   beta: embeddingNormBeta, eps: configuration.layerNormEps)
         for layer in layers {
             x = forward(layer, x, offsets: offsets, lengths: lengths)
         }
         return (x, offsets)
+    }
+
+    /// The activations of a bf16 forward pass, allocated once and reused by every layer.
+    private struct BF16Workspace {
+        var x, qkv, context, attended: Tensor
+        var xRows, contextRows, attendedRows, innerRows: BF16Rows
+
+        init(tokens t: Int, hidden h: Int, inner: Int) {
+            x = Tensor(zeros: [t, h])
+            qkv = Tensor(zeros: [t, 3 * h])
+            context = Tensor(zeros: [t, h])
+            attended = Tensor(zeros: [t, h])
+            xRows = BF16Rows(rows: t, columns: h)
+            contextRows = BF16Rows(rows: t, columns: h)
+            attendedRows = BF16Rows(rows: t, columns: h)
+            innerRows = BF16Rows(rows: t, columns: inner)
+        }
+    }
+
+    /// The forward pass with bf16 products (AVX512-BF16): each dense layer's bias, residual, GELU and the rounding of
+    /// the next product's operand run in the product's tile epilogue (`bf16Linear`), LayerNorm writes its bf16 rows
+    /// with its output, and the attention's relative positions are tabulated once for all layers.
+    private func forwardBF16(ids: [Int], offsets: [Int], lengths: [Int]) -> Tensor {
+        let c = configuration, eps = c.layerNormEps
+        var w = BF16Workspace(tokens: ids.count, hidden: c.hiddenSize, inner: c.intermediateSize)
+        w.x = Kernels.gatherRows(wordEmbeddings, ids)
+        Kernels.layerNormBF16(&w.x, gamma: embeddingNormGamma, beta: embeddingNormBeta, eps: eps, rows: &w.xRows)
+        let deltas = lengths.map { attentionDeltas(length: $0) }
+        for layer in layers {
+            layer.qkvWeight.bf16Linear(w.xRows, bias: layer.qkvBias.storage, into: &w.qkv)
+            attentionBF16(w.qkv, layer: layer, offsets: offsets, lengths: lengths, deltas: deltas, into: &w.context)
+            w.contextRows.round(w.context)
+            layer.attentionOutWeight.bf16Linear(w.contextRows, bias: layer.attentionOutBias.storage, residual: w.x, into: &w.attended)
+            Kernels.layerNormBF16(&w.attended, gamma: layer.attentionNormGamma, beta: layer.attentionNormBeta, eps: eps, rows: &w.attendedRows)
+            layer.intermediateWeight.bf16LinearGELU(w.attendedRows, bias: layer.intermediateBias.storage, into: &w.innerRows)
+            layer.outputWeight.bf16Linear(w.innerRows, bias: layer.outputBias.storage, residual: w.attended, into: &w.x)
+            Kernels.layerNormBF16(&w.x, gamma: layer.outputNormGamma, beta: layer.outputNormBeta, eps: eps, rows: &w.xRows)
+        }
+        return w.x
     }
 
     private func forward(_ layer: Layer, _ x: Tensor, offsets: [Int], lengths: [Int]) -> Tensor {
@@ -105,8 +146,7 @@ public final class DebertaEncoder: Sendable {
             return y
         }
         let qkv = dense(x, layer.qkvWeight, layer.qkvBias)
-        let context = bf16Attention ? attentionBF16(qkv, layer: layer, offsets: offsets, lengths: lengths)
-                                    : attention(qkv, layer: layer, offsets: offsets, lengths: lengths)
+        let context = attention(qkv, layer: layer, offsets: offsets, lengths: lengths)
         var attended = dense(context, layer.attentionOutWeight, layer.attentionOutBias)
         Kernels.addInPlace(&attended, x)
         attended = Kernels.layerNorm(attended, gamma: layer.attentionNormGamma, beta: layer.attentionNormBeta, eps: eps)
@@ -171,18 +211,13 @@ public final class DebertaEncoder: Sendable {
 
     /// The attention of `attention` with bf16 products and a float32 softmax (`bk_bf16_attention_head`), one
     /// (sequence, head) per task as there; a sequence's context rows depend on that sequence alone.
-    private func attentionBF16(_ qkv: Tensor, layer: Layer, offsets: [Int], lengths: [Int]) -> Tensor {
+    private func attentionBF16(_ qkv: Tensor, layer: Layer, offsets: [Int], lengths: [Int], deltas tables: [[Int32]],
+                               into context: inout Tensor) {
         let c = configuration
         let h = c.hiddenSize, d = c.headSize, ld = 3 * h, span = c.attentionSpan
         let scale = 1 / (Float(d * 3)).squareRoot()
         let rowsPerHead = 2 * span * ((d + 1) / 2)
-        var context = Tensor(zeros: [qkv.rows, h])
-        // δ by the kernel's expanded column t: relative position t − 32 − (length − 1).
-        let tables = lengths.map { length in
-            (0..<Int(bk_bf16_attention_columns(Int32(length)))).map { t in
-                Int32(min(max(c.bucket(t - 32 - (length - 1)) + span, 0), 2 * span - 1))
-            }
-        }
+        precondition(context.rows == qkv.rows && context.columns == h, "attentionBF16: context \(context.shape) for \(qkv.shape)")
         let scratch = lengths.map { bk_bf16_attention_scratch(Int32($0), Int32(d)) }.max() ?? 0
         let items = PackedSequences.tasks(lengths: lengths, heads: c.heads)
         qkv.storage.withUnsafeBufferPointer { pqkv in
@@ -190,7 +225,7 @@ public final class DebertaEncoder: Sendable {
                 layer.positionQueryRows.withUnsafeBufferPointer { ppq in
                     context.storage.withUnsafeMutableBufferPointer { pctx in
                         let ctxBase = pctx.baseAddress!
-                        NumericsThreading.forEachItem(items.count, scratchBytes: scratch) { item, buffer in
+                        NumericsThreading.forEachClaimedItem(items.count, scratchBytes: scratch) { item, buffer in
                             let (s, head) = items[item]
                             let offset = offsets[s], length = lengths[s]
                             guard length > 0 else { return }
@@ -205,7 +240,15 @@ public final class DebertaEncoder: Sendable {
                 }
             }
         }
-        return context
+    }
+
+    /// δ by `bk_bf16_attention_head`'s expanded column t for a sequence of `length` tokens: the relative position
+    /// t − 32 − (length − 1), bucketed and clamped as `deltaTable`.
+    func attentionDeltas(length: Int) -> [Int32] {
+        let c = configuration, span = c.attentionSpan
+        return (0..<Int(bk_bf16_attention_columns(Int32(length)))).map { t in
+            Int32(min(max(c.bucket(t - 32 - (length - 1)) + span, 0), 2 * span - 1))
+        }
     }
 
     /// A relative-position table [2·span, hidden] per head as bf16 rows (`bk_bf16_round_rows`), heads one after another.
