@@ -24,7 +24,9 @@ public final class DebertaEncoder: Sendable {
         let outputNormGamma: Tensor
         let outputNormBeta: Tensor
         /// key_proj / query_proj of the normalized relative table, [2·span, hidden]: they depend on
-        /// weights only, so they are computed once at load instead of in every forward pass.
+        /// weights only, so they are computed once at load instead of in every forward pass. Empty where the
+        /// bf16 rows below serve instead (they are all the bf16 attention reads, and the float32 copies would add
+        /// 100 MB to DeBERTa-large's bf16 weights).
         let positionKeys: Tensor
         let positionQueries: Tensor
         /// The same tables as bf16 rows per head for `bk_bf16_attention_head` (bf16 encoders on AVX512-BF16 only,
@@ -77,8 +79,8 @@ public final class DebertaEncoder: Sendable {
                 outputBias: try take("output.dense.bias", [h]),
                 outputNormGamma: try take("output.LayerNorm.weight", [h]),
                 outputNormBeta: try take("output.LayerNorm.bias", [h]),
-                positionKeys: positionKeys,
-                positionQueries: positionQueries,
+                positionKeys: bf16Attention ? Tensor(zeros: [0, h]) : positionKeys,
+                positionQueries: bf16Attention ? Tensor(zeros: [0, h]) : positionQueries,
                 positionKeyRows: bf16Attention ? Self.headRows(positionKeys, heads: c.heads) : [],
                 positionQueryRows: bf16Attention ? Self.headRows(positionQueries, heads: c.heads) : []))
         }
