@@ -34,8 +34,8 @@ public final class WorkerService: Service, @unchecked Sendable {
     private var kafkaFatal: WorkerError?
     private var relayRunning = false
     private var _state = HeartbeatReport.State.starting
-    /// Batches claimed and not yet stored, by claim number: at most two, one being stored while the
-    /// next is computed.
+    /// Batches claimed and not yet stored, by claim number: the one being computed, those waiting in
+    /// the store queue and those being stored.
     private var inFlight: [Int: (partitions: Set<TopicPartition>, count: Int)] = [:]
     private var claims = 0
     private var inFlightCount: Int { inFlight.values.reduce(0) { $0 + $1.count } }
@@ -173,13 +173,35 @@ public final class WorkerService: Service, @unchecked Sendable {
         let fleet = Task { await self.fleetHeartbeatLoop() }
         let fatalWatch = Task { await self.stopOnFatalKafkaError() }
         var failure: Error?
-        var storing: Task<Void, Error>?
+        // Stores overlap the compute of the batches after them, stay in batch order, and mark each
+        // batch's offsets done only once the store that wrote it returned.
+        let stores = StoreQueue<ComputedBatch>(capacity: Self.storeQueueBatches, maxPerStore: Self.storeQueueBatches) { [weak self] batches in
+            guard let self else { throw CancellationError() }
+            try await self.storeAndCommit(batches)
+        }
+        // Batches are ranked one at a time in the order they came, while the next ones' lookups run.
+        let computes = StoreQueue<PreparedBatch>(capacity: Self.lookaheadBatches, maxPerStore: 1) { [weak self] batches in
+            guard let self else { throw CancellationError() }
+            for prepared in batches {
+                do {
+                    let computed = try await self.finishCompute(prepared)
+                    let waitStart = Date()
+                    try await stores.enqueue(ComputedBatch(claim: prepared.claim, messages: prepared.messages, outcomes: computed))
+                    self.instruments.stage("store_wait", seconds: Date().timeIntervalSince(waitStart))
+                } catch {
+                    self.release(prepared.claim)
+                    throw error
+                }
+            }
+        }
         fusion?.start()
         while !isStopping {
             // Backpressure: with too many fusions unfinished, stop taking batches (the consumer's buffer fills and pauses fetching).
             while let fusion, !fusion.hasRoom, !isStopping { try? await Task.sleep(for: .milliseconds(5)) }
+            let consumeStart = Date()
             let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
                                                  maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
+            instruments.stage("consume", seconds: Date().timeIntervalSince(consumeStart))
             // Claiming the batch and checking for a stop happen under one lock, so `stop()`
             // either sees this batch in flight (and waits for it) or the batch is never started.
             guard !batch.isEmpty, let claimed = claim(batch) else { break }
@@ -189,25 +211,15 @@ public final class WorkerService: Service, @unchecked Sendable {
                     try await computeAndHandOff(batch)
                     continue
                 }
-                // The previous batch's store overlaps this batch's compute; stores stay in batch order,
-                // and each batch's offsets are marked done only once its own store returned.
-                let computed: [JobOutcome]
+                let prepared = prepare(batch, claim: claimed)
                 do {
-                    computed = try await compute(batch)
+                    let waitStart = Date()
+                    try await computes.enqueue(prepared)
+                    instruments.stage("compute_wait", seconds: Date().timeIntervalSince(waitStart))
                 } catch {
+                    prepared.lookup.cancel()
                     release(claimed)
                     throw error
-                }
-                do {
-                    try await storing?.value
-                } catch {
-                    storing = nil
-                    release(claimed)
-                    throw error
-                }
-                storing = Task {
-                    defer { self.release(claimed) }
-                    try await self.storeAndCommit(batch, outcomes: computed)
                 }
             } catch where isStopping {
                 break
@@ -216,16 +228,26 @@ public final class WorkerService: Service, @unchecked Sendable {
                 break
             }
         }
-        // The last batch's store finishes within the drain (a stop abandons no stored work half-way).
-        if let storing {
-            do {
-                try await storing.value
-            } catch where isStopping {
-                // A stop cut its retries short: the batch stays uncommitted and is delivered again.
-            } catch {
-                if failure == nil { failure = error }
-            }
+        // The batches taken are ranked and stored within the drain (a stop abandons no stored work half-way).
+        do {
+            try await computes.finish()
+        } catch where isStopping {
+            // A stop cut a lookup's retries short: its batch stays uncommitted and is delivered again.
+        } catch {
+            if failure == nil { failure = error }
         }
+        for abandoned in computes.abandon() {
+            abandoned.lookup.cancel()
+            release(abandoned.claim)
+        }
+        do {
+            try await stores.finish()
+        } catch where isStopping {
+            // A stop cut a store's retries short: its batches stay uncommitted and are delivered again.
+        } catch {
+            if failure == nil { failure = error }
+        }
+        for abandoned in stores.abandon() { release(abandoned.claim) }
         setState(.draining)
         await fusion?.shutdown()
         relayTask.cancel()
@@ -352,19 +374,47 @@ public final class WorkerService: Service, @unchecked Sendable {
     }
 
     /// Validates, looks up already-stored jobs and ranks (and fuses, without continuous fusion) one batch.
-    /// The lookup may miss jobs the previous batch is storing right now; the store skips those itself.
+    /// The lookup may miss jobs the batches before are storing right now; the store skips those itself.
     private func compute(_ batch: [KafkaMessage]) async throws -> [JobOutcome] {
+        try await finishCompute(prepare(batch))
+    }
+
+    /// A validated batch whose lookup of already-stored jobs is under way.
+    struct PreparedBatch: Sendable {
+        var claim: Int
+        var messages: [KafkaMessage]
+        var validated: ValidatedBatch
+        var lookup: Task<Set<String>, Error>
+    }
+
+    /// Validates a batch and starts looking up which of its jobs are stored, without waiting for the answer.
+    private func prepare(_ batch: [KafkaMessage], claim: Int = 0) -> PreparedBatch {
         instruments.batch(size: batch.count)
         let messages = batch.map { m in
             IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
                             key: m.key, value: m.value, timestamp: m.timestamp)
         }
+        let validateStart = Date()
         let validated = processor.validate(messages)
-        let stored = try await retry.run("looking up stored jobs", onRetry: retried("lookup")) {
-            try await store.existingJobIds(validated.jobIds)
+        let lookupStart = Date()
+        instruments.stage("validate", seconds: lookupStart.timeIntervalSince(validateStart))
+        let lookup = Task { [store, retry, instruments] in
+            let stored = try await retry.run("looking up stored jobs", onRetry: self.retried("lookup")) {
+                try await store.existingJobIds(validated.jobIds)
+            }
+            self.recovered("lookup")
+            instruments.stage("lookup", seconds: Date().timeIntervalSince(lookupStart))
+            return stored
         }
-        recovered("lookup")
-        let outcomes = await processor.process(validated, isStored: stored, deferFusion: fusion != nil)
+        return PreparedBatch(claim: claim, messages: batch, validated: validated, lookup: lookup)
+    }
+
+    /// Waits for a prepared batch's lookup, then ranks (and fuses, without continuous fusion) the jobs not stored.
+    private func finishCompute(_ prepared: PreparedBatch) async throws -> [JobOutcome] {
+        let stored = try await prepared.lookup.value
+        let processStart = Date()
+        let outcomes = await processor.process(prepared.validated, isStored: stored, deferFusion: fusion != nil)
+        instruments.stage("process", seconds: Date().timeIntervalSince(processStart))
         // Pairs compared: the full matrix, or the model passes of a bubble tournament; for the other kinds
         // the passes their answer cost.
         instruments.rankedPairs(outcomes.reduce(0) { total, outcome in
@@ -377,16 +427,35 @@ public final class WorkerService: Service, @unchecked Sendable {
         return outcomes
     }
 
-    /// Stores a computed batch, then marks its messages done so their offsets commit.
-    private func storeAndCommit(_ batch: [KafkaMessage], outcomes: [JobOutcome]) async throws {
+    /// Batches being prepared ahead of the one being ranked: their lookups of stored jobs overlap each other
+    /// and the ranking, so a lookup's round trip (and the waits for a core around it) is not paid batch after batch.
+    static let lookaheadBatches = 3
+
+    /// Batches computed and handed to the store queue: at most this many wait while one store runs,
+    /// and one store writes at most this many.
+    static let storeQueueBatches = 4
+
+    /// A claimed batch with its outcomes, waiting for the store.
+    struct ComputedBatch: Sendable {
+        var claim: Int
+        var messages: [KafkaMessage]
+        var outcomes: [JobOutcome]
+    }
+
+    /// Stores computed batches as one statement, then marks their messages done so their offsets
+    /// commit, and releases their claims (whether or not the store succeeded).
+    private func storeAndCommit(_ batches: [ComputedBatch]) async throws {
+        defer { batches.forEach { release($0.claim) } }
+        let outcomes = batches.flatMap(\.outcomes)
         let storeStart = Date()
-        let written = try await storeDurably(outcomes)
+        var written = try await storeDurably(outcomes)
         recovered("store")
         let storeSeconds = Date().timeIntervalSince(storeStart)
-        for (message, outcome) in zip(batch, outcomes) {
+        for (message, outcome) in zip(batches.flatMap(\.messages), outcomes) {
             consumer.markDone(message)
-            // An outcome the store did not write was stored meanwhile (by the batch before, or another worker).
-            if let status = outcome.status, written.contains(outcome.jobId) {
+            // An outcome the store did not write was stored meanwhile (by an earlier copy in these
+            // batches, a batch before, or another worker).
+            if let status = outcome.status, written.remove(outcome.jobId) != nil {
                 instruments.jobFinished(status)
             } else {
                 instruments.redelivered()
@@ -394,12 +463,15 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         instruments.stage("store", seconds: storeSeconds)
         for stage in ["queue", "rank", "fuse"] {
-            let times = outcomes.compactMap { $0.timingsMs[stage] }
-            if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
+            for batch in batches {
+                let times = batch.outcomes.compactMap { $0.timingsMs[stage] }
+                if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
+            }
         }
         relay.wake.signal()
         let counts = Dictionary(grouping: outcomes.compactMap(\.status), by: \.rawValue).mapValues(\.count)
-        logger.info("batch of \(batch.count) stored: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))\(outcomes.contains { $0.status == nil } ? ", \(outcomes.filter { $0.status == nil }.count) already stored" : "")")
+        let already = outcomes.filter { $0.status == nil }.count
+        logger.info("\(batches.count == 1 ? "batch" : "\(batches.count) batches") of \(outcomes.count) stored: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))\(already > 0 ? ", \(already) already stored" : "")")
     }
 
     /// Stores the batch in one transaction, retrying transient faults. A batch the database
@@ -460,7 +532,7 @@ public final class WorkerService: Service, @unchecked Sendable {
             logger.info("partitions assigned: \(tps.map(\.description).sorted().joined(separator: ", "))")
         case .revoked(let tps), .lost(let tps):
             fusion?.revoke(tps)
-            // Up to two batches may hold revoked partitions (one storing, one computing): wait for each.
+            // Several batches may hold revoked partitions (computing, waiting for the store, storing): wait for each.
             let deadline = DispatchTime.now() + config.drainSeconds
             var logged = false
             while true {
