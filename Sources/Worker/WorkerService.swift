@@ -179,21 +179,6 @@ public final class WorkerService: Service, @unchecked Sendable {
             guard let self else { throw CancellationError() }
             try await self.storeAndCommit(batches)
         }
-        // Batches are ranked one at a time in the order they came, while the next ones' lookups run.
-        let computes = StoreQueue<PreparedBatch>(capacity: Self.lookaheadBatches, maxPerStore: 1) { [weak self] batches in
-            guard let self else { throw CancellationError() }
-            for prepared in batches {
-                do {
-                    let computed = try await self.finishCompute(prepared)
-                    let waitStart = Date()
-                    try await stores.enqueue(ComputedBatch(claim: prepared.claim, messages: prepared.messages, outcomes: computed))
-                    self.instruments.stage("store_wait", seconds: Date().timeIntervalSince(waitStart))
-                } catch {
-                    self.release(prepared.claim)
-                    throw error
-                }
-            }
-        }
         fusion?.start()
         while !isStopping {
             // Backpressure: with too many fusions unfinished, stop taking batches (the consumer's buffer fills and pauses fetching).
@@ -211,13 +196,18 @@ public final class WorkerService: Service, @unchecked Sendable {
                     try await computeAndHandOff(batch)
                     continue
                 }
-                let prepared = prepare(batch, claim: claimed)
+                let computed: [JobOutcome]
+                do {
+                    computed = try await compute(batch)
+                } catch {
+                    release(claimed)
+                    throw error
+                }
                 do {
                     let waitStart = Date()
-                    try await computes.enqueue(prepared)
-                    instruments.stage("compute_wait", seconds: Date().timeIntervalSince(waitStart))
+                    try await stores.enqueue(ComputedBatch(claim: claimed, messages: batch, outcomes: computed))
+                    instruments.stage("store_wait", seconds: Date().timeIntervalSince(waitStart))
                 } catch {
-                    prepared.lookup.cancel()
                     release(claimed)
                     throw error
                 }
@@ -228,18 +218,7 @@ public final class WorkerService: Service, @unchecked Sendable {
                 break
             }
         }
-        // The batches taken are ranked and stored within the drain (a stop abandons no stored work half-way).
-        do {
-            try await computes.finish()
-        } catch where isStopping {
-            // A stop cut a lookup's retries short: its batch stays uncommitted and is delivered again.
-        } catch {
-            if failure == nil { failure = error }
-        }
-        for abandoned in computes.abandon() {
-            abandoned.lookup.cancel()
-            release(abandoned.claim)
-        }
+        // The batches handed to the store are stored within the drain (a stop abandons no stored work half-way).
         do {
             try await stores.finish()
         } catch where isStopping {
@@ -376,19 +355,6 @@ public final class WorkerService: Service, @unchecked Sendable {
     /// Validates, looks up already-stored jobs and ranks (and fuses, without continuous fusion) one batch.
     /// The lookup may miss jobs the batches before are storing right now; the store skips those itself.
     private func compute(_ batch: [KafkaMessage]) async throws -> [JobOutcome] {
-        try await finishCompute(prepare(batch))
-    }
-
-    /// A validated batch whose lookup of already-stored jobs is under way.
-    struct PreparedBatch: Sendable {
-        var claim: Int
-        var messages: [KafkaMessage]
-        var validated: ValidatedBatch
-        var lookup: Task<Set<String>, Error>
-    }
-
-    /// Validates a batch and starts looking up which of its jobs are stored, without waiting for the answer.
-    private func prepare(_ batch: [KafkaMessage], claim: Int = 0) -> PreparedBatch {
         instruments.batch(size: batch.count)
         let messages = batch.map { m in
             IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
@@ -398,22 +364,13 @@ public final class WorkerService: Service, @unchecked Sendable {
         let validated = processor.validate(messages)
         let lookupStart = Date()
         instruments.stage("validate", seconds: lookupStart.timeIntervalSince(validateStart))
-        let lookup = Task { [store, retry, instruments] in
-            let stored = try await retry.run("looking up stored jobs", onRetry: self.retried("lookup")) {
-                try await store.existingJobIds(validated.jobIds)
-            }
-            self.recovered("lookup")
-            instruments.stage("lookup", seconds: Date().timeIntervalSince(lookupStart))
-            return stored
+        let stored = try await retry.run("looking up stored jobs", onRetry: retried("lookup")) {
+            try await store.existingJobIds(validated.jobIds)
         }
-        return PreparedBatch(claim: claim, messages: batch, validated: validated, lookup: lookup)
-    }
-
-    /// Waits for a prepared batch's lookup, then ranks (and fuses, without continuous fusion) the jobs not stored.
-    private func finishCompute(_ prepared: PreparedBatch) async throws -> [JobOutcome] {
-        let stored = try await prepared.lookup.value
+        recovered("lookup")
         let processStart = Date()
-        let outcomes = await processor.process(prepared.validated, isStored: stored, deferFusion: fusion != nil)
+        instruments.stage("lookup", seconds: processStart.timeIntervalSince(lookupStart))
+        let outcomes = await processor.process(validated, isStored: stored, deferFusion: fusion != nil)
         instruments.stage("process", seconds: Date().timeIntervalSince(processStart))
         // Pairs compared: the full matrix, or the model passes of a bubble tournament; for the other kinds
         // the passes their answer cost.
@@ -426,10 +383,6 @@ public final class WorkerService: Service, @unchecked Sendable {
         if let padding = processor.ranker.lastPaddingAvoided { instruments.paddingAvoided(padding) }
         return outcomes
     }
-
-    /// Batches being prepared ahead of the one being ranked: their lookups of stored jobs overlap each other
-    /// and the ranking, so a lookup's round trip (and the waits for a core around it) is not paid batch after batch.
-    static let lookaheadBatches = 3
 
     /// Batches computed and handed to the store queue: at most this many wait while one store runs,
     /// and one store writes at most this many.

@@ -123,8 +123,8 @@ struct BenchPipelineCommand: AsyncParsableCommand {
         print(String(format: "  pipeline / raw insert      %9.3f", pipelineRate / insertRate))
         // Where a batch's time goes, every stage the worker times, per occurrence and in total, so a change
         // to one shows through the machine's noise: consume (waiting for a batch; the first one waits through
-        // the group join), validate, lookup (of stored jobs; it overlaps the batches before), process (rank and
-        // events; rank is the ranker's part), compute_wait and store_wait (waiting for room in the queues),
+        // the group join), validate, lookup (of stored jobs), process (rank and events; rank is the ranker's
+        // part), store_wait (waiting for room in the store queue),
         // store (one statement, for one or more batches), and the relay's outbox_claim, outbox_publish and
         // outbox_settle per round.
         let stages = service.metrics.snapshot().first { $0.name == MetricNames.stageDuration }?.samples ?? []
