@@ -34,8 +34,8 @@ public final class WorkerService: Service, @unchecked Sendable {
     private var kafkaFatal: WorkerError?
     private var relayRunning = false
     private var _state = HeartbeatReport.State.starting
-    /// Batches claimed and not yet stored, by claim number: at most two, one being stored while the
-    /// next is computed.
+    /// Batches claimed and not yet stored, by claim number: the one being computed, those waiting in
+    /// the store queue and those being stored.
     private var inFlight: [Int: (partitions: Set<TopicPartition>, count: Int)] = [:]
     private var claims = 0
     private var inFlightCount: Int { inFlight.values.reduce(0) { $0 + $1.count } }
@@ -173,13 +173,20 @@ public final class WorkerService: Service, @unchecked Sendable {
         let fleet = Task { await self.fleetHeartbeatLoop() }
         let fatalWatch = Task { await self.stopOnFatalKafkaError() }
         var failure: Error?
-        var storing: Task<Void, Error>?
+        // Stores overlap the compute of the batches after them, stay in batch order, and mark each
+        // batch's offsets done only once the store that wrote it returned.
+        let stores = StoreQueue<ComputedBatch>(capacity: Self.storeQueueBatches, maxPerStore: Self.storeQueueBatches) { [weak self] batches in
+            guard let self else { throw CancellationError() }
+            try await self.storeAndCommit(batches)
+        }
         fusion?.start()
         while !isStopping {
             // Backpressure: with too many fusions unfinished, stop taking batches (the consumer's buffer fills and pauses fetching).
             while let fusion, !fusion.hasRoom, !isStopping { try? await Task.sleep(for: .milliseconds(5)) }
+            let consumeStart = Date()
             let batch = await consumer.nextBatch(maxCount: config.batching.maxJobs,
                                                  maxWait: .milliseconds(config.batching.maxWaitMilliseconds))
+            instruments.stage("consume", seconds: Date().timeIntervalSince(consumeStart))
             // Claiming the batch and checking for a stop happen under one lock, so `stop()`
             // either sees this batch in flight (and waits for it) or the batch is never started.
             guard !batch.isEmpty, let claimed = claim(batch) else { break }
@@ -189,8 +196,6 @@ public final class WorkerService: Service, @unchecked Sendable {
                     try await computeAndHandOff(batch)
                     continue
                 }
-                // The previous batch's store overlaps this batch's compute; stores stay in batch order,
-                // and each batch's offsets are marked done only once its own store returned.
                 let computed: [JobOutcome]
                 do {
                     computed = try await compute(batch)
@@ -199,15 +204,12 @@ public final class WorkerService: Service, @unchecked Sendable {
                     throw error
                 }
                 do {
-                    try await storing?.value
+                    let waitStart = Date()
+                    try await stores.enqueue(ComputedBatch(claim: claimed, messages: batch, outcomes: computed))
+                    instruments.stage("store_wait", seconds: Date().timeIntervalSince(waitStart))
                 } catch {
-                    storing = nil
                     release(claimed)
                     throw error
-                }
-                storing = Task {
-                    defer { self.release(claimed) }
-                    try await self.storeAndCommit(batch, outcomes: computed)
                 }
             } catch where isStopping {
                 break
@@ -216,16 +218,15 @@ public final class WorkerService: Service, @unchecked Sendable {
                 break
             }
         }
-        // The last batch's store finishes within the drain (a stop abandons no stored work half-way).
-        if let storing {
-            do {
-                try await storing.value
-            } catch where isStopping {
-                // A stop cut its retries short: the batch stays uncommitted and is delivered again.
-            } catch {
-                if failure == nil { failure = error }
-            }
+        // The batches handed to the store are stored within the drain (a stop abandons no stored work half-way).
+        do {
+            try await stores.finish()
+        } catch where isStopping {
+            // A stop cut a store's retries short: its batches stay uncommitted and are delivered again.
+        } catch {
+            if failure == nil { failure = error }
         }
+        for abandoned in stores.abandon() { release(abandoned.claim) }
         setState(.draining)
         await fusion?.shutdown()
         relayTask.cancel()
@@ -352,19 +353,25 @@ public final class WorkerService: Service, @unchecked Sendable {
     }
 
     /// Validates, looks up already-stored jobs and ranks (and fuses, without continuous fusion) one batch.
-    /// The lookup may miss jobs the previous batch is storing right now; the store skips those itself.
+    /// The lookup may miss jobs the batches before are storing right now; the store skips those itself.
     private func compute(_ batch: [KafkaMessage]) async throws -> [JobOutcome] {
         instruments.batch(size: batch.count)
         let messages = batch.map { m in
             IncomingMessage(coordinates: MessageCoordinates(topic: m.topic, partition: m.partition, offset: m.offset),
                             key: m.key, value: m.value, timestamp: m.timestamp)
         }
+        let validateStart = Date()
         let validated = processor.validate(messages)
+        let lookupStart = Date()
+        instruments.stage("validate", seconds: lookupStart.timeIntervalSince(validateStart))
         let stored = try await retry.run("looking up stored jobs", onRetry: retried("lookup")) {
             try await store.existingJobIds(validated.jobIds)
         }
         recovered("lookup")
+        let processStart = Date()
+        instruments.stage("lookup", seconds: processStart.timeIntervalSince(lookupStart))
         let outcomes = await processor.process(validated, isStored: stored, deferFusion: fusion != nil)
+        instruments.stage("process", seconds: Date().timeIntervalSince(processStart))
         // Pairs compared: the full matrix, or the model passes of a bubble tournament; for the other kinds
         // the passes their answer cost.
         instruments.rankedPairs(outcomes.reduce(0) { total, outcome in
@@ -377,16 +384,31 @@ public final class WorkerService: Service, @unchecked Sendable {
         return outcomes
     }
 
-    /// Stores a computed batch, then marks its messages done so their offsets commit.
-    private func storeAndCommit(_ batch: [KafkaMessage], outcomes: [JobOutcome]) async throws {
+    /// Batches computed and handed to the store queue: at most this many wait while one store runs,
+    /// and one store writes at most this many.
+    static let storeQueueBatches = 4
+
+    /// A claimed batch with its outcomes, waiting for the store.
+    struct ComputedBatch: Sendable {
+        var claim: Int
+        var messages: [KafkaMessage]
+        var outcomes: [JobOutcome]
+    }
+
+    /// Stores computed batches as one statement, then marks their messages done so their offsets
+    /// commit, and releases their claims (whether or not the store succeeded).
+    private func storeAndCommit(_ batches: [ComputedBatch]) async throws {
+        defer { batches.forEach { release($0.claim) } }
+        let outcomes = batches.flatMap(\.outcomes)
         let storeStart = Date()
-        let written = try await storeDurably(outcomes)
+        var written = try await storeDurably(outcomes)
         recovered("store")
         let storeSeconds = Date().timeIntervalSince(storeStart)
-        for (message, outcome) in zip(batch, outcomes) {
+        for (message, outcome) in zip(batches.flatMap(\.messages), outcomes) {
             consumer.markDone(message)
-            // An outcome the store did not write was stored meanwhile (by the batch before, or another worker).
-            if let status = outcome.status, written.contains(outcome.jobId) {
+            // An outcome the store did not write was stored meanwhile (by an earlier copy in these
+            // batches, a batch before, or another worker).
+            if let status = outcome.status, written.remove(outcome.jobId) != nil {
                 instruments.jobFinished(status)
             } else {
                 instruments.redelivered()
@@ -394,12 +416,15 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         instruments.stage("store", seconds: storeSeconds)
         for stage in ["queue", "rank", "fuse"] {
-            let times = outcomes.compactMap { $0.timingsMs[stage] }
-            if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
+            for batch in batches {
+                let times = batch.outcomes.compactMap { $0.timingsMs[stage] }
+                if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
+            }
         }
         relay.wake.signal()
         let counts = Dictionary(grouping: outcomes.compactMap(\.status), by: \.rawValue).mapValues(\.count)
-        logger.info("batch of \(batch.count) stored: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))\(outcomes.contains { $0.status == nil } ? ", \(outcomes.filter { $0.status == nil }.count) already stored" : "")")
+        let already = outcomes.filter { $0.status == nil }.count
+        logger.info("\(batches.count == 1 ? "batch" : "\(batches.count) batches") of \(outcomes.count) stored: \(counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))\(already > 0 ? ", \(already) already stored" : "")")
     }
 
     /// Stores the batch in one transaction, retrying transient faults. A batch the database
@@ -460,7 +485,7 @@ public final class WorkerService: Service, @unchecked Sendable {
             logger.info("partitions assigned: \(tps.map(\.description).sorted().joined(separator: ", "))")
         case .revoked(let tps), .lost(let tps):
             fusion?.revoke(tps)
-            // Up to two batches may hold revoked partitions (one storing, one computing): wait for each.
+            // Several batches may hold revoked partitions (computing, waiting for the store, storing): wait for each.
             let deadline = DispatchTime.now() + config.drainSeconds
             var logged = false
             while true {

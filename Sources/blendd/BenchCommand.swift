@@ -121,13 +121,17 @@ struct BenchPipelineCommand: AsyncParsableCommand {
         print(String(format: "  pipeline end to end        %9.0f jobs/s (validate, consensus rank, top-1, store with comparisons and outbox)", pipelineRate))
         print(String(format: "  pipeline / raw consume     %9.3f", pipelineRate / consumeRate))
         print(String(format: "  pipeline / raw insert      %9.3f", pipelineRate / insertRate))
-        // Where a batch's time goes (rank is the consensus ranker's CPU time, store the whole
-        // transaction), so a change to one stage shows through the machine's noise.
+        // Where a batch's time goes, every stage the worker times, per occurrence and in total, so a change
+        // to one shows through the machine's noise: consume (waiting for a batch; the first one waits through
+        // the group join), validate, lookup (of stored jobs), process (rank and events; rank is the ranker's
+        // part), store_wait (waiting for room in the store queue),
+        // store (one statement, for one or more batches), and the relay's outbox_claim, outbox_publish and
+        // outbox_settle per round.
         let stages = service.metrics.snapshot().first { $0.name == MetricNames.stageDuration }?.samples ?? []
-        for stage in ["rank", "store"] {
-            guard let s = stages.first(where: { $0.labels["stage"] == stage }), let n = s.count, n > 0 else { continue }
-            let name = stage.padding(toLength: 5, withPad: " ", startingAt: 0)
-            print("  stage \(name) per batch      " + String(format: "%9.2f ms (mean of %.0f batches)", s.value / n * 1000, n))
+        for s in stages.sorted(by: { ($0.labels["stage"] ?? "") < ($1.labels["stage"] ?? "") }) {
+            guard let stage = s.labels["stage"], let n = s.count, n > 0 else { continue }
+            let name = stage.padding(toLength: 18, withPad: " ", startingAt: 0)
+            print("  stage \(name) " + String(format: "%9.2f ms mean, %8.1f ms total (%.0f)", s.value / n * 1000, s.value * 1000, n))
         }
     }
 }

@@ -69,7 +69,10 @@ final class OutboxRelay: Sendable {
                 }
                 if round.claimed > 0 { idle = settings.minIdleSeconds }
                 var delay = idle
-                if let due = try await store.secondsUntilNextDue() {
+                let dueStart = Date()
+                let nextDue = try await store.secondsUntilNextDue()
+                instruments.stage("outbox_due", seconds: Date().timeIntervalSince(dueStart))
+                if let due = nextDue {
                     // Rows that came in during a round are claimed at once; due now after an
                     // empty round means another relay holds those rows this instant.
                     if due <= 0 && round.claimed > 0 { continue }
@@ -92,10 +95,15 @@ final class OutboxRelay: Sendable {
     /// Claims one round of due rows, publishes each, and settles each by its own result.
     @discardableResult
     func publishPendingOnce() async throws -> Round {
+        let claimStart = Date()
         let entries = try await store.claimPending(limit: settings.batchSize, claimSeconds: settings.claimSeconds)
+        let publishStart = Date()
+        instruments.stage(entries.isEmpty ? "outbox_claim_empty" : "outbox_claim", seconds: publishStart.timeIntervalSince(claimStart))
         var round = Round(claimed: entries.count)
         guard !entries.isEmpty else { return round }
         let results = await publish(entries)
+        let settleStart = Date()
+        instruments.stage("outbox_publish", seconds: settleStart.timeIntervalSince(publishStart))
         var sent: [Int64] = [], retrying: [ResultStore.Retry] = [], failed: [ResultStore.Failure] = []
         for (entry, result) in zip(entries, results) {
             switch result {
@@ -116,6 +124,7 @@ final class OutboxRelay: Sendable {
         // One statement settles the round; if it fails, the claims lapse and the rows are
         // published again (at least once, as before).
         try await store.settle(sent: sent, retrying: retrying, failed: failed)
+        instruments.stage("outbox_settle", seconds: Date().timeIntervalSince(settleStart))
         round.sent = sent.count
         round.retrying = retrying.count
         round.failed = failed.count

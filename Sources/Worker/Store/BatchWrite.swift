@@ -161,16 +161,21 @@ extension ResultStore {
 
         /// Completion events and dead-letter copies in batch order (a job's event before its dead
         /// letter), so the relay publishes them in the order they were decided.
+        ///
+        /// A key or payload that is UTF-8 text without NUL (an event's job id and JSON) travels as
+        /// text and is turned back into its bytes by the server, half the size of bytea's hex form;
+        /// other bytes (a dead letter's original record) travel as hex.
         private static func outbox(_ outcomes: [JobOutcome], eventsTopic: String, dlqTopic: String) throws -> PostgresQuery? {
-            var eventId: [String?] = [], jobId: [String?] = [], topic: [String?] = [], key: [String?] = [], payload: [String?] = [], headers: [String?] = []
+            var eventId: [String?] = [], jobId: [String?] = [], topic: [String?] = [], headers: [String?] = []
+            var key = BytesColumn(), payload = BytesColumn()
             let eventHeaders = #"{"content-type":"application/cloudevents+json"}"#
             for o in outcomes {
                 if let event = o.event {
                     eventId.append(event.id)
                     jobId.append(o.jobId)
                     topic.append(eventsTopic)
-                    key.append(PostgresBytes(Array(o.jobId.utf8)).postgresText)
-                    payload.append(PostgresBytes(try event.jsonBytes()).postgresText)
+                    key.append(Array(o.jobId.utf8))
+                    payload.append(try event.jsonBytes())
                     headers.append(eventHeaders)
                 }
                 if let rejection = o.rejection {
@@ -190,8 +195,8 @@ extension ResultStore {
                     eventId.append(o.jobId + "/dlq")
                     jobId.append(o.jobId)
                     topic.append(dlqTopic)
-                    key.append(o.message.key.map { PostgresBytes($0).postgresText! })
-                    payload.append(o.message.value.map { PostgresBytes($0).postgresText! })
+                    key.append(o.message.key)
+                    payload.append(o.message.value)
                     headers.append(try PostgresJSON(encoding: fields).text)
                 }
             }
@@ -199,11 +204,34 @@ extension ResultStore {
             // ORDER BY the ordinality: ids (bigserial) are drawn in that order, and the relay publishes by id.
             return """
                 INSERT INTO outbox (event_id, job_id, topic, key, payload, headers)
-                SELECT e.event_id, e.job_id, e.topic, e.key, e.payload, e.headers::jsonb
-                  FROM unnest(\(a(eventId))::text[], \(a(jobId))::text[], \(a(topic))::text[], \(a(key))::bytea[], \(a(payload))::bytea[],
-                              \(a(headers))::text[])
-                       WITH ORDINALITY AS e(event_id, job_id, topic, key, payload, headers, n)
+                SELECT e.event_id, e.job_id, e.topic, coalesce(convert_to(e.key_text, 'UTF8'), e.key_hex),
+                       coalesce(convert_to(e.payload_text, 'UTF8'), e.payload_hex), e.headers::jsonb
+                  FROM unnest(\(a(eventId))::text[], \(a(jobId))::text[], \(a(topic))::text[], \(a(key.text))::text[],
+                              \(a(key.hex))::bytea[], \(a(payload.text))::text[], \(a(payload.hex))::bytea[], \(a(headers))::text[])
+                       WITH ORDINALITY AS e(event_id, job_id, topic, key_text, key_hex, payload_text, payload_hex, headers, n)
                 """ + onlyNew("e") + " ORDER BY e.n ON CONFLICT (event_id) DO NOTHING"
+        }
+
+        /// A bytea column as two parallel ones: the value as text when it is UTF-8 without NUL, else as hex
+        /// (both nil: SQL NULL).
+        struct BytesColumn {
+            var text: [String?] = []
+            var hex: [String?] = []
+
+            mutating func append(_ bytes: [UInt8]?) {
+                guard let bytes else {
+                    text.append(nil)
+                    hex.append(nil)
+                    return
+                }
+                if !bytes.contains(0), let string = String(validating: bytes, as: UTF8.self) {
+                    text.append(string)
+                    hex.append(nil)
+                } else {
+                    text.append(nil)
+                    hex.append(PostgresBytes(bytes).postgresText)
+                }
+            }
         }
     }
 }
