@@ -1,5 +1,6 @@
 #include "ckernels.h"
 #include "bf16_internal.h"
+#include "cpu_dispatch.h"
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -25,14 +26,7 @@ int bk_has_avx512_bf16(void) {
 // The row kernels' choice, made once (0: AVX2 tiles, 1: AVX-512 tiles); bk_set_row_kernels overrides it for tests.
 static int row_kernels = -1;
 
-static int use_avx512_rows(void) {
-    int v = __atomic_load_n(&row_kernels, __ATOMIC_RELAXED);
-    if (v < 0) {
-        v = bk_has_avx512();
-        __atomic_store_n(&row_kernels, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+static int use_avx512_rows(void) { return bk_latched_path(&row_kernels, bk_has_avx512); }
 
 int bk_set_row_kernels(int avx512) {
     int v = avx512 && bk_has_avx512();

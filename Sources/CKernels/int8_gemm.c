@@ -1,4 +1,5 @@
 #include "ckernels.h"
+#include "cpu_dispatch.h"
 
 #include <cpuid.h>
 #include <immintrin.h>
@@ -23,14 +24,7 @@ int bk_i8_best_path(void) {
 
 static int i8_path = -1;
 
-static int current_path(void) {
-    int v = __atomic_load_n(&i8_path, __ATOMIC_RELAXED);
-    if (v < 0) {
-        v = bk_i8_best_path();
-        __atomic_store_n(&i8_path, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
+static int current_path(void) { return bk_latched_path(&i8_path, bk_i8_best_path); }
 
 int bk_i8_set_path(int path) {
     int best = bk_i8_best_path(), v = path < 0 ? best : (path < best ? path : best);

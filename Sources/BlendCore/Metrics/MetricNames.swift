@@ -27,7 +27,7 @@ public enum MetricNames {
     /// Describes the worker's metrics on a registry.
     public static func describeWorkerMetrics(_ r: MetricsRegistry) {
         r.describe(jobs, .counter, help: "Jobs finished, by outcome status (completed, failed, rejected).")
-        r.describe(stageDuration, .histogram, help: "Time per pipeline stage (queue, rank, fuse, store) per batch.", buckets: stageBuckets)
+        r.describe(stageDuration, .histogram, help: "Time per pipeline stage: per batch consume, validate, lookup, process, queue, rank, fuse, store_wait, store; per relay round outbox_due, outbox_claim, outbox_claim_empty, outbox_publish, outbox_settle.", buckets: stageBuckets)
         r.describe(batchJobs, .histogram, help: "Jobs per micro-batch.", buckets: batchBuckets)
         r.describe(paddingWaste, .gauge, help: "Share of positions padding would have cost in the last ranking batch; blendd packs sequences and computes none of them.")
         r.describe(outboxPending, .gauge, help: "Completion events stored but not yet published.")

@@ -50,7 +50,6 @@ final class WorkerTeam: @unchecked Sendable {
     /// One worker's view of a step: call `phase` for the step's phases in the same order on every worker.
     struct Phases {
         let worker: Int
-        let workers: Int
         fileprivate let counters: UnsafeMutablePointer<Int32>
         fileprivate let capacity: Int
         /// Where worker 0 writes the monotonic time (ns) each phase ended, when the caller asked for it.
@@ -115,7 +114,7 @@ final class WorkerTeam: @unchecked Sendable {
             }
             counters.initialize(repeating: 0, count: 3 * (phases + 1))
             stepPhases = phases
-            var mine = Phases(worker: 0, workers: size, counters: counters, capacity: phases, clock: clock)
+            var mine = Phases(worker: 0, counters: counters, capacity: phases, clock: clock)
             guard size > 1 else {
                 body(&mine)
                 return
@@ -149,7 +148,7 @@ final class WorkerTeam: @unchecked Sendable {
                 parking.unlock()
             }
             seen = published.load(ordering: .acquiring)
-            var mine = Phases(worker: worker, workers: size, counters: counters, capacity: stepPhases, clock: nil)
+            var mine = Phases(worker: worker, counters: counters, capacity: stepPhases, clock: nil)
             job?(&mine)
             Self.arrive(counters + 3 * stepPhases, of: size - 1)
         }
