@@ -16,6 +16,21 @@ final class DecoderStepTests: XCTestCase {
     }
 
     /// A T5 of generated shape: widths that are and are not multiples of 16 and 64, 1–3 layers, tied or not.
+    /// The weight formats the step tests cycle through, trial by trial.
+    static let formats: [(name: String, precision: ModelPrecision, bf16Values: Bool)] = [
+        ("fp32", .fp32, false), ("fp32 bf16-held", .fp32, true), ("bf16", .bf16, false), ("int8", .int8, false),
+    ]
+
+    /// Trial `trial`'s format, a random model in it, one to three random prompts of `promptTokens` tokens and their sources.
+    static func trialModel(_ g: inout Generator, trial: Int, promptTokens: Range<Int>) throws
+        -> (format: (name: String, precision: ModelPrecision, bf16Values: Bool), model: T5Model, prompts: [[Int]], sources: [T5Model.EncodedSource]) {
+        let format = formats[trial % formats.count]
+        let model = try randomModel(&g, precision: format.precision, bf16Values: format.bf16Values)
+        let vocabulary = model.configuration.vocabularySize
+        let prompts = (0..<g.int(1..<4)).map { _ in (0..<g.int(promptTokens)).map { _ in g.int(2..<vocabulary) } }
+        return (format, model, prompts, model.encodeSources(prompts))
+    }
+
     static func randomModel(_ g: inout Generator, precision: ModelPrecision, bf16Values: Bool) throws -> T5Model {
         let heads = g.int(1..<5), headSize = [4, 8, 12, 16][g.int(0..<4)]
         let d = [16, 32, 48, 80, 24, 40][g.int(0..<6)], ff = [16, 40, 64, 72, 100, 130][g.int(0..<6)]
@@ -159,15 +174,9 @@ final class DecoderStepTests: XCTestCase {
 
     func testTeamStepGivesTheReferenceBitsInEveryFormatRowCountAndWorkerCount() throws {
         var g = Generator(state: 77)
-        let formats: [(name: String, precision: ModelPrecision, bf16Values: Bool)] = [
-            ("fp32", .fp32, false), ("fp32 bf16-held", .fp32, true), ("bf16", .bf16, false), ("int8", .int8, false),
-        ]
         for trial in 0..<12 {
-            let format = formats[trial % formats.count]
-            let model = try Self.randomModel(&g, precision: format.precision, bf16Values: format.bf16Values)
+            let (format, model, prompts, sources) = try Self.trialModel(&g, trial: trial, promptTokens: 1..<30)
             let c = model.configuration
-            let prompts = (0..<g.int(1..<4)).map { _ in (0..<g.int(1..<30)).map { _ in g.int(2..<c.vocabularySize) } }
-            let sources = model.encodeSources(prompts)
             let m = [1, 2, 3, 5, 8, 9][trial % 6]
             let rowSources = (0..<m).map { _ in g.int(0..<prompts.count) }
             let empty = [[Float]](repeating: [], count: c.decoderLayers)
@@ -194,13 +203,9 @@ final class DecoderStepTests: XCTestCase {
     /// past its first room: every step gives the reference bits, and a row's append never shows in its siblings.
     func testSharedAndShuffledRowsGiveTheReferenceBits() throws {
         var g = Generator(state: 91)
-        let formats: [(precision: ModelPrecision, bf16Values: Bool)] = [(.fp32, false), (.fp32, true), (.bf16, false), (.int8, false)]
         for trial in 0..<8 {
-            let format = formats[trial % formats.count]
-            let model = try Self.randomModel(&g, precision: format.precision, bf16Values: format.bf16Values)
+            let (_, model, prompts, sources) = try Self.trialModel(&g, trial: trial, promptTokens: 1..<20)
             let c = model.configuration
-            let prompts = (0..<g.int(1..<4)).map { _ in (0..<g.int(1..<20)).map { _ in g.int(2..<c.vocabularySize) } }
-            let sources = model.encodeSources(prompts)
             let empty = [[Float]](repeating: [], count: c.decoderLayers)
             var team: [T5Model.DecoderRow] = []
             var reference: [ReferenceRow] = []
