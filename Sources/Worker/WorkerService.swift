@@ -113,12 +113,20 @@ public final class WorkerService: Service, @unchecked Sendable {
         for outcome in outcomes {
             if let status = outcome.status { instruments.jobFinished(status) } else { instruments.redelivered() }
         }
-        instruments.stage("store", seconds: storeSeconds)
-        for stage in ["queue", "rank", "fuse"] {
-            if let longest = outcomes.compactMap({ $0.timingsMs[stage] }).max() { instruments.stage(stage, seconds: longest / 1000) }
-        }
+        recordStageTimes(store: storeSeconds, of: [outcomes])
         lock.withLock { lastProgress = Date() }
         relay.wake.signal()
+    }
+
+    /// The store's time, and per group of outcomes stored together its longest queue, rank and fuse times
+    /// (a micro-batch waits for its slowest job).
+    private func recordStageTimes(store seconds: Double, of groups: [[JobOutcome]]) {
+        instruments.stage("store", seconds: seconds)
+        for stage in ["queue", "rank", "fuse"] {
+            for outcomes in groups {
+                if let longest = outcomes.compactMap({ $0.timingsMs[stage] }).max() { instruments.stage(stage, seconds: longest / 1000) }
+            }
+        }
     }
 
     private final class Forwarder: @unchecked Sendable {
@@ -414,13 +422,7 @@ public final class WorkerService: Service, @unchecked Sendable {
                 instruments.redelivered()
             }
         }
-        instruments.stage("store", seconds: storeSeconds)
-        for stage in ["queue", "rank", "fuse"] {
-            for batch in batches {
-                let times = batch.outcomes.compactMap { $0.timingsMs[stage] }
-                if let longest = times.max() { instruments.stage(stage, seconds: longest / 1000) }
-            }
-        }
+        recordStageTimes(store: storeSeconds, of: batches.map(\.outcomes))
         relay.wake.signal()
         let counts = Dictionary(grouping: outcomes.compactMap(\.status), by: \.rawValue).mapValues(\.count)
         let already = outcomes.filter { $0.status == nil }.count
