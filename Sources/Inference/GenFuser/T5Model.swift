@@ -217,14 +217,15 @@ public final class T5Model: Sendable {
 
     // MARK: Decoder
 
-    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head: layer l's keys are
-    /// the [heads, length, headSize] block at `keys + l·length·inner`, so one head's keys are one contiguous run (read
-    /// position by position across heads, at a stride of `inner`, they were latency-bound: at batch 8 cross-attention
-    /// took half of a step). Values likewise. Written once when the job is encoded and read-only afterwards, so every
-    /// worker of a decoder step reads it through plain pointers (no reference counting in the step's loops).
+    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head. Layer l's keys are
+    /// the [heads, headSize, length] block at `keys + l·length·inner`: a head's keys dim-major (transposed), so the
+    /// scores of consecutive positions are broadcast-FMAs over contiguous runs (`QueryAttention`). Layer l's values are
+    /// the [heads, length, headSize] block at `values + l·length·inner`, a head's values one position-major run. Written
+    /// once when the job is encoded and read-only afterwards, so every worker of a decoder step reads it through plain
+    /// pointers (no reference counting in the step's loops).
     ///
-    /// Under the reduced precisions (`bf16`) the values are held as bfloat16 (rounded to nearest even), half the bytes
-    /// a step reads for them; attention widens a head's run exactly and computes in float32. fp32 keeps float32.
+    /// Under the reduced precisions (`bf16`) both are held as bfloat16 (rounded to nearest even), half the bytes a step
+    /// reads for them; attention widens them in registers, exactly, and computes in float32. fp32 keeps float32.
     public final class EncodedSource: @unchecked Sendable {
         public let length: Int
         let inner: Int
@@ -250,7 +251,7 @@ public final class T5Model: Sendable {
             values.deallocate()
         }
 
-        /// Layer l's keys or values, [heads, length, headSize] elements.
+        /// Layer l's keys, [heads, headSize, length] elements, and values, [heads, length, headSize].
         func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * length * inner * (bf16 ? 2 : 4) }
         func layerValues(_ l: Int) -> UnsafeMutableRawPointer { values + l * length * inner * (bf16 ? 2 : 4) }
 
@@ -260,28 +261,17 @@ public final class T5Model: Sendable {
             return (0..<count).map { Float(bitPattern: UInt32(block.load(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
         }
 
-        /// Stores `count` values from `from` at element `index` of `block` (rounded to bf16 with `bf16`).
-        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, bf16: Bool) {
+        /// Stores `count` values from `from` at elements `index`, `index + stride`, … of `block` (rounded to bf16 with
+        /// `bf16`).
+        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, stride: Int = 1,
+                          bf16: Bool) {
+            let span = count > 0 ? (count - 1) * stride + 1 : 0
             if bf16 {
-                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: count)
-                for i in 0..<count { out[i] = WeightMatrix.roundToBF16(from[i]) }
+                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: span)
+                for i in 0..<count { out[i * stride] = WeightMatrix.roundToBF16(from[i]) }
             } else {
-                (block + 4 * index).bindMemory(to: Float.self, capacity: count).initialize(from: from, count: count)
-            }
-        }
-
-        /// `count` bf16 elements at `from` widened (exactly) to float32.
-        @inline(__always)
-        static func widen(_ from: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
-            var i = 0
-            while i + 8 <= count {
-                let bits = SIMD8<UInt32>(truncatingIfNeeded: from.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt16>.self)) &<< 16
-                UnsafeMutableRawPointer(out + i).storeBytes(of: unsafeBitCast(bits, to: SIMD8<Float>.self), as: SIMD8<Float>.self)
-                i += 8
-            }
-            while i < count {
-                out[i] = Float(bitPattern: UInt32(from.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-                i += 1
+                let out = (block + 4 * index).bindMemory(to: Float.self, capacity: span)
+                for i in 0..<count { out[i * stride] = from[i] }
             }
         }
     }
@@ -299,7 +289,7 @@ public final class T5Model: Sendable {
                     for t in 0..<n {
                         let row = pkv.baseAddress! + (offset + t) * 2 * inner
                         for head in 0..<heads {
-                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: (head * n + t) * dh, bf16: source.bf16)
+                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: head * dh * n + t, stride: n, bf16: source.bf16)
                             EncodedSource.store(row + inner + head * dh, count: dh, into: values, at: (head * n + t) * dh, bf16: source.bf16)
                         }
                     }
@@ -463,7 +453,27 @@ public final class T5Model: Sendable {
                 for head in 0..<heads { selfBias[head * maxPositions + distance] = pb[bucket * heads + head] }
             }
         }
-        let longest = max(maxPositions, (0..<m).map { memory[$0].crossLength }.max()!)
+        // Rows grouped by source (the beams of a job, or one source in several rows), so cross-attention reads each key
+        // and value vector of a source once for all its rows: group g is rows crossRows[crossStarts[g] ..< crossStarts[g + 1]].
+        var members: [Int: [Int32]] = [:], order: [Int] = []
+        for r in 0..<m {
+            if members[rows[r].source] == nil { order.append(rows[r].source) }
+            members[rows[r].source, default: []].append(Int32(r))
+        }
+        let groups = order.count
+        let crossRows = UnsafeMutablePointer<Int32>.allocate(capacity: m)
+        let crossStarts = UnsafeMutablePointer<Int>.allocate(capacity: groups + 1)
+        defer {
+            crossRows.deallocate()
+            crossStarts.deallocate()
+        }
+        crossStarts[0] = 0
+        for (g, source) in order.enumerated() {
+            let group = members[source]!
+            for (i, r) in group.enumerated() { crossRows[crossStarts[g] + i] = r }
+            crossStarts[g + 1] = crossStarts[g] + group.count
+        }
+        let crossScoreCount = max(1, order.map { members[$0]!.count * sources[$0].length }.max()!)
         // Step buffers: the q/k/v product, the cross-attention queries, the attention context, a product before its
         // residual add, the stacked wi_0/wi_1 product and the gated FFN activations.
         let sizes = [m * 3 * inner, m * inner, m * inner, m * d, m * 2 * ff, m * ff]
@@ -486,14 +496,14 @@ public final class T5Model: Sendable {
                 // This worker's copy of a product's input (normalized, or as given), its bf16 pairs, attention scores.
                 let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
                 let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest))
-                // A head's bf16 cross-attention keys and values widened (exact), read from cache by the float32 loop.
-                let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(1, 2 * longest * dh))
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxPositions)
+                // One source group's cross-attention scores, then probabilities, a row's run after another.
+                let crossScores = UnsafeMutablePointer<Float>.allocate(capacity: crossScoreCount)
                 defer {
                     normed.deallocate()
                     rounded.deallocate()
                     scores.deallocate()
-                    wide.deallocate()
+                    crossScores.deallocate()
                 }
                 func normalize(_ gamma: Tensor, for weight: WeightMatrix) {
                     gamma.storage.withUnsafeBufferPointer { pg in
@@ -535,19 +545,15 @@ public final class T5Model: Sendable {
                     team.phase(heads, prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { head in
                         let start = head * dh
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
-                        for r in 0..<m {
-                            let row = memory[r], offset = (l * heads + head) * row.crossLength * dh, count = row.crossLength * dh
-                            let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
-                            if row.crossBF16 {
-                                EncodedSource.widen(row.crossKeys + 2 * offset, count: count, into: wide)
-                                EncodedSource.widen(row.crossValues + 2 * offset, count: count, into: wide + count)
-                                (keys, values) = (UnsafePointer(wide), UnsafePointer(wide + count))
-                            } else {
-                                keys = (row.crossKeys + 4 * offset).assumingMemoryBound(to: Float.self)
-                                values = (row.crossValues + 4 * offset).assumingMemoryBound(to: Float.self)
-                            }
-                            Self.attend(query + r * inner + start, keys: keys, values: values, positions: row.crossLength, headSize: dh,
-                                        bias: nil, scores: scores, into: context + r * inner + start)
+                        for g in 0..<groups {
+                            let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
+                            let row = memory[Int(group[0])], n = row.crossLength
+                            let at = (l * heads + head) * n * dh * (row.crossBF16 ? 2 : 4)
+                            QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: row.crossKeys + at,
+                                                  bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n)
+                            for i in 0..<count { SIMDMath.softmaxInPlace(crossScores + i * n, count: n) }
+                            QueryAttention.context(crossScores, ldp: n, values: row.crossValues + at, bf16: row.crossBF16, length: n,
+                                                   headSize: dh, rows: group, count: count, into: context + start, ldo: inner)
                         }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
@@ -576,18 +582,15 @@ public final class T5Model: Sendable {
         return result
     }
 
-    /// One head of one row's single-query attention over `positions` cached keys and values (the head's contiguous
-    /// [positions, headSize] runs), into `out` (the head's `headSize` values). `bias`, for self-attention, holds the
-    /// causal relative bias by distance back from the query (the last position).
+    /// One head of one row's self-attention over its `positions` cached keys and values (the head's contiguous
+    /// [positions, headSize] runs), into `out` (the head's `headSize` values). `bias` holds the causal relative bias by
+    /// distance back from the query (the last position).
     @inline(__always)
     private static func attend(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: Int,
-                               headSize dh: Int, bias: UnsafePointer<Float>?, scores: UnsafeMutablePointer<Float>,
+                               headSize dh: Int, bias: UnsafePointer<Float>, scores: UnsafeMutablePointer<Float>,
                                into out: UnsafeMutablePointer<Float>) {
         out.update(repeating: 0, count: dh)
-        for j in 0..<positions { scores[j] = SIMDMath.dot(q, keys + j * dh, count: dh) }
-        if let bias {
-            for j in 0..<positions { scores[j] += bias[positions - 1 - j] }
-        }
+        for j in 0..<positions { scores[j] = SIMDMath.dot(q, keys + j * dh, count: dh) + bias[positions - 1 - j] }
         SIMDMath.softmaxInPlace(scores, count: positions)
         for j in 0..<positions { SIMDMath.axpy(scores[j], values + j * dh, into: out, count: dh) }
     }
