@@ -6,9 +6,11 @@
 #include <math.h>
 
 // Single-query attention of decoder rows against one head's keys and values (the decoder step's cross-attention).
-// Keys are held dim-major (element d·length + j is dimension d of position j), so the scores of 16 consecutive
-// positions are one broadcast-FMA per dimension over a contiguous run, with no horizontal sums; values are held
-// position-major (element j·d + i). Every output is one fused multiply-add chain in a fixed order from zero:
+// Keys are held dim-major in blocks of 16 positions (dimension i of position j at ((j / 16)·d + i)·16 + j % 16), so the
+// scores of 16 consecutive positions are one broadcast-FMA per dimension over a contiguous run, with no horizontal
+// sums, and a block is one contiguous run of memory (a plain [d][length] layout read 16 positions at a time made d
+// strided streams, which measured at half the bandwidth of the values' single stream); values are held position-major
+// (element j·d + i). Every output is one fused multiply-add chain in a fixed order from zero:
 //   score[j] = fma(q[d−1], K[d−1][j], … fma(q[0], K[0][j], 0)),   out[i] = fma(p[length−1], V[length−1][i], … 0),
 // on every path and whatever rows share a call, so a row's result depends on its own inputs only. bf16-held keys
 // and values are widened in registers (zero-extend, shift by 16), which is exact.
@@ -33,6 +35,9 @@ int bk_query_attention_set_path(int path) {
     return v;
 }
 
+// Where dimension i of position j sits among a head's keys.
+static inline size_t key_at(int d, int j, int i) { return ((size_t)(j >> 4) * d + i) * 16 + (j & 15); }
+
 static inline float element(const void *p, int bf16, size_t at) {
     if (!bf16) return ((const float *)p)[at];
     uint32_t u = (uint32_t)((const uint16_t *)p)[at] << 16;
@@ -47,7 +52,7 @@ __attribute__((always_inline))
 static inline void scores_scalar(const float *q, const void *k, int bf16, int length, int d, int j0, int j1, float *s) {
     for (int j = j0; j < j1; j++) {
         float acc = 0;
-        for (int i = 0; i < d; i++) acc = fmaf(q[i], element(k, bf16, (size_t)i * length + j), acc);
+        for (int i = 0; i < d; i++) acc = fmaf(q[i], element(k, bf16, key_at(d, j, i)), acc);
         s[j] = acc;
     }
 }
@@ -86,7 +91,7 @@ static inline void scores512_tile(int bf16, int R, int C, const float *const *q,
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     for (int i = 0; i < d; i++) {
         __m512 kv[8];
-        for (int c = 0; c < C; c++) kv[c] = load16(k, bf16, (size_t)i * length + j0 + 16 * c, mask[c]);
+        for (int c = 0; c < C; c++) kv[c] = load16(k, bf16, key_at(d, j0 + 16 * c, i), mask[c]);
         for (int r = 0; r < R; r++) {
             __m512 qb = _mm512_set1_ps(q[r][i]);
             for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(qb, kv[c], acc[r][c]);
@@ -156,7 +161,7 @@ static inline void scores_avx2_group(int bf16, int R, const float *const *q, con
             for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
         for (int i = 0; i < d; i++) {
             __m256 kv[4];
-            for (int c = 0; c < 4; c++) kv[c] = load8(k, bf16, (size_t)i * length + j0 + 8 * c);
+            for (int c = 0; c < 4; c++) kv[c] = load8(k, bf16, key_at(d, j0 + 8 * c, i));
             for (int r = 0; r < R; r++) {
                 __m256 qb = _mm256_broadcast_ss(q[r] + i);
                 for (int c = 0; c < 4; c++) acc[r][c] = _mm256_fmadd_ps(qb, kv[c], acc[r][c]);

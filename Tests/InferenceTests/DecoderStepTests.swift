@@ -137,21 +137,22 @@ final class DecoderStepTests: XCTestCase {
             }
             return context
         }
-        // The source's layers (keys [heads, headSize, length], values [heads, length, headSize]) as [length, inner], the
+        // The source's layers (keys in blocks of 16 positions, values [heads, length, headSize]) as [length, inner], the
         // layout of the product that made them.
         func crossMemory(_ source: T5Model.EncodedSource, _ l: Int) -> ([Float], [Float]) {
             let n = source.length, dh = c.headSize
-            func positionMajor(_ block: UnsafeRawPointer, dimMajor: Bool) -> [Float] {
-                let values = T5Model.EncodedSource.floats(block, count: n * inner, bf16: source.bf16)
-                var out = [Float](repeating: 0, count: n * inner)
-                for p in 0..<n {
-                    for h in 0..<c.heads {
-                        for i in 0..<dh { out[p * inner + h * dh + i] = values[dimMajor ? (h * dh + i) * n + p : (h * n + p) * dh + i] }
+            let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: source.keyPositions * inner, bf16: source.bf16)
+            let values = T5Model.EncodedSource.floats(source.layerValues(l), count: n * inner, bf16: source.bf16)
+            var keyRows = [Float](repeating: 0, count: n * inner), valueRows = keyRows
+            for p in 0..<n {
+                for h in 0..<c.heads {
+                    for i in 0..<dh {
+                        keyRows[p * inner + h * dh + i] = keys[source.keyIndex(head: h, dimension: i, position: p)]
+                        valueRows[p * inner + h * dh + i] = values[(h * n + p) * dh + i]
                     }
                 }
-                return out
             }
-            return (positionMajor(source.layerKeys(l), dimMajor: true), positionMajor(source.layerValues(l), dimMajor: false))
+            return (keyRows, valueRows)
         }
         for (l, block) in model.decoderBlocks.enumerated() {
             let qkv = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
@@ -254,8 +255,9 @@ final class DecoderStepTests: XCTestCase {
         }
     }
 
-    /// Cross-attention keys and values are the k/v product of the encoder states, head-major (keys dim-major within a
-    /// head, values position-major): float32 as computed under fp32, rounded to nearest-even bf16 under bf16 and int8.
+    /// Cross-attention keys and values are the k/v product of the encoder states, head-major (keys dim-major in blocks of
+    /// 16 positions within a head, the last block padded with zeros; values position-major): float32 as computed under
+    /// fp32, rounded to nearest-even bf16 under bf16 and int8.
     func testSourcesHoldTheCrossAttentionKeysAndValuesHeadMajorInTheirPrecision() throws {
         var g = Generator(state: 41)
         for precision in [ModelPrecision.fp32, .bf16, .int8] {
@@ -268,13 +270,19 @@ final class DecoderStepTests: XCTestCase {
                 let kv = block.crossAttention.keyValue!.linear(hidden)
                 for (s, source) in sources.enumerated() {
                     XCTAssertEqual(source.bf16, precision != .fp32)
-                    let n = source.length, count = n * inner
-                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: count, bf16: source.bf16)
-                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: count, bf16: source.bf16)
+                    let n = source.length, padded = (n + 15) / 16 * 16
+                    XCTAssertEqual(source.keyPositions, padded)
+                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: padded * inner, bf16: source.bf16)
+                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: n * inner, bf16: source.bf16)
                     var expectedKeys: [Float] = [], expectedValues: [Float] = []
                     for h in 0..<c.heads {
-                        for i in 0..<dh {
-                            for t in 0..<n { expectedKeys.append(kv.storage[(offsets[s] + t) * 2 * inner + h * dh + i]) }
+                        for block in 0..<(padded / 16) {
+                            for i in 0..<dh {
+                                for lane in 0..<16 {
+                                    let t = 16 * block + lane
+                                    expectedKeys.append(t < n ? kv.storage[(offsets[s] + t) * 2 * inner + h * dh + i] : 0)
+                                }
+                            }
                         }
                         for t in 0..<n {
                             let row = (offsets[s] + t) * 2 * inner + h * dh

@@ -14,7 +14,7 @@ final class QueryAttentionTests: XCTestCase {
         super.tearDown()
     }
 
-    /// One head's keys ([d][length], dim-major) and values ([length][d]) as the floats they stand for, and as held.
+    /// One head's keys ([d][length], dim-major) and values ([length][d]) as the floats they stand for.
     struct Head {
         let length: Int
         let d: Int
@@ -29,6 +29,16 @@ final class QueryAttentionTests: XCTestCase {
             }
             keys = draw(d * length)
             values = draw(length * d)
+        }
+
+        /// The keys in the kernel's blocks of 16 positions (dimension i of position j at ((j / 16)·d + i)·16 + j % 16),
+        /// the last block's spare lanes holding a NaN that must not reach any result.
+        var blockedKeys: [Float] {
+            var out = [Float](repeating: .nan, count: (length + 15) / 16 * 16 * d)
+            for j in 0..<length {
+                for i in 0..<d { out[((j / 16) * d + i) * 16 + j % 16] = keys[i * length + j] }
+            }
+            return out
         }
 
         /// The bytes the kernel reads: float32, or the bf16 bits (exact, since the values are bf16).
@@ -59,7 +69,7 @@ final class QueryAttentionTests: XCTestCase {
     /// length]) written into a [rows, ldo] buffer first filled with a sentinel.
     static func run(_ h: Head, queries: [Float], ldq: Int, rows: [Int32], probabilities: [Float], ldo: Int, rowCount: Int)
         -> (scores: [Float], context: [Float]) {
-        let keys = h.held(h.keys), values = h.held(h.values)
+        let keys = h.held(h.blockedKeys), values = h.held(h.values)
         var scores = [Float](repeating: .nan, count: max(1, rows.count * h.length))
         var context = [Float](repeating: -7, count: rowCount * ldo)
         keys.withUnsafeBytes { pk in

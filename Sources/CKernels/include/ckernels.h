@@ -75,8 +75,9 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 
 /// Single-query attention of decoder rows against one head's keys and values (query_attention.c), the arithmetic
 /// fixed whatever the path or the rows sharing a call: every output is one fused multiply-add chain from zero.
-/// Scores: for r < count, scores[r·lds + j] = Σ_i q[rows[r]·ldq + i] · K[i·length + j] for j < length, summed over i in
-/// order; `keys` is the head's [d][length] block (dim-major), float or, with `bf16`, bf16 bits.
+/// Scores: for r < count, scores[r·lds + j] = Σ_i q[rows[r]·ldq + i] · K(i, j) for j < length, summed over i in order;
+/// `keys` holds the head's keys dim-major in blocks of 16 positions, K(i, j) at ((j / 16)·d + i)·16 + j % 16 (the last
+/// block's lanes past `length` are not read into any result), float or, with `bf16`, bf16 bits.
 /// Context: out[rows[r]·ldo + i] = Σ_j probabilities[r·ldp + j] · V[j·d + i] for i < d, summed over j in order; `values`
 /// is the head's [length][d] block (position-major), float or bf16 bits.
 /// Paths: 2 AVX-512 (rows in groups of up to 4, each key or value vector loaded once per group), 1 AVX2 + FMA (groups

@@ -217,42 +217,54 @@ public final class T5Model: Sendable {
 
     // MARK: Decoder
 
-    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head. Layer l's keys are
-    /// the [heads, headSize, length] block at `keys + l·length·inner`: a head's keys dim-major (transposed), so the
-    /// scores of consecutive positions are broadcast-FMAs over contiguous runs (`QueryAttention`). Layer l's values are
-    /// the [heads, length, headSize] block at `values + l·length·inner`, a head's values one position-major run. Written
-    /// once when the job is encoded and read-only afterwards, so every worker of a decoder step reads it through plain
-    /// pointers (no reference counting in the step's loops).
+    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head. A head's keys are
+    /// dim-major in blocks of 16 positions (`keyIndex`), the last block padded with zeros: the scores of 16 consecutive
+    /// positions are broadcast-FMAs over a contiguous run and a block is one contiguous stretch of memory
+    /// (`QueryAttention`). A head's values are one position-major [length, headSize] run. Layer l's keys are
+    /// `keyPositions·inner` elements at `layerKeys(l)`, its values `length·inner` at `layerValues(l)`, head after head.
+    /// Written once when the job is encoded and read-only afterwards, so every worker of a decoder step reads it
+    /// through plain pointers (no reference counting in the step's loops).
     ///
     /// Under the reduced precisions (`bf16`) both are held as bfloat16 (rounded to nearest even), half the bytes a step
     /// reads for them; attention widens them in registers, exactly, and computes in float32. fp32 keeps float32.
     public final class EncodedSource: @unchecked Sendable {
         public let length: Int
+        let headSize: Int
         let inner: Int
         let bf16: Bool
         /// Float or, with `bf16`, UInt16 elements.
         let keys: UnsafeMutableRawPointer
         let values: UnsafeMutableRawPointer
 
-        init(length: Int, layers: Int, inner: Int, bf16: Bool) {
+        init(length: Int, layers: Int, heads: Int, headSize: Int, bf16: Bool) {
             self.length = length
-            self.inner = inner
+            self.headSize = headSize
+            self.inner = heads * headSize
             self.bf16 = bf16
-            let bytes = max(4, layers * length * inner * (bf16 ? 2 : 4))
-            keys = .allocate(byteCount: bytes, alignment: 64)
-            values = .allocate(byteCount: bytes, alignment: 64)
+            let unit = bf16 ? 2 : 4, keyBytes = max(4, layers * ((length + 15) / 16 * 16) * inner * unit)
+            keys = .allocate(byteCount: keyBytes, alignment: 64)
+            keys.initializeMemory(as: UInt8.self, repeating: 0, count: keyBytes)
+            values = .allocate(byteCount: max(4, layers * length * inner * unit), alignment: 64)
         }
 
         /// A source of no tokens (an emptied slot).
-        public convenience init() { self.init(length: 0, layers: 0, inner: 0, bf16: false) }
+        public convenience init() { self.init(length: 0, layers: 0, heads: 0, headSize: 0, bf16: false) }
 
         deinit {
             keys.deallocate()
             values.deallocate()
         }
 
-        /// Layer l's keys, [heads, headSize, length] elements, and values, [heads, length, headSize].
-        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * length * inner * (bf16 ? 2 : 4) }
+        /// Positions a head's keys take room for: the length rounded up to whole blocks of 16.
+        var keyPositions: Int { (length + 15) / 16 * 16 }
+
+        /// Where dimension `i` of position `j` of `head` sits among a layer's keys (elements).
+        func keyIndex(head: Int, dimension i: Int, position j: Int) -> Int {
+            head * headSize * keyPositions + ((j / 16) * headSize + i) * 16 + j % 16
+        }
+
+        /// Layer l's keys (`keyPositions·inner` elements, see `keyIndex`) and values ([heads, length, headSize]).
+        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * keyPositions * inner * (bf16 ? 2 : 4) }
         func layerValues(_ l: Int) -> UnsafeMutableRawPointer { values + l * length * inner * (bf16 ? 2 : 4) }
 
         /// `count` elements at `block` as float32.
@@ -280,7 +292,9 @@ public final class T5Model: Sendable {
     public func encodeSources(_ sequences: [[Int]]) -> [EncodedSource] {
         let (hidden, offsets) = encode(sequences)
         let inner = configuration.innerSize, heads = configuration.heads, dh = configuration.headSize
-        let sources = sequences.map { EncodedSource(length: $0.count, layers: decoderBlocks.count, inner: inner, bf16: crossAttentionBF16) }
+        let sources = sequences.map {
+            EncodedSource(length: $0.count, layers: decoderBlocks.count, heads: heads, headSize: dh, bf16: crossAttentionBF16)
+        }
         for (l, block) in decoderBlocks.enumerated() {
             let kv = block.crossAttention.keyValue!.linear(hidden)
             kv.storage.withUnsafeBufferPointer { pkv in
@@ -289,7 +303,8 @@ public final class T5Model: Sendable {
                     for t in 0..<n {
                         let row = pkv.baseAddress! + (offset + t) * 2 * inner
                         for head in 0..<heads {
-                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: head * dh * n + t, stride: n, bf16: source.bf16)
+                            let key = source.keyIndex(head: head, dimension: 0, position: t)
+                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: key, stride: 16, bf16: source.bf16)
                             EncodedSource.store(row + inner + head * dh, count: dh, into: values, at: (head * n + t) * dh, bf16: source.bf16)
                         }
                     }
@@ -547,12 +562,13 @@ public final class T5Model: Sendable {
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
                         for g in 0..<groups {
                             let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
-                            let row = memory[Int(group[0])], n = row.crossLength
-                            let at = (l * heads + head) * n * dh * (row.crossBF16 ? 2 : 4)
-                            QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: row.crossKeys + at,
+                            let row = memory[Int(group[0])], n = row.crossLength, unit = row.crossBF16 ? 2 : 4
+                            let keys = row.crossKeys + (l * heads + head) * ((n + 15) / 16 * 16) * dh * unit
+                            let values = row.crossValues + (l * heads + head) * n * dh * unit
+                            QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys,
                                                   bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n)
                             for i in 0..<count { SIMDMath.softmaxInPlace(crossScores + i * n, count: n) }
-                            QueryAttention.context(crossScores, ldp: n, values: row.crossValues + at, bf16: row.crossBF16, length: n,
+                            QueryAttention.context(crossScores, ldp: n, values: values, bf16: row.crossBF16, length: n,
                                                    headSize: dh, rows: group, count: count, into: context + start, ldo: inner)
                         }
                     }

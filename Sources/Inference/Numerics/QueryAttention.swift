@@ -1,8 +1,9 @@
 import CKernels
 
 /// Single-query attention of decoder rows against one head's keys and values (`query_attention.c`): the decoder
-/// step's cross-attention. Keys are held dim-major, [headSize][length], so the scores of a run of positions are one
-/// broadcast-FMA per dimension over contiguous memory; values position-major, [length][headSize]. Both may be float32
+/// step's cross-attention. Keys are held dim-major in blocks of 16 positions (dimension i of position j at
+/// ((j / 16)·headSize + i)·16 + j % 16), so the scores of 16 positions are one broadcast-FMA per dimension over contiguous
+/// memory and a block is one contiguous run; values position-major, [length][headSize]. Both may be float32
 /// or bf16 bits (widened in registers, exactly). Rows that attend to the same keys and values (the beams of a job)
 /// go in one call, and each key or value vector is read once for a group of them.
 ///
@@ -22,7 +23,7 @@ enum QueryAttention {
     @discardableResult
     static func usePath(_ path: Path?) -> Path { Path(rawValue: bk_query_attention_set_path(path?.rawValue ?? -1))! }
 
-    /// scores[r·lds + j] = q_rows[r] · K[·][j] for r < count, j < length; row r's query at `queries + rows[r]·ldq`.
+    /// scores[r·lds + j] = q_rows[r] · K(·, j) for r < count, j < length; row r's query at `queries + rows[r]·ldq`.
     @inline(__always)
     static func scores(_ queries: UnsafePointer<Float>, ldq: Int, rows: UnsafePointer<Int32>, count: Int, keys: UnsafeRawPointer,
                        bf16: Bool, length: Int, headSize: Int, into scores: UnsafeMutablePointer<Float>, lds: Int) {
