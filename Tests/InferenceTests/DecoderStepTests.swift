@@ -84,7 +84,8 @@ final class DecoderStepTests: XCTestCase {
     }
 
     /// The step as decoding computed it before the team: one `linearRows` product at a time, the caches as growing
-    /// arrays, and attention as a plain loop over (row, head) with the bias bucketed for every key.
+    /// arrays, and attention as a plain loop over (row, head) with the bias bucketed for every key; cross-attention's
+    /// scores and context as the fused multiply-add chains of `QueryAttention`, written out.
     static func referenceStep(_ model: T5Model, _ rows: inout [ReferenceRow], tokens: [Int],
                               sources: [T5Model.EncodedSource]) -> Tensor {
         let c = model.configuration, inner = c.innerSize, ff = c.feedForwardSize, eps = c.layerNormEps
@@ -95,11 +96,19 @@ final class DecoderStepTests: XCTestCase {
                 let (keys, values) = memory(r), length = keys.count / inner
                 for head in 0..<c.heads {
                     var scores = [Float](repeating: 0, count: length)
+                    let q = r * stride + head * c.headSize
                     queries.storage.withUnsafeBufferPointer { pq in
                         keys.withUnsafeBufferPointer { pk in
                             for j in 0..<length {
-                                scores[j] = SIMDMath.dot(pq.baseAddress! + r * stride + head * c.headSize,
-                                                         pk.baseAddress! + j * inner + head * c.headSize, count: c.headSize)
+                                let k = j * inner + head * c.headSize
+                                if causal {
+                                    scores[j] = SIMDMath.dot(pq.baseAddress! + q, pk.baseAddress! + k, count: c.headSize)
+                                } else {
+                                    // Cross-attention: one fused multiply-add chain per score, dimension by dimension.
+                                    var acc: Float = 0
+                                    for i in 0..<c.headSize { acc = acc.addingProduct(pq[q + i], pk[k + i]) }
+                                    scores[j] = acc
+                                }
                             }
                         }
                     }
@@ -109,9 +118,18 @@ final class DecoderStepTests: XCTestCase {
                     scores.withUnsafeMutableBufferPointer { SIMDMath.softmaxInPlace($0.baseAddress!, count: length) }
                     context.storage.withUnsafeMutableBufferPointer { po in
                         values.withUnsafeBufferPointer { pv in
-                            for j in 0..<length {
-                                SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * c.headSize,
-                                              into: po.baseAddress! + r * inner + head * c.headSize, count: c.headSize)
+                            if causal {
+                                for j in 0..<length {
+                                    SIMDMath.axpy(scores[j], pv.baseAddress! + j * inner + head * c.headSize,
+                                                  into: po.baseAddress! + r * inner + head * c.headSize, count: c.headSize)
+                                }
+                            } else {
+                                // Cross-attention: one fused multiply-add chain per value, position by position.
+                                for i in 0..<c.headSize {
+                                    var acc: Float = 0
+                                    for j in 0..<length { acc = acc.addingProduct(scores[j], pv[j * inner + head * c.headSize + i]) }
+                                    po[r * inner + head * c.headSize + i] = acc
+                                }
                             }
                         }
                     }
@@ -119,20 +137,22 @@ final class DecoderStepTests: XCTestCase {
             }
             return context
         }
-        // The source's head-major layers as [length, inner], the layout of the product that made them.
+        // The source's layers (keys in blocks of 16 positions, values [heads, length, headSize]) as [length, inner], the
+        // layout of the product that made them.
         func crossMemory(_ source: T5Model.EncodedSource, _ l: Int) -> ([Float], [Float]) {
             let n = source.length, dh = c.headSize
-            func positionMajor(_ block: UnsafeRawPointer) -> [Float] {
-                let values = T5Model.EncodedSource.floats(block, count: n * inner, bf16: source.bf16)
-                var out = [Float](repeating: 0, count: n * inner)
-                for p in 0..<n {
-                    for h in 0..<c.heads {
-                        for i in 0..<dh { out[p * inner + h * dh + i] = values[(h * n + p) * dh + i] }
+            let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: source.keyPositions * inner, bf16: source.bf16)
+            let values = T5Model.EncodedSource.floats(source.layerValues(l), count: n * inner, bf16: source.bf16)
+            var keyRows = [Float](repeating: 0, count: n * inner), valueRows = keyRows
+            for p in 0..<n {
+                for h in 0..<c.heads {
+                    for i in 0..<dh {
+                        keyRows[p * inner + h * dh + i] = keys[source.keyIndex(head: h, dimension: i, position: p)]
+                        valueRows[p * inner + h * dh + i] = values[(h * n + p) * dh + i]
                     }
                 }
-                return out
             }
-            return (positionMajor(source.layerKeys(l)), positionMajor(source.layerValues(l)))
+            return (keyRows, valueRows)
         }
         for (l, block) in model.decoderBlocks.enumerated() {
             let qkv = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
@@ -235,7 +255,8 @@ final class DecoderStepTests: XCTestCase {
         }
     }
 
-    /// Cross-attention keys and values are the k/v product of the encoder states, head-major: float32 as computed under
+    /// Cross-attention keys and values are the k/v product of the encoder states, head-major (keys dim-major in blocks of
+    /// 16 positions within a head, the last block padded with zeros; values position-major): float32 as computed under
     /// fp32, rounded to nearest-even bf16 under bf16 and int8.
     func testSourcesHoldTheCrossAttentionKeysAndValuesHeadMajorInTheirPrecision() throws {
         var g = Generator(state: 41)
@@ -249,14 +270,22 @@ final class DecoderStepTests: XCTestCase {
                 let kv = block.crossAttention.keyValue!.linear(hidden)
                 for (s, source) in sources.enumerated() {
                     XCTAssertEqual(source.bf16, precision != .fp32)
-                    let n = source.length, count = n * inner
-                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: count, bf16: source.bf16)
-                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: count, bf16: source.bf16)
+                    let n = source.length, padded = (n + 15) / 16 * 16
+                    XCTAssertEqual(source.keyPositions, padded)
+                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: padded * inner, bf16: source.bf16)
+                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: n * inner, bf16: source.bf16)
                     var expectedKeys: [Float] = [], expectedValues: [Float] = []
                     for h in 0..<c.heads {
+                        for block in 0..<(padded / 16) {
+                            for i in 0..<dh {
+                                for lane in 0..<16 {
+                                    let t = 16 * block + lane
+                                    expectedKeys.append(t < n ? kv.storage[(offsets[s] + t) * 2 * inner + h * dh + i] : 0)
+                                }
+                            }
+                        }
                         for t in 0..<n {
                             let row = (offsets[s] + t) * 2 * inner + h * dh
-                            expectedKeys += kv.storage[row..<(row + dh)]
                             expectedValues += kv.storage[(row + inner)..<(row + inner + dh)]
                         }
                     }

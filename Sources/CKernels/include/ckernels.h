@@ -73,6 +73,23 @@ void bk_bf16w_rows(const float *x, int m, int k, const uint16_t *bits, int n0, i
 /// Per-row symmetric quantization: scale[j] = max|w[j]| / 127, q = round(w / scale).
 void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 
+/// Single-query attention of decoder rows against one head's keys and values (query_attention.c), the arithmetic
+/// fixed whatever the path or the rows sharing a call: every output is one fused multiply-add chain from zero.
+/// Scores: for r < count, scores[r·lds + j] = Σ_i q[rows[r]·ldq + i] · K(i, j) for j < length, summed over i in order;
+/// `keys` holds the head's keys dim-major in blocks of 16 positions, K(i, j) at ((j / 16)·d + i)·16 + j % 16 (the last
+/// block's lanes past `length` are not read into any result), float or, with `bf16`, bf16 bits.
+/// Context: out[rows[r]·ldo + i] = Σ_j probabilities[r·ldp + j] · V[j·d + i] for i < d, summed over j in order; `values`
+/// is the head's [length][d] block (position-major), float or bf16 bits.
+/// Paths: 2 AVX-512 (rows in groups of up to 4, each key or value vector loaded once per group), 1 AVX2 + FMA (groups
+/// of 2), 0 portable; all give identical bits. bk_query_attention_set_path caps `path` at what the CPU has (−1: the
+/// best) and returns the path in effect.
+int bk_query_attention_best_path(void);
+int bk_query_attention_set_path(int path);
+void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int count, const void *keys, int bf16,
+                               int length, int d, float *scores, int lds);
+void bk_query_attention_context(const float *probabilities, int ldp, const void *values, int bf16, int length, int d,
+                                const int32_t *rows, int count, float *out, int ldo);
+
 // Allocator settings while a model loads (1) and afterwards (0); see LoadingMemory.swift.
 void bk_allocator_loading(int loading);
 

@@ -217,41 +217,54 @@ public final class T5Model: Sendable {
 
     // MARK: Decoder
 
-    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head: layer l's keys are
-    /// the [heads, length, headSize] block at `keys + l·length·inner`, so one head's keys are one contiguous run (read
-    /// position by position across heads, at a stride of `inner`, they were latency-bound: at batch 8 cross-attention
-    /// took half of a step). Values likewise. Written once when the job is encoded and read-only afterwards, so every
-    /// worker of a decoder step reads it through plain pointers (no reference counting in the step's loops).
+    /// Cross-attention keys and values of one encoded job for every decoder layer, head by head. A head's keys are
+    /// dim-major in blocks of 16 positions (`keyIndex`), the last block padded with zeros: the scores of 16 consecutive
+    /// positions are broadcast-FMAs over a contiguous run and a block is one contiguous stretch of memory
+    /// (`QueryAttention`). A head's values are one position-major [length, headSize] run. Layer l's keys are
+    /// `keyPositions·inner` elements at `layerKeys(l)`, its values `length·inner` at `layerValues(l)`, head after head.
+    /// Written once when the job is encoded and read-only afterwards, so every worker of a decoder step reads it
+    /// through plain pointers (no reference counting in the step's loops).
     ///
-    /// Under the reduced precisions (`bf16`) the values are held as bfloat16 (rounded to nearest even), half the bytes
-    /// a step reads for them; attention widens a head's run exactly and computes in float32. fp32 keeps float32.
+    /// Under the reduced precisions (`bf16`) both are held as bfloat16 (rounded to nearest even), half the bytes a step
+    /// reads for them; attention widens them in registers, exactly, and computes in float32. fp32 keeps float32.
     public final class EncodedSource: @unchecked Sendable {
         public let length: Int
+        let headSize: Int
         let inner: Int
         let bf16: Bool
         /// Float or, with `bf16`, UInt16 elements.
         let keys: UnsafeMutableRawPointer
         let values: UnsafeMutableRawPointer
 
-        init(length: Int, layers: Int, inner: Int, bf16: Bool) {
+        init(length: Int, layers: Int, heads: Int, headSize: Int, bf16: Bool) {
             self.length = length
-            self.inner = inner
+            self.headSize = headSize
+            self.inner = heads * headSize
             self.bf16 = bf16
-            let bytes = max(4, layers * length * inner * (bf16 ? 2 : 4))
-            keys = .allocate(byteCount: bytes, alignment: 64)
-            values = .allocate(byteCount: bytes, alignment: 64)
+            let unit = bf16 ? 2 : 4, keyBytes = max(4, layers * ((length + 15) / 16 * 16) * inner * unit)
+            keys = .allocate(byteCount: keyBytes, alignment: 64)
+            keys.initializeMemory(as: UInt8.self, repeating: 0, count: keyBytes)
+            values = .allocate(byteCount: max(4, layers * length * inner * unit), alignment: 64)
         }
 
         /// A source of no tokens (an emptied slot).
-        public convenience init() { self.init(length: 0, layers: 0, inner: 0, bf16: false) }
+        public convenience init() { self.init(length: 0, layers: 0, heads: 0, headSize: 0, bf16: false) }
 
         deinit {
             keys.deallocate()
             values.deallocate()
         }
 
-        /// Layer l's keys or values, [heads, length, headSize] elements.
-        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * length * inner * (bf16 ? 2 : 4) }
+        /// Positions a head's keys take room for: the length rounded up to whole blocks of 16.
+        var keyPositions: Int { (length + 15) / 16 * 16 }
+
+        /// Where dimension `i` of position `j` of `head` sits among a layer's keys (elements).
+        func keyIndex(head: Int, dimension i: Int, position j: Int) -> Int {
+            head * headSize * keyPositions + ((j / 16) * headSize + i) * 16 + j % 16
+        }
+
+        /// Layer l's keys (`keyPositions·inner` elements, see `keyIndex`) and values ([heads, length, headSize]).
+        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * keyPositions * inner * (bf16 ? 2 : 4) }
         func layerValues(_ l: Int) -> UnsafeMutableRawPointer { values + l * length * inner * (bf16 ? 2 : 4) }
 
         /// `count` elements at `block` as float32.
@@ -260,28 +273,17 @@ public final class T5Model: Sendable {
             return (0..<count).map { Float(bitPattern: UInt32(block.load(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
         }
 
-        /// Stores `count` values from `from` at element `index` of `block` (rounded to bf16 with `bf16`).
-        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, bf16: Bool) {
+        /// Stores `count` values from `from` at elements `index`, `index + stride`, … of `block` (rounded to bf16 with
+        /// `bf16`).
+        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, stride: Int = 1,
+                          bf16: Bool) {
+            let span = count > 0 ? (count - 1) * stride + 1 : 0
             if bf16 {
-                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: count)
-                for i in 0..<count { out[i] = WeightMatrix.roundToBF16(from[i]) }
+                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: span)
+                for i in 0..<count { out[i * stride] = WeightMatrix.roundToBF16(from[i]) }
             } else {
-                (block + 4 * index).bindMemory(to: Float.self, capacity: count).initialize(from: from, count: count)
-            }
-        }
-
-        /// `count` bf16 elements at `from` widened (exactly) to float32.
-        @inline(__always)
-        static func widen(_ from: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
-            var i = 0
-            while i + 8 <= count {
-                let bits = SIMD8<UInt32>(truncatingIfNeeded: from.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<UInt16>.self)) &<< 16
-                UnsafeMutableRawPointer(out + i).storeBytes(of: unsafeBitCast(bits, to: SIMD8<Float>.self), as: SIMD8<Float>.self)
-                i += 8
-            }
-            while i < count {
-                out[i] = Float(bitPattern: UInt32(from.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
-                i += 1
+                let out = (block + 4 * index).bindMemory(to: Float.self, capacity: span)
+                for i in 0..<count { out[i * stride] = from[i] }
             }
         }
     }
@@ -290,7 +292,9 @@ public final class T5Model: Sendable {
     public func encodeSources(_ sequences: [[Int]]) -> [EncodedSource] {
         let (hidden, offsets) = encode(sequences)
         let inner = configuration.innerSize, heads = configuration.heads, dh = configuration.headSize
-        let sources = sequences.map { EncodedSource(length: $0.count, layers: decoderBlocks.count, inner: inner, bf16: crossAttentionBF16) }
+        let sources = sequences.map {
+            EncodedSource(length: $0.count, layers: decoderBlocks.count, heads: heads, headSize: dh, bf16: crossAttentionBF16)
+        }
         for (l, block) in decoderBlocks.enumerated() {
             let kv = block.crossAttention.keyValue!.linear(hidden)
             kv.storage.withUnsafeBufferPointer { pkv in
@@ -299,7 +303,8 @@ public final class T5Model: Sendable {
                     for t in 0..<n {
                         let row = pkv.baseAddress! + (offset + t) * 2 * inner
                         for head in 0..<heads {
-                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: (head * n + t) * dh, bf16: source.bf16)
+                            let key = source.keyIndex(head: head, dimension: 0, position: t)
+                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: key, stride: 16, bf16: source.bf16)
                             EncodedSource.store(row + inner + head * dh, count: dh, into: values, at: (head * n + t) * dh, bf16: source.bf16)
                         }
                     }
@@ -463,7 +468,27 @@ public final class T5Model: Sendable {
                 for head in 0..<heads { selfBias[head * maxPositions + distance] = pb[bucket * heads + head] }
             }
         }
-        let longest = max(maxPositions, (0..<m).map { memory[$0].crossLength }.max()!)
+        // Rows grouped by source (the beams of a job, or one source in several rows), so cross-attention reads each key
+        // and value vector of a source once for all its rows: group g is rows crossRows[crossStarts[g] ..< crossStarts[g + 1]].
+        var members: [Int: [Int32]] = [:], order: [Int] = []
+        for r in 0..<m {
+            if members[rows[r].source] == nil { order.append(rows[r].source) }
+            members[rows[r].source, default: []].append(Int32(r))
+        }
+        let groups = order.count
+        let crossRows = UnsafeMutablePointer<Int32>.allocate(capacity: m)
+        let crossStarts = UnsafeMutablePointer<Int>.allocate(capacity: groups + 1)
+        defer {
+            crossRows.deallocate()
+            crossStarts.deallocate()
+        }
+        crossStarts[0] = 0
+        for (g, source) in order.enumerated() {
+            let group = members[source]!
+            for (i, r) in group.enumerated() { crossRows[crossStarts[g] + i] = r }
+            crossStarts[g + 1] = crossStarts[g] + group.count
+        }
+        let crossScoreCount = max(1, order.map { members[$0]!.count * sources[$0].length }.max()!)
         // Step buffers: the q/k/v product, the cross-attention queries, the attention context, a product before its
         // residual add, the stacked wi_0/wi_1 product and the gated FFN activations.
         let sizes = [m * 3 * inner, m * inner, m * inner, m * d, m * 2 * ff, m * ff]
@@ -486,14 +511,14 @@ public final class T5Model: Sendable {
                 // This worker's copy of a product's input (normalized, or as given), its bf16 pairs, attention scores.
                 let normed = UnsafeMutablePointer<Float>.allocate(capacity: m * d)
                 let rounded = UnsafeMutablePointer<UInt32>.allocate(capacity: m * max((widest + 1) / 2, (widest + 3) / 4 + 1))
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, longest))
-                // A head's bf16 cross-attention keys and values widened (exact), read from cache by the float32 loop.
-                let wide = UnsafeMutablePointer<Float>.allocate(capacity: max(1, 2 * longest * dh))
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: maxPositions)
+                // One source group's cross-attention scores, then probabilities, a row's run after another.
+                let crossScores = UnsafeMutablePointer<Float>.allocate(capacity: crossScoreCount)
                 defer {
                     normed.deallocate()
                     rounded.deallocate()
                     scores.deallocate()
-                    wide.deallocate()
+                    crossScores.deallocate()
                 }
                 func normalize(_ gamma: Tensor, for weight: WeightMatrix) {
                     gamma.storage.withUnsafeBufferPointer { pg in
@@ -535,19 +560,16 @@ public final class T5Model: Sendable {
                     team.phase(heads, prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { head in
                         let start = head * dh
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
-                        for r in 0..<m {
-                            let row = memory[r], offset = (l * heads + head) * row.crossLength * dh, count = row.crossLength * dh
-                            let keys: UnsafePointer<Float>, values: UnsafePointer<Float>
-                            if row.crossBF16 {
-                                EncodedSource.widen(row.crossKeys + 2 * offset, count: count, into: wide)
-                                EncodedSource.widen(row.crossValues + 2 * offset, count: count, into: wide + count)
-                                (keys, values) = (UnsafePointer(wide), UnsafePointer(wide + count))
-                            } else {
-                                keys = (row.crossKeys + 4 * offset).assumingMemoryBound(to: Float.self)
-                                values = (row.crossValues + 4 * offset).assumingMemoryBound(to: Float.self)
-                            }
-                            Self.attend(query + r * inner + start, keys: keys, values: values, positions: row.crossLength, headSize: dh,
-                                        bias: nil, scores: scores, into: context + r * inner + start)
+                        for g in 0..<groups {
+                            let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
+                            let row = memory[Int(group[0])], n = row.crossLength, unit = row.crossBF16 ? 2 : 4
+                            let keys = row.crossKeys + (l * heads + head) * ((n + 15) / 16 * 16) * dh * unit
+                            let values = row.crossValues + (l * heads + head) * n * dh * unit
+                            QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys,
+                                                  bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n)
+                            for i in 0..<count { SIMDMath.softmaxInPlace(crossScores + i * n, count: n) }
+                            QueryAttention.context(crossScores, ldp: n, values: values, bf16: row.crossBF16, length: n,
+                                                   headSize: dh, rows: group, count: count, into: context + start, ldo: inner)
                         }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
@@ -576,18 +598,15 @@ public final class T5Model: Sendable {
         return result
     }
 
-    /// One head of one row's single-query attention over `positions` cached keys and values (the head's contiguous
-    /// [positions, headSize] runs), into `out` (the head's `headSize` values). `bias`, for self-attention, holds the
-    /// causal relative bias by distance back from the query (the last position).
+    /// One head of one row's self-attention over its `positions` cached keys and values (the head's contiguous
+    /// [positions, headSize] runs), into `out` (the head's `headSize` values). `bias` holds the causal relative bias by
+    /// distance back from the query (the last position).
     @inline(__always)
     private static func attend(_ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, positions: Int,
-                               headSize dh: Int, bias: UnsafePointer<Float>?, scores: UnsafeMutablePointer<Float>,
+                               headSize dh: Int, bias: UnsafePointer<Float>, scores: UnsafeMutablePointer<Float>,
                                into out: UnsafeMutablePointer<Float>) {
         out.update(repeating: 0, count: dh)
-        for j in 0..<positions { scores[j] = SIMDMath.dot(q, keys + j * dh, count: dh) }
-        if let bias {
-            for j in 0..<positions { scores[j] += bias[positions - 1 - j] }
-        }
+        for j in 0..<positions { scores[j] = SIMDMath.dot(q, keys + j * dh, count: dh) + bias[positions - 1 - j] }
         SIMDMath.softmaxInPlace(scores, count: positions)
         for j in 0..<positions { SIMDMath.axpy(scores[j], values + j * dh, into: out, count: dh) }
     }

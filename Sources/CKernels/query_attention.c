@@ -1,0 +1,255 @@
+#include "ckernels.h"
+#include "cpu_dispatch.h"
+
+#include <cpuid.h>
+#include <immintrin.h>
+#include <math.h>
+
+// Single-query attention of decoder rows against one head's keys and values (the decoder step's cross-attention).
+// Keys are held dim-major in blocks of 16 positions (dimension i of position j at ((j / 16)·d + i)·16 + j % 16), so the
+// scores of 16 consecutive positions are one broadcast-FMA per dimension over a contiguous run, with no horizontal
+// sums, and a block is one contiguous run of memory (a plain [d][length] layout read 16 positions at a time made d
+// strided streams, which measured at half the bandwidth of the values' single stream); values are held position-major
+// (element j·d + i). Every output is one fused multiply-add chain in a fixed order from zero:
+//   score[j] = fma(q[d−1], K[d−1][j], … fma(q[0], K[0][j], 0)),   out[i] = fma(p[length−1], V[length−1][i], … 0),
+// on every path and whatever rows share a call, so a row's result depends on its own inputs only. bf16-held keys
+// and values are widened in registers (zero-extend, shift by 16), which is exact.
+
+enum { PATH_PORTABLE, PATH_AVX2, PATH_AVX512 };
+
+int bk_query_attention_best_path(void) {
+    unsigned a, b, c, d;
+    if (bk_has_avx512() && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 31))) return PATH_AVX512;  // AVX512VL
+    int fma = __get_cpuid_count(1, 0, &a, &b, &c, &d) && (c & (1u << 12));
+    if (fma && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 5))) return PATH_AVX2;
+    return PATH_PORTABLE;
+}
+
+static int attention_path = -1;
+
+static int current_path(void) { return bk_latched_path(&attention_path, bk_query_attention_best_path); }
+
+int bk_query_attention_set_path(int path) {
+    int best = bk_query_attention_best_path(), v = path < 0 ? best : (path < best ? path : best);
+    __atomic_store_n(&attention_path, v, __ATOMIC_RELAXED);
+    return v;
+}
+
+// Where dimension i of position j sits among a head's keys.
+static inline size_t key_at(int d, int j, int i) { return ((size_t)(j >> 4) * d + i) * 16 + (j & 15); }
+
+static inline float element(const void *p, int bf16, size_t at) {
+    if (!bf16) return ((const float *)p)[at];
+    uint32_t u = (uint32_t)((const uint16_t *)p)[at] << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+
+// The scalar chains, positions j0 ..< j1 or output columns i0 ..< i1 of one row; inlined into each path's code, so
+// fmaf becomes the instruction where the path has it.
+__attribute__((always_inline))
+static inline void scores_scalar(const float *q, const void *k, int bf16, int length, int d, int j0, int j1, float *s) {
+    for (int j = j0; j < j1; j++) {
+        float acc = 0;
+        for (int i = 0; i < d; i++) acc = fmaf(q[i], element(k, bf16, key_at(d, j, i)), acc);
+        s[j] = acc;
+    }
+}
+
+__attribute__((always_inline))
+static inline void context_scalar(const float *p, const void *v, int bf16, int length, int d, int i0, int i1, float *out) {
+    for (int i = i0; i < i1; i++) {
+        float acc = 0;
+        for (int j = 0; j < length; j++) acc = fmaf(p[j], element(v, bf16, (size_t)j * d + i), acc);
+        out[i] = acc;
+    }
+}
+
+// MARK: AVX-512
+
+#define BK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+BK_AVX512 __attribute__((always_inline)) static inline __m512 load16(const void *p, int bf16, size_t at, __mmask16 mask) {
+    if (!bf16) return _mm512_maskz_loadu_ps(mask, (const float *)p + at);
+    __m256i half = _mm256_maskz_loadu_epi16(mask, (const uint16_t *)p + at);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+}
+
+static inline __mmask16 lanes16(int left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (left > 0 ? (__mmask16)((1u << left) - 1) : (__mmask16)0);
+}
+
+// R rows × C vectors of 16 positions from j0; each key vector is loaded once and used by all R rows.
+BK_AVX512 __attribute__((always_inline))
+static inline void scores512_tile(int bf16, int R, int C, const float *const *q, const void *k, int length, int d, int j0,
+                                  float *const *s) {
+    __m512 acc[4][8];
+    __mmask16 mask[8];
+    for (int c = 0; c < C; c++) mask[c] = lanes16(length - j0 - 16 * c);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int i = 0; i < d; i++) {
+        __m512 kv[8];
+        for (int c = 0; c < C; c++) kv[c] = load16(k, bf16, key_at(d, j0 + 16 * c, i), mask[c]);
+        for (int r = 0; r < R; r++) {
+            __m512 qb = _mm512_set1_ps(q[r][i]);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(qb, kv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) _mm512_mask_storeu_ps(s[r] + j0 + 16 * c, mask[c], acc[r][c]);
+}
+
+// R rows × C vectors of 16 output columns from i0; each value vector is loaded once and used by all R rows.
+BK_AVX512 __attribute__((always_inline))
+static inline void context512_tile(int bf16, int R, int C, const float *const *p, const void *v, int length, int d, int i0,
+                                   float *const *out) {
+    __m512 acc[4][4];
+    __mmask16 mask[4];
+    for (int c = 0; c < C; c++) mask[c] = lanes16(d - i0 - 16 * c);
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
+    for (int j = 0; j < length; j++) {
+        __m512 vv[4];
+        for (int c = 0; c < C; c++) vv[c] = load16(v, bf16, (size_t)j * d + i0 + 16 * c, mask[c]);
+        for (int r = 0; r < R; r++) {
+            __m512 pb = _mm512_set1_ps(p[r][j]);
+            for (int c = 0; c < C; c++) acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < C; c++) _mm512_mask_storeu_ps(out[r] + i0 + 16 * c, mask[c], acc[r][c]);
+}
+
+// One function per (format, rows) so the tiles' accumulators stay in registers: a lone row takes 8 score vectors (8
+// independent chains hide the FMA latency), groups of 2–4 take 4.
+#define BK_GROUP512(BF16, R, SC)                                                                                      \
+    BK_AVX512 static void scores512_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s) { \
+        for (int j0 = 0; j0 < length; j0 += 16 * SC) scores512_tile(BF16, R, SC, q, k, length, d, j0, s);             \
+    }                                                                                                                 \
+    BK_AVX512 static void context512_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o) { \
+        for (int i0 = 0; i0 < d; i0 += 64) context512_tile(BF16, R, 4, p, v, length, d, i0, o);                       \
+    }
+#define BK_GROUPS512(BF16) BK_GROUP512(BF16, 1, 8) BK_GROUP512(BF16, 2, 4) BK_GROUP512(BF16, 3, 4) BK_GROUP512(BF16, 4, 4)
+BK_GROUPS512(0)
+BK_GROUPS512(1)
+
+typedef void (*group_fn)(const float *const *, const void *, int, int, float *const *);
+static const group_fn scores512[2][4] = {{scores512_0_1, scores512_0_2, scores512_0_3, scores512_0_4},
+                                         {scores512_1_1, scores512_1_2, scores512_1_3, scores512_1_4}};
+static const group_fn context512[2][4] = {{context512_0_1, context512_0_2, context512_0_3, context512_0_4},
+                                          {context512_1_1, context512_1_2, context512_1_3, context512_1_4}};
+
+// MARK: AVX2
+
+#define BK_AVX2 __attribute__((target("avx2,fma")))
+
+BK_AVX2 __attribute__((always_inline)) static inline __m256 load8(const void *p, int bf16, size_t at) {
+    if (!bf16) return _mm256_loadu_ps((const float *)p + at);
+    __m128i half = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + at));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16));
+}
+
+// Rows in pairs, 32 positions or output columns per tile (8 accumulators of 16 registers); tails by the scalar chain.
+BK_AVX2 __attribute__((always_inline))
+static inline void scores_avx2_group(int bf16, int R, const float *const *q, const void *k, int length, int d, float *const *s) {
+    int j0 = 0;
+    for (; j0 + 32 <= length; j0 += 32) {
+        __m256 acc[2][4];
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
+        for (int i = 0; i < d; i++) {
+            __m256 kv[4];
+            for (int c = 0; c < 4; c++) kv[c] = load8(k, bf16, key_at(d, j0 + 8 * c, i));
+            for (int r = 0; r < R; r++) {
+                __m256 qb = _mm256_broadcast_ss(q[r] + i);
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm256_fmadd_ps(qb, kv[c], acc[r][c]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) _mm256_storeu_ps(s[r] + j0 + 8 * c, acc[r][c]);
+    }
+    for (int r = 0; r < R; r++) scores_scalar(q[r], k, bf16, length, d, j0, length, s[r]);
+}
+
+BK_AVX2 __attribute__((always_inline))
+static inline void context_avx2_group(int bf16, int R, const float *const *p, const void *v, int length, int d, float *const *out) {
+    int i0 = 0;
+    for (; i0 + 32 <= d; i0 += 32) {
+        __m256 acc[2][4];
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
+        for (int j = 0; j < length; j++) {
+            __m256 vv[4];
+            for (int c = 0; c < 4; c++) vv[c] = load8(v, bf16, (size_t)j * d + i0 + 8 * c);
+            for (int r = 0; r < R; r++) {
+                __m256 pb = _mm256_broadcast_ss(p[r] + j);
+                for (int c = 0; c < 4; c++) acc[r][c] = _mm256_fmadd_ps(pb, vv[c], acc[r][c]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < 4; c++) _mm256_storeu_ps(out[r] + i0 + 8 * c, acc[r][c]);
+    }
+    for (int r = 0; r < R; r++) context_scalar(p[r], v, bf16, length, d, i0, d, out[r]);
+}
+
+#define BK_GROUP2(BF16, R)                                                                                            \
+    BK_AVX2 static void scores2_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s) { \
+        scores_avx2_group(BF16, R, q, k, length, d, s);                                                              \
+    }                                                                                                                 \
+    BK_AVX2 static void context2_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o) { \
+        context_avx2_group(BF16, R, p, v, length, d, o);                                                             \
+    }
+BK_GROUP2(0, 1) BK_GROUP2(0, 2) BK_GROUP2(1, 1) BK_GROUP2(1, 2)
+
+static const group_fn scores2[2][2] = {{scores2_0_1, scores2_0_2}, {scores2_1_1, scores2_1_2}};
+static const group_fn context2[2][2] = {{context2_0_1, context2_0_2}, {context2_1_1, context2_1_2}};
+
+// MARK: Portable
+
+static void scores_portable(const float *const *q, const void *k, int bf16, int length, int d, float *const *s) {
+    scores_scalar(q[0], k, bf16, length, d, 0, length, s[0]);
+}
+
+static void context_portable(const float *const *p, const void *v, int bf16, int length, int d, float *const *out) {
+    context_scalar(p[0], v, bf16, length, d, 0, d, out[0]);
+}
+
+// MARK: Entry points
+
+void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int count, const void *keys, int bf16,
+                               int length, int d, float *scores, int lds) {
+    if (length <= 0) return;
+    int path = current_path(), group = path == PATH_AVX512 ? 4 : (path == PATH_AVX2 ? 2 : 1), kind = bf16 != 0;
+    for (int g = 0; g < count; g += group) {
+        int n = count - g < group ? count - g : group;
+        const float *qr[4];
+        float *sr[4];
+        for (int r = 0; r < n; r++) {
+            qr[r] = q + (size_t)rows[g + r] * ldq;
+            sr[r] = scores + (size_t)(g + r) * lds;
+        }
+        if (path == PATH_AVX512) scores512[kind][n - 1](qr, keys, length, d, sr);
+        else if (path == PATH_AVX2) scores2[kind][n - 1](qr, keys, length, d, sr);
+        else scores_portable(qr, keys, kind, length, d, sr);
+    }
+}
+
+void bk_query_attention_context(const float *probabilities, int ldp, const void *values, int bf16, int length, int d,
+                                const int32_t *rows, int count, float *out, int ldo) {
+    if (d <= 0) return;
+    int path = current_path(), group = path == PATH_AVX512 ? 4 : (path == PATH_AVX2 ? 2 : 1), kind = bf16 != 0;
+    for (int g = 0; g < count; g += group) {
+        int n = count - g < group ? count - g : group;
+        const float *pr[4];
+        float *outRows[4];
+        for (int r = 0; r < n; r++) {
+            pr[r] = probabilities + (size_t)(g + r) * ldp;
+            outRows[r] = out + (size_t)rows[g + r] * ldo;
+        }
+        if (path == PATH_AVX512) context512[kind][n - 1](pr, values, length, d, outRows);
+        else if (path == PATH_AVX2) context2[kind][n - 1](pr, values, length, d, outRows);
+        else context_portable(pr, values, kind, length, d, outRows);
+    }
+}

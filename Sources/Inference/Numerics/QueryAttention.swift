@@ -1,0 +1,41 @@
+import CKernels
+
+/// Single-query attention of decoder rows against one head's keys and values (`query_attention.c`): the decoder
+/// step's cross-attention. Keys are held dim-major in blocks of 16 positions (dimension i of position j at
+/// ((j / 16)·headSize + i)·16 + j % 16), so the scores of 16 positions are one broadcast-FMA per dimension over contiguous
+/// memory and a block is one contiguous run; values position-major, [length][headSize]. Both may be float32
+/// or bf16 bits (widened in registers, exactly). Rows that attend to the same keys and values (the beams of a job)
+/// go in one call, and each key or value vector is read once for a group of them.
+///
+/// Arithmetic: every score is fma(q[d−1], K[d−1][j], … fma(q[0], K[0][j], 0)) and every context value
+/// fma(p[n−1], V[n−1][i], … fma(p[0], V[0][i], 0)), on every path and whatever rows share a call, so a row's result
+/// depends on its own query and probabilities only.
+enum QueryAttention {
+    /// Which code computes the chains; all give the same bits.
+    enum Path: Int32, Sendable, CaseIterable {
+        case portable = 0, avx2 = 1, avx512 = 2
+    }
+
+    /// The fastest path this CPU runs.
+    static var bestPath: Path { Path(rawValue: bk_query_attention_best_path())! }
+
+    /// Selects `path` (nil: the best), capped at what the CPU runs; returns the path in effect (tests).
+    @discardableResult
+    static func usePath(_ path: Path?) -> Path { Path(rawValue: bk_query_attention_set_path(path?.rawValue ?? -1))! }
+
+    /// scores[r·lds + j] = q_rows[r] · K(·, j) for r < count, j < length; row r's query at `queries + rows[r]·ldq`.
+    @inline(__always)
+    static func scores(_ queries: UnsafePointer<Float>, ldq: Int, rows: UnsafePointer<Int32>, count: Int, keys: UnsafeRawPointer,
+                       bf16: Bool, length: Int, headSize: Int, into scores: UnsafeMutablePointer<Float>, lds: Int) {
+        bk_query_attention_scores(queries, Int32(ldq), rows, Int32(count), keys, bf16 ? 1 : 0, Int32(length), Int32(headSize),
+                                  scores, Int32(lds))
+    }
+
+    /// out[rows[r]·ldo + i] = Σ_j probabilities[r·ldp + j] · V[j][i] for r < count, i < headSize.
+    @inline(__always)
+    static func context(_ probabilities: UnsafePointer<Float>, ldp: Int, values: UnsafeRawPointer, bf16: Bool, length: Int,
+                        headSize: Int, rows: UnsafePointer<Int32>, count: Int, into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        bk_query_attention_context(probabilities, Int32(ldp), values, bf16 ? 1 : 0, Int32(length), Int32(headSize), rows,
+                                   Int32(count), out, Int32(ldo))
+    }
+}
