@@ -106,12 +106,20 @@ static void bf16_tile(const uint32_t *a, int rows, int k2, const uint32_t *panel
         acc0 = _mm512_dpbf16_ps(acc0, x, w0); acc1 = _mm512_dpbf16_ps(acc1, x, w1); \
         acc2 = _mm512_dpbf16_ps(acc2, x, w2); acc3 = _mm512_dpbf16_ps(acc3, x, w3); } while (0)
 
-__attribute__((target("avx512f,avx512bw,avx512bf16")))
-static void bf16_tile_full(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc) {
+// How far ahead (in pairs, 64 bytes a block: 3 KB) a tile streaming its weights from memory (up to 8 rows, the
+// decoder step) asks for them into L2, so that the loads behind the dot products do not issue late; never past the
+// block's end (the next block may be another worker's).
+enum { STREAM_AHEAD = 48 };
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline))
+static inline void bf16_tile_full_body(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc,
+                                       int streaming) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
     __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
     for (int p = 0; p < k2; p++) {
         const uint32_t *w = panel + (size_t)p * 16;
+        if (streaming && p + STREAM_AHEAD < k2)
+            for (int b = 0; b < 4; b++) _mm_prefetch((const char *)(w + b * blockStride + STREAM_AHEAD * 16), _MM_HINT_T1);
         __m512bh w0 = (__m512bh)_mm512_loadu_si512((const void *)w);
         __m512bh w1 = (__m512bh)_mm512_loadu_si512((const void *)(w + blockStride));
         __m512bh w2 = (__m512bh)_mm512_loadu_si512((const void *)(w + 2 * blockStride));
@@ -130,17 +138,27 @@ static void bf16_tile_full(const uint32_t *a, int k2, const uint32_t *panel, siz
     _mm512_storeu_ps(c, c30); _mm512_storeu_ps(c + 16, c31); _mm512_storeu_ps(c + 32, c32); _mm512_storeu_ps(c + 48, c33);
 }
 
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+static void bf16_tile_full(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc, int streaming) {
+    if (streaming) bf16_tile_full_body(a, k2, panel, blockStride, c, ldc, 1);
+    else bf16_tile_full_body(a, k2, panel, blockStride, c, ldc, 0);
+}
+
 // R rows × B blocks of 16 columns with R and B known at compile time, so the accumulators stay in registers (the
 // decoder's shapes: 8 rows × 2 blocks, 2 × 4, 1 × 4); the same operations per accumulator as bf16_tile.
 __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline))
 static inline void bf16_tile_rb(int R, int B, const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride,
-                                float *c, int ldc) {
+                                float *c, int ldc, int streaming) {
     __m512 acc[8][4];
     for (int r = 0; r < R; r++)
         for (int b = 0; b < B; b++) acc[r][b] = _mm512_setzero_ps();
     for (int p = 0; p < k2; p++) {
         __m512bh w[4];
-        for (int b = 0; b < B; b++) w[b] = (__m512bh)_mm512_loadu_si512((const void *)(panel + b * blockStride + (size_t)p * 16));
+        for (int b = 0; b < B; b++) {
+            if (streaming && p + STREAM_AHEAD < k2)
+                _mm_prefetch((const char *)(panel + b * blockStride + (size_t)(p + STREAM_AHEAD) * 16), _MM_HINT_T1);
+            w[b] = (__m512bh)_mm512_loadu_si512((const void *)(panel + b * blockStride + (size_t)p * 16));
+        }
         for (int r = 0; r < R; r++) {
             __m512bh x = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * k2 + p]);
             for (int b = 0; b < B; b++) acc[r][b] = _mm512_dpbf16_ps(acc[r][b], x, w[b]);
@@ -151,33 +169,36 @@ static inline void bf16_tile_rb(int R, int B, const uint32_t *a, int k2, const u
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-static void bf16_tile_8x2(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc) {
-    bf16_tile_rb(8, 2, a, k2, panel, blockStride, c, ldc);
+static void bf16_tile_8x2(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc, int streaming) {
+    if (streaming) bf16_tile_rb(8, 2, a, k2, panel, blockStride, c, ldc, 1);
+    else bf16_tile_rb(8, 2, a, k2, panel, blockStride, c, ldc, 0);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-static void bf16_tile_2x4(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc) {
-    bf16_tile_rb(2, 4, a, k2, panel, blockStride, c, ldc);
+static void bf16_tile_2x4(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc, int streaming) {
+    if (streaming) bf16_tile_rb(2, 4, a, k2, panel, blockStride, c, ldc, 1);
+    else bf16_tile_rb(2, 4, a, k2, panel, blockStride, c, ldc, 0);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-static void bf16_tile_1x4(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc) {
-    bf16_tile_rb(1, 4, a, k2, panel, blockStride, c, ldc);
+static void bf16_tile_1x4(const uint32_t *a, int k2, const uint32_t *panel, size_t blockStride, float *c, int ldc, int streaming) {
+    if (streaming) bf16_tile_rb(1, 4, a, k2, panel, blockStride, c, ldc, 1);
+    else bf16_tile_rb(1, 4, a, k2, panel, blockStride, c, ldc, 0);
 }
 
 // Full-width panels go by 8 rows (two 8 × 32 halves, each weight chunk loaded once for all 8 rows), then 4, 2, 1.
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 static void bf16_panel_avx512(const uint32_t *a, int m, int k2, const uint32_t *panel, size_t blockStride, int blocks,
                               float *c, int ldc, int width) {
-    int r = 0;
+    int r = 0, s = m <= 8;
     if (width == 64 && use_avx512_rows()) {
         for (; r + 8 <= m; r += 8) {
-            bf16_tile_8x2(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc);
-            bf16_tile_8x2(a + (size_t)r * k2, k2, panel + 2 * blockStride, blockStride, c + (size_t)r * ldc + 32, ldc);
+            bf16_tile_8x2(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc, s);
+            bf16_tile_8x2(a + (size_t)r * k2, k2, panel + 2 * blockStride, blockStride, c + (size_t)r * ldc + 32, ldc, s);
         }
-        for (; r + 4 <= m; r += 4) bf16_tile_full(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc);
-        for (; r + 2 <= m; r += 2) bf16_tile_2x4(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc);
-        for (; r < m; r++) bf16_tile_1x4(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc);
+        for (; r + 4 <= m; r += 4) bf16_tile_full(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc, s);
+        for (; r + 2 <= m; r += 2) bf16_tile_2x4(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc, s);
+        for (; r < m; r++) bf16_tile_1x4(a + (size_t)r * k2, k2, panel, blockStride, c + (size_t)r * ldc, ldc, s);
     }
     for (; r < m; r += 4) {
         int rows = m - r < 4 ? m - r : 4;

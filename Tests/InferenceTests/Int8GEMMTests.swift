@@ -50,8 +50,10 @@ final class Int8GEMMTests: XCTestCase {
     func testSumsAreExactAndOutputsIdenticalOnEveryPathForGeneratedShapes() throws {
         var g = Generator(state: 81)
         let paths = Int8Weights.Path.allCases.filter { $0.rawValue <= Int8Weights.bestPath.rawValue }
-        // Fixed edges (1 row, k of 1 and odd, n below a tile) and random shapes across the 1–8-row and many-row kernels.
-        var shapes = [(1, 1, 1), (1, 3, 17), (2, 5, 16), (8, 63, 49), (9, 65, 64), (7, 130, 200), (6, 64, 48), (13, 257, 97)]
+        // Fixed edges (1 row, k of 1 and odd, n below a tile), the decoder's widths, where tiles of up to 8 rows prefetch
+        // their weights ahead (k past 4 · 48), and random shapes across the 1–8-row and many-row kernels.
+        var shapes = [(1, 1, 1), (1, 3, 17), (2, 5, 16), (8, 63, 49), (9, 65, 64), (7, 130, 200), (6, 64, 48), (13, 257, 97),
+                      (8, 768, 200), (7, 301, 130), (1, 768, 70)]
         for _ in 0..<30 { shapes.append((g.int(1..<40), g.int(1..<300), g.int(1..<260))) }
         shapes.append((120, 100, 300))
         for (m, k, n) in shapes {

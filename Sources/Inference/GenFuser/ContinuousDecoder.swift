@@ -90,8 +90,10 @@ public final class ContinuousDecoder {
         for (i, range) in ranges.enumerated() {
             var entry = running[i]
             entry.job.rows = Array(rows[range])
-            let slice = logits.storage[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]
-            _ = entry.job.advance(logits: Array(slice), vocabulary: vocabulary)
+            logits.storage.withUnsafeBufferPointer { all in
+                _ = entry.job.advance(logits: UnsafeBufferPointer(rebasing: all[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]),
+                                      vocabulary: vocabulary)
+            }
             if entry.job.done {
                 finished.append((entry.tag, entry.job.result))
                 release(entry)

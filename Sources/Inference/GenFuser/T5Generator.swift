@@ -87,11 +87,13 @@ public final class T5Generator: Sendable {
                 jobs[j].rows = []  // rows has the only reference, so appending to the caches does not copy them
             }
             let logits = model.decodeStep(&rows, tokens: tokens, sources: sources)
-            for (j, range) in zip(active, ranges) {
-                jobs[j].rows = Array(rows[range])
-                let slice = logits.storage[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]
-                let chosen = jobs[j].advance(logits: Array(slice), vocabulary: vocabulary)
-                if let onToken, let chosen { onToken(j, chosen) }
+            logits.storage.withUnsafeBufferPointer { all in
+                for (j, range) in zip(active, ranges) {
+                    jobs[j].rows = Array(rows[range])
+                    let slice = UnsafeBufferPointer(rebasing: all[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)])
+                    let chosen = jobs[j].advance(logits: slice, vocabulary: vocabulary)
+                    if let onToken, let chosen { onToken(j, chosen) }
+                }
             }
         }
         return jobs.map(\.result)
@@ -135,15 +137,22 @@ struct DecodingJob {
         return GeneratedSequence(tokens: sequence, score: nil)
     }
 
-    /// Consumes the logits of this job's rows; returns the token chosen for a single-row job.
-    mutating func advance(logits: [Float], vocabulary: Int) -> Int? {
+    /// Consumes the logits of this job's rows; returns the token chosen for a single-row job. Greedy choice reads
+    /// them in place (a copy of a row is 128 KB at Flan-T5's vocabulary, per row and step).
+    mutating func advance(logits: UnsafeBufferPointer<Float>, vocabulary: Int) -> Int? {
         if settings.numBeams > 1 {
-            beamStep(logits: logits, vocabulary: vocabulary)
+            beamStep(logits: Array(logits), vocabulary: vocabulary)
             return nil
         }
-        var scores = logits
-        if generated < settings.minNewTokens { scores[eos] = -.infinity }
-        let token = settings.doSample ? sample(&scores) : Self.argmax(scores)
+        let eosBarred = generated < settings.minNewTokens
+        let token: Int
+        if settings.doSample {
+            var scores = Array(logits)
+            if eosBarred { scores[eos] = -.infinity }
+            token = sample(&scores)
+        } else {
+            token = Self.argmax(logits, barring: eosBarred ? eos : nil)
+        }
         sequence.append(token)
         generated += 1
         feed = [token]
@@ -151,9 +160,15 @@ struct DecodingJob {
         return token
     }
 
-    static func argmax(_ v: [Float]) -> Int {
-        var best = 0
-        for i in v.indices where v[i] > v[best] { best = i }
+    static func argmax(_ v: [Float]) -> Int { v.withUnsafeBufferPointer { argmax($0, barring: nil) } }
+
+    /// The first index of the largest value, the `barred` index read as −∞ (EOS before min_new_tokens).
+    static func argmax(_ v: UnsafeBufferPointer<Float>, barring barred: Int?) -> Int {
+        var best = 0, top = barred == 0 ? -Float.infinity : v[0]
+        for i in v.indices.dropFirst() {
+            let value = i == barred ? -Float.infinity : v[i]
+            if value > top { (best, top) = (i, value) }
+        }
         return best
     }
 
