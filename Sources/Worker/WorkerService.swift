@@ -547,7 +547,7 @@ public final class WorkerService: Service, @unchecked Sendable {
     }
 
     /// The newest migration this build writes against; older databases must be migrated first.
-    public static let requiredSchemaVersion = 4
+    public static let requiredSchemaVersion = 5
 
     private func checkSchema() async throws {
         defer { recovered("schema") }

@@ -7,17 +7,6 @@ import XCTest
 /// same name: rows stored by schema 3 must read back unchanged, through the view and the
 /// leaderboard, and a set of rows that is not a whole matrix must stop the migration.
 final class ComparisonMatricesMigrationTests: DatabaseTestCase {
-    /// A directory holding the repository's migrations up to `last`.
-    private func migrations(through last: Int) throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("migrations-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        for name in try FileManager.default.contentsOfDirectory(atPath: RepositoryLayout.migrations)
-        where name.hasSuffix(".sql") && Int(name.prefix(4))! <= last {
-            try FileManager.default.copyItem(atPath: RepositoryLayout.migrations + "/" + name, toPath: dir.appendingPathComponent(name).path)
-        }
-        return dir.path
-    }
-
     private func schema3WithComparisons(_ rows: [(job: String, a: Int, b: Int, logit: String)]) async throws -> PostgresConnection {
         let conn = try await PostgresConnection.connect(db.url)
         let dir = try migrations(through: 3)
@@ -93,8 +82,11 @@ final class ComparisonMatricesMigrationTests: DatabaseTestCase {
     }
 
     func testTheMatrixTableRefusesAMatrixOfTheWrongShape() async throws {
+        // The table of schema 4 (migration 0005 moves matrices onto the job rows, checked by OutcomeColumnsMigrationTests).
         let conn = try await PostgresConnection.connect(db.url)
-        _ = try await MigrationRunner(directory: RepositoryLayout.migrations).run(on: conn)
+        let dir = try migrations(through: 4)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try await MigrationRunner(directory: dir).run(on: conn)
         try await conn.execute("INSERT INTO jobs (job_id, status, worker_id) VALUES ('j', 'completed', 'w')")
         for logits in ["{1,2,3}", "{1,2,3,4,5,NULL}", "{{1,2},{3,4},{5,6}}", "[0:5]={1,2,3,4,5,6}"] {
             do {

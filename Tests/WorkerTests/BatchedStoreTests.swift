@@ -305,7 +305,8 @@ final class BatchedStoreTests: XCTestCase {
 
     /// What the store did before it batched: per job one INSERT … RETURNING, then one
     /// statement per dependant row set, all in one transaction. Returns the job ids written.
-    /// (Comparisons go to their matrix row since migration 0004; the view reads them back as rows.)
+    /// (Since migration 0005 the candidates, the comparison matrix and the fusion are columns of the
+    /// job row, each array element its own bound value; the views read them back as rows.)
     static func referenceStore(_ outcomes: [JobOutcome], workerId: String, on pool: PostgresPool) async throws -> [String] {
         try await pool.transaction { conn in
             var written: [String] = []
@@ -317,38 +318,30 @@ final class BatchedStoreTests: XCTestCase {
                 let metadata = job?.metadata.map { PostgresJSON(text: $0.serialized()) }
                 let timings = o.timingsMs.isEmpty ? nil : try PostgresJSON(encoding: o.timingsMs)
                 let ranker = o.status == .rejected ? nil : o.models["ranker"], fuser = o.status == .rejected ? nil : o.models["fuser"]
-                let rows = try await conn.query("""
+                let candidates = job?.candidates ?? []
+                let matrix = o.rank?.comparisons.flatMap { $0.count >= 2 ? $0 : nil }
+                let logits = matrix.map { m in ComparisonMatrix.orderedPairs(count: m.count).map { Double(m[$0.left, $0.right]) } }
+                var insert: PostgresQuery = """
                     INSERT INTO jobs (job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
-                                      kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at)
+                                      kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at,
+                                      candidate_models, candidate_texts, candidate_ranks, candidate_scores, comparison_size, comparison_logits,
+                                      fusion_text, fusion_fuser, fusion_top_k, fusion_source_indexes, fusion_generated_tokens)
                     VALUES (\(o.jobId), \(o.status!.rawValue), \(o.error ?? o.rejection.map(\.description)), \(violations)::jsonb,
                             \(job?.instruction), \(job?.input), \(job?.rank.mode.rawValue), \(fuseOptions)::jsonb, \(metadata)::json,
-                            \(c.topic), \(Int(c.partition)), \(c.offset), \(workerId), \(ranker), \(fuser), \(timings)::jsonb, \(o.message.timestamp))
-                    ON CONFLICT (job_id) DO NOTHING RETURNING job_id
-                    """)
+                            \(c.topic), \(Int(c.partition)), \(c.offset), \(workerId), \(ranker), \(fuser), \(timings)::jsonb, \(o.message.timestamp),
+                    """
+                insert += array(candidates.isEmpty ? nil : candidates.map(\.model), "text") + ", "
+                insert += array(candidates.isEmpty ? nil : candidates.map(\.text), "text") + ", "
+                insert += array(candidates.isEmpty ? nil : o.rank?.ranks, "int") + ", "
+                insert += array(candidates.isEmpty ? nil : o.rank.map { $0.scores.map(Double.init) }, "float8") + ", "
+                let size: PostgresQuery = "\(matrix?.count), "
+                insert += size + array(logits, "real") + ", "
+                let fusion: PostgresQuery = "\(o.fusion?.text), \(o.fusion?.fuser), \(o.fusion?.topK), "
+                let tokens: PostgresQuery = ", \(o.fusion?.generatedTokens))"
+                insert += fusion + array(o.fusion?.sourceIndexes, "int") + tokens
+                let rows = try await conn.query(insert + " ON CONFLICT (job_id) DO NOTHING RETURNING job_id")
                 guard !rows.isEmpty else { continue }
                 written.append(o.jobId)
-                if let job {
-                    for (i, candidate) in job.candidates.enumerated() {
-                        try await conn.execute("""
-                            INSERT INTO candidates (job_id, idx, model, text, rank, score)
-                            VALUES (\(o.jobId), \(i), \(candidate.model), \(candidate.text), \(o.rank?.ranks[i]), \(o.rank.map { Double($0.scores[i]) }))
-                            """)
-                    }
-                }
-                if let matrix = o.rank?.comparisons, matrix.count >= 2 {
-                    // One matrix row (migration 0004), each logit its own bound value as the per-pair rows had.
-                    var insert: PostgresQuery = "INSERT INTO comparison_matrices (job_id, size, logits) VALUES (\(o.jobId), \(matrix.count), ARRAY["
-                    for (k, pair) in ComparisonMatrix.orderedPairs(count: matrix.count).enumerated() {
-                        insert += k == 0 ? "\(Double(matrix[pair.left, pair.right]))::real" : ", \(Double(matrix[pair.left, pair.right]))::real"
-                    }
-                    try await conn.execute(insert + "])")
-                }
-                if let f = o.fusion {
-                    try await conn.execute("""
-                        INSERT INTO fusions (job_id, text, fuser, top_k, source_indexes, generated_tokens)
-                        VALUES (\(o.jobId), \(f.text), \(f.fuser), \(f.topK), \(f.sourceIndexes)::int[], \(f.generatedTokens))
-                        """)
-                }
                 if let event = o.event {
                     try await conn.execute("""
                         INSERT INTO outbox (event_id, job_id, topic, key, payload, headers)
@@ -376,5 +369,17 @@ final class BatchedStoreTests: XCTestCase {
             }
             return written
         }
+    }
+
+    /// `ARRAY[$1, $2, …]::type[]`, each element its own bound value (nil: NULL).
+    static func array<T: PostgresEncodable>(_ values: [T]?, _ type: String) -> PostgresQuery {
+        guard let values else { return PostgresQuery(unsafeSQL: "NULL::\(type)[]") }
+        var out = PostgresQuery(unsafeSQL: "ARRAY[")
+        for (i, value) in values.enumerated() {
+            if i > 0 { out += ", " }
+            let element: PostgresQuery = "\(value)"
+            out += element + PostgresQuery(unsafeSQL: "::\(type)")
+        }
+        return out + PostgresQuery(unsafeSQL: "]::\(type)[]")
     }
 }

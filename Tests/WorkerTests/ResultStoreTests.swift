@@ -115,12 +115,12 @@ final class ResultStoreTests: XCTestCase {
     }
 
     func testABatchThatFailsMidwayStoresNothing() async throws {
-        // A trigger makes the second job's fusion insert fail after the first job was written.
+        // A trigger makes the second job's outbox insert fail after the first job was written.
         try await pool.withConnection { conn in
             try await conn.executeScript("""
                 CREATE FUNCTION explode() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN IF NEW.job_id = 'second' THEN RAISE EXCEPTION 'disk on fire' USING ERRCODE = '53100'; END IF; RETURN NEW; END $$;
-                CREATE TRIGGER explode BEFORE INSERT ON fusions FOR EACH ROW EXECUTE FUNCTION explode();
+                CREATE TRIGGER explode BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION explode();
                 """)
         }
         let batch = await outcomes([job("first"), job("second")])

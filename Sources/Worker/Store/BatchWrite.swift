@@ -3,11 +3,12 @@ import Foundation
 import Postgres
 
 extension ResultStore {
-    /// A whole batch as one statement: the job rows are inserted in a data-modifying `WITH`
-    /// (`ON CONFLICT (job_id) DO NOTHING RETURNING job_id`), and every dependant table's insert
-    /// keeps only the rows of the jobs that returned, so a job stored before is skipped with
-    /// everything that hangs off it. One statement is one round trip and its own transaction;
-    /// the foreign keys are checked at its end, when the new job rows exist.
+    /// A whole batch as one statement: the job rows, which carry the candidates, comparison matrix and
+    /// fusion, are inserted in a data-modifying `WITH` (`ON CONFLICT (job_id) DO NOTHING RETURNING job_id`),
+    /// and every dependant table's insert (the outbox, the job kinds' tables) keeps only the rows of the
+    /// jobs that returned, so a job stored before is skipped with everything that hangs off it. One
+    /// statement is one round trip and its own transaction; the foreign keys are checked at its end,
+    /// when the new job rows exist.
     ///
     /// Each table's rows travel as parallel arrays (one bound parameter per column) that `unnest`
     /// turns back into rows. A table no outcome has rows for is left out of the statement.
@@ -21,7 +22,7 @@ extension ResultStore {
             let jobs = try Self.jobs(outcomes, workerId: workerId)
             let outbox = try Self.outbox(outcomes, eventsTopic: eventsTopic, dlqTopic: dlqTopic)
             var parts = [jobs]
-            parts += [Self.candidates(outcomes), Self.comparisonMatrices(outcomes), Self.fusions(outcomes), outbox].compactMap { $0 }
+            if let outbox { parts.append(outbox) }
             parts += try ResultStore.taskRows(outcomes)
             var query: PostgresQuery = "WITH new_jobs AS (\(parts[0]))"
             for (i, part) in parts.enumerated().dropFirst() {
@@ -39,12 +40,21 @@ extension ResultStore {
         private static func a(_ column: [String?]) -> PostgresTextArray { PostgresTextArray(column) }
 
         /// The job rows in batch order, their kind included (the column defaults to blend; the other
-        /// kinds have no rank mode).
+        /// kinds have no rank mode), each with its candidates, comparison matrix and fusion (migration 0005).
+        ///
+        /// The candidates of all jobs travel as flat arrays, one element per candidate, and each job row
+        /// takes its slice `[cand_first:cand_last]` of them (a slice starts at 1, as the columns require; NULL bounds,
+        /// a job without candidates, give NULL). Matrices and source lists differ in length per job: each
+        /// travels as the text of its own array.
         private static func jobs(_ outcomes: [JobOutcome], workerId: String) throws -> PostgresQuery {
             var jobId: [String?] = [], status: [String?] = [], error: [String?] = [], violations: [String?] = []
             var instruction: [String?] = [], input: [String?] = [], rankMode: [String?] = [], fuseOptions: [String?] = []
             var metadata: [String?] = [], topic: [String?] = [], partition: [String?] = [], offset: [String?] = []
             var ranker: [String?] = [], fuser: [String?] = [], timings: [String?] = [], receivedAt: [String?] = [], task: [String?] = []
+            var first: [String?] = [], last: [String?] = [], ranked: [String?] = []
+            var model: [String?] = [], text: [String?] = [], rank: [String?] = [], score: [String?] = []
+            var matrixSize: [String?] = [], logits: [String?] = []
+            var fusionText: [String?] = [], fusionFuser: [String?] = [], topK: [String?] = [], sources: [String?] = [], tokens: [String?] = []
             for o in outcomes {
                 let job = o.job, c = o.message.coordinates
                 jobId.append(o.jobId)
@@ -66,65 +76,59 @@ extension ResultStore {
                 timings.append(o.timingsMs.isEmpty ? nil : try PostgresJSON(encoding: o.timingsMs).text)
                 receivedAt.append(o.message.timestamp?.postgresText)
                 task.append((job?.task ?? .blend).rawValue)
-            }
-            return """
-                INSERT INTO jobs (job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
-                                  kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at, task)
-                SELECT j.job_id, j.status, j.error, j.violations::jsonb, j.instruction, j.input, j.rank_mode, j.fuse_options::jsonb,
-                       j.metadata::json, j.kafka_topic, j.kafka_partition, j.kafka_offset, \(workerId), j.ranker, j.fuser,
-                       j.timings_ms::jsonb, j.received_at, j.task
-                  FROM unnest(\(a(jobId))::text[], \(a(status))::text[], \(a(error))::text[], \(a(violations))::text[],
-                              \(a(instruction))::text[], \(a(input))::text[], \(a(rankMode))::text[], \(a(fuseOptions))::text[],
-                              \(a(metadata))::text[], \(a(topic))::text[], \(a(partition))::int[], \(a(offset))::bigint[],
-                              \(a(ranker))::text[], \(a(fuser))::text[], \(a(timings))::text[], \(a(receivedAt))::timestamptz[],
-                              \(a(task))::text[])
-                       WITH ORDINALITY AS j(job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
-                                            kafka_topic, kafka_partition, kafka_offset, ranker, fuser, timings_ms, received_at, task, n)
-                 ORDER BY j.n
-                ON CONFLICT (job_id) DO NOTHING
-                RETURNING job_id
-                """
-        }
 
-        private static func candidates(_ outcomes: [JobOutcome]) -> PostgresQuery? {
-            var jobId: [String?] = [], idx: [Int] = [], model: [String?] = [], text: [String?] = [], rank: [String?] = [], score: [String?] = []
-            for o in outcomes {
-                guard let job = o.job else { continue }
-                for (i, candidate) in job.candidates.enumerated() {
-                    jobId.append(o.jobId)
-                    idx.append(i)
+                let candidates = job?.candidates ?? []
+                first.append(candidates.isEmpty ? nil : String(model.count + 1))
+                last.append(candidates.isEmpty ? nil : String(model.count + candidates.count))
+                ranked.append(o.rank == nil ? "false" : "true")
+                for (i, candidate) in candidates.enumerated() {
                     model.append(candidate.model)
                     text.append(candidate.text)
                     rank.append(o.rank.map { String($0.ranks[i]) })
                     score.append(o.rank.map { Double($0.scores[i]).postgresText! })
                 }
+                // A matrix of two or more candidates (a single candidate has no pair).
+                if let matrix = o.rank?.comparisons, matrix.count >= 2 {
+                    matrixSize.append(String(matrix.count))
+                    logits.append(Self.realArrayLiteral(matrix))
+                } else {
+                    matrixSize.append(nil)
+                    logits.append(nil)
+                }
+                fusionText.append(o.fusion?.text)
+                fusionFuser.append(o.fusion?.fuser)
+                topK.append(o.fusion.map { String($0.topK) })
+                sources.append(o.fusion?.sourceIndexes.postgresText)
+                tokens.append(o.fusion.map { String($0.generatedTokens) })
             }
-            guard !jobId.isEmpty else { return nil }
             return """
-                INSERT INTO candidates (job_id, idx, model, text, rank, score)
-                SELECT c.job_id, c.idx, c.model, c.text, c.rank, c.score
-                  FROM unnest(\(a(jobId))::text[], \(idx)::int[], \(a(model))::text[], \(a(text))::text[], \(a(rank))::int[],
-                              \(a(score))::float8[]) AS c(job_id, idx, model, text, rank, score)
-                """ + onlyNew("c")
-        }
-
-        /// One row per job with a matrix of two or more candidates (a single candidate has no pair):
-        /// ℓ(a, b) of every ordered pair in `ComparisonMatrix.orderedPairs` order, each matrix as the
-        /// text of its own real[] (the matrices differ in size, which a two-dimensional array cannot hold).
-        private static func comparisonMatrices(_ outcomes: [JobOutcome]) -> PostgresQuery? {
-            var jobId: [String?] = [], size: [Int] = [], logits: [String?] = []
-            for o in outcomes {
-                guard let matrix = o.rank?.comparisons, matrix.count >= 2 else { continue }
-                jobId.append(o.jobId)
-                size.append(matrix.count)
-                logits.append(Self.realArrayLiteral(matrix))
-            }
-            guard !jobId.isEmpty else { return nil }
-            return """
-                INSERT INTO comparison_matrices (job_id, size, logits)
-                SELECT m.job_id, m.size, m.logits::real[]
-                  FROM unnest(\(a(jobId))::text[], \(size)::int[], \(a(logits))::text[]) AS m(job_id, size, logits)
-                """ + onlyNew("m")
+                INSERT INTO jobs (job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
+                                  kafka_topic, kafka_partition, kafka_offset, worker_id, ranker, fuser, timings_ms, received_at, task,
+                                  candidate_models, candidate_texts, candidate_ranks, candidate_scores, comparison_size, comparison_logits,
+                                  fusion_text, fusion_fuser, fusion_top_k, fusion_source_indexes, fusion_generated_tokens)
+                SELECT j.job_id, j.status, j.error, j.violations::jsonb, j.instruction, j.input, j.rank_mode, j.fuse_options::jsonb,
+                       j.metadata::json, j.kafka_topic, j.kafka_partition, j.kafka_offset, \(workerId), j.ranker, j.fuser,
+                       j.timings_ms::jsonb, j.received_at, j.task,
+                       (\(a(model))::text[])[j.cand_first:j.cand_last], (\(a(text))::text[])[j.cand_first:j.cand_last],
+                       CASE WHEN j.ranked THEN (\(a(rank))::int[])[j.cand_first:j.cand_last] END,
+                       CASE WHEN j.ranked THEN (\(a(score))::float8[])[j.cand_first:j.cand_last] END,
+                       j.comparison_size, j.comparison_logits::real[],
+                       j.fusion_text, j.fusion_fuser, j.fusion_top_k, j.fusion_source_indexes::int[], j.fusion_generated_tokens
+                  FROM unnest(\(a(jobId))::text[], \(a(status))::text[], \(a(error))::text[], \(a(violations))::text[],
+                              \(a(instruction))::text[], \(a(input))::text[], \(a(rankMode))::text[], \(a(fuseOptions))::text[],
+                              \(a(metadata))::text[], \(a(topic))::text[], \(a(partition))::int[], \(a(offset))::bigint[],
+                              \(a(ranker))::text[], \(a(fuser))::text[], \(a(timings))::text[], \(a(receivedAt))::timestamptz[],
+                              \(a(task))::text[], \(a(first))::int[], \(a(last))::int[], \(a(ranked))::bool[],
+                              \(a(matrixSize))::int[], \(a(logits))::text[], \(a(fusionText))::text[], \(a(fusionFuser))::text[],
+                              \(a(topK))::int[], \(a(sources))::text[], \(a(tokens))::int[])
+                       WITH ORDINALITY AS j(job_id, status, error, violations, instruction, input, rank_mode, fuse_options, metadata,
+                                            kafka_topic, kafka_partition, kafka_offset, ranker, fuser, timings_ms, received_at, task,
+                                            cand_first, cand_last, ranked, comparison_size, comparison_logits,
+                                            fusion_text, fusion_fuser, fusion_top_k, fusion_source_indexes, fusion_generated_tokens, n)
+                 ORDER BY j.n
+                ON CONFLICT (job_id) DO NOTHING
+                RETURNING job_id
+                """
         }
 
         /// Every value as the shortest decimal that reads back as the same float (PostgreSQL's
@@ -136,27 +140,6 @@ extension ResultStore {
                 text += Double(matrix[pair.left, pair.right]).postgresText!
             }
             return text + "}"
-        }
-
-        private static func fusions(_ outcomes: [JobOutcome]) -> PostgresQuery? {
-            var jobId: [String?] = [], text: [String?] = [], fuser: [String?] = [], topK: [Int] = [], sources: [String?] = [], tokens: [Int] = []
-            for o in outcomes {
-                guard let f = o.fusion else { continue }
-                jobId.append(o.jobId)
-                text.append(f.text)
-                fuser.append(f.fuser)
-                topK.append(f.topK)
-                // Source lists differ in length: each travels as the text of its own int[].
-                sources.append(f.sourceIndexes.postgresText)
-                tokens.append(f.generatedTokens)
-            }
-            guard !jobId.isEmpty else { return nil }
-            return """
-                INSERT INTO fusions (job_id, text, fuser, top_k, source_indexes, generated_tokens)
-                SELECT f.job_id, f.text, f.fuser, f.top_k, f.source_indexes::int[], f.generated_tokens
-                  FROM unnest(\(a(jobId))::text[], \(a(text))::text[], \(a(fuser))::text[], \(topK)::int[], \(a(sources))::text[],
-                              \(tokens)::int[]) AS f(job_id, text, fuser, top_k, source_indexes, generated_tokens)
-                """ + onlyNew("f")
         }
 
         /// Completion events and dead-letter copies in batch order (a job's event before its dead

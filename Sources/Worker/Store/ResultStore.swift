@@ -4,8 +4,8 @@ import Postgres
 
 /// The worker's write path and the outbox relay's read path.
 ///
-/// `store` writes a whole batch in one statement: the job rows with their candidates,
-/// comparison matrices, fusions, task rows and outbox rows. It is idempotent per job_id — a job whose row
+/// `store` writes a whole batch in one statement: the job rows, which carry their candidates,
+/// comparison matrices and fusions (migration 0005), the task rows and the outbox rows. It is idempotent per job_id — a job whose row
 /// exists is skipped with everything that depends on it — so storing a batch twice leaves
 /// the same rows and one outbox event per job.
 public struct ResultStore: Sendable {
