@@ -145,9 +145,9 @@ extension ResultStore {
         /// Completion events and dead-letter copies in batch order (a job's event before its dead
         /// letter), so the relay publishes them in the order they were decided.
         ///
-        /// A key or payload that is UTF-8 text without NUL (an event's job id and JSON) travels as
-        /// text and is turned back into its bytes by the server, half the size of bytea's hex form;
-        /// other bytes (a dead letter's original record) travel as hex.
+        /// A key or payload that is UTF-8 text without NUL (every event, and most dead letters) travels
+        /// as text and is turned back into its bytes by the server, half the size of bytea's hex form;
+        /// only bytes that are not (a dead letter's original record may be anything) travel as hex.
         private static func outbox(_ outcomes: [JobOutcome], eventsTopic: String, dlqTopic: String) throws -> PostgresQuery? {
             var eventId: [String?] = [], jobId: [String?] = [], topic: [String?] = [], headers: [String?] = []
             var key = BytesColumn(), payload = BytesColumn()
