@@ -104,6 +104,30 @@ final class T5ParityTests: XCTestCase {
         XCTAssertGreaterThan(Set(draws).count, 1, "different seeds draw different sequences")
     }
 
+    /// Greedy choice reads the logits in place: the first largest value wins, and a barred EOS (before
+    /// min_new_tokens) counts as −∞, exactly as masking a copy of the row and taking its first maximum.
+    func testGreedyChoiceTakesTheFirstLargestLogitWithEOSBarredAsMinusInfinity() {
+        var g = BitExactnessTests.Generator(state: 61)
+        func masked(_ v: [Float], _ barred: Int?) -> Int {
+            var copy = v
+            if let barred { copy[barred] = -.infinity }
+            var best = 0
+            for i in copy.indices where copy[i] > copy[best] { best = i }
+            return best
+        }
+        var cases: [([Float], Int?)] = [([-.infinity, -.infinity], 0), ([3, 3, 1], 0), ([2, 5, 5], 1), ([7], 0), ([7], nil)]
+        for _ in 0..<200 {
+            // Few distinct values, so ties are common; the barred index is often the maximum or index 0.
+            var v = (0..<g.int(1..<40)).map { _ in Float(g.int(0..<4)) }
+            if g.int(0..<4) == 0 { v[g.int(0..<v.count)] = -.infinity }
+            cases.append((v, g.int(0..<3) == 0 ? nil : g.int(0..<v.count)))
+        }
+        for (v, barred) in cases {
+            let chosen = v.withUnsafeBufferPointer { DecodingJob.argmax($0, barring: barred) }
+            XCTAssertEqual(chosen, masked(v, barred), "\(v) barring \(String(describing: barred))")
+        }
+    }
+
     func testStreamingReportsEachGreedyTokenAsItIsChosen() throws {
         let generator = T5Generator(model: Self.model)
         var streamed: [Int] = []
