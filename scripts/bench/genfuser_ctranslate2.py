@@ -130,10 +130,10 @@ def main():
     for b in (1, 8):
         # Best of a few runs each: the difference of two timings is sensitive to load on a shared machine.
         one = timed(lambda: decode(prompts[:b], 1, 1), repeats=3)
-        full = timed(lambda: decode(prompts[:b], n, 1), repeats=2)
+        full = timed(lambda: decode(prompts[:b], n, 1), repeats=3)
         out[f"generate_seconds_{b}"] = full
         out[f"encoder_seconds_{b}"] = max(0.0, one - (full - one) / (n - 1))
-    out["beam4_seconds"] = timed(lambda: decode(prompts[:1], n, 4))
+    out["beam4_seconds"] = timed(lambda: decode(prompts[:1], n, 4), repeats=3)
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["threads"] = threads
     out["ctranslate2"] = ctranslate2.__version__
