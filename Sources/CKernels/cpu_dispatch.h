@@ -13,4 +13,12 @@ static inline int bk_latched_path(int *slot, int (*detect)(void)) {
     return v;
 }
 
+// Sets `*slot` to `path` capped at what `detect()` says the CPU runs (paths are ordered, slowest first), or to
+// the best path for `path` < 0; returns the path in effect.
+static inline int bk_set_latched_path(int *slot, int (*detect)(void), int path) {
+    int best = detect(), v = path < 0 ? best : (path < best ? path : best);
+    __atomic_store_n(slot, v, __ATOMIC_RELAXED);
+    return v;
+}
+
 #endif

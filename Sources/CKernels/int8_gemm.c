@@ -26,11 +26,7 @@ static int i8_path = -1;
 
 static int current_path(void) { return bk_latched_path(&i8_path, bk_i8_best_path); }
 
-int bk_i8_set_path(int path) {
-    int best = bk_i8_best_path(), v = path < 0 ? best : (path < best ? path : best);
-    __atomic_store_n(&i8_path, v, __ATOMIC_RELAXED);
-    return v;
-}
+int bk_i8_set_path(int path) { return bk_set_latched_path(&i8_path, bk_i8_best_path, path); }
 
 size_t bk_i8_packed_bytes(int n, int k) { return (size_t)((n + 15) / 16) * 16 * (size_t)((k + 3) / 4 * 4); }
 

@@ -29,11 +29,7 @@ static int attention_path = -1;
 
 static int current_path(void) { return bk_latched_path(&attention_path, bk_query_attention_best_path); }
 
-int bk_query_attention_set_path(int path) {
-    int best = bk_query_attention_best_path(), v = path < 0 ? best : (path < best ? path : best);
-    __atomic_store_n(&attention_path, v, __ATOMIC_RELAXED);
-    return v;
-}
+int bk_query_attention_set_path(int path) { return bk_set_latched_path(&attention_path, bk_query_attention_best_path, path); }
 
 // Where dimension i of position j sits among a head's keys.
 static inline size_t key_at(int d, int j, int i) { return ((size_t)(j >> 4) * d + i) * 16 + (j & 15); }
@@ -49,7 +45,7 @@ static inline float element(const void *p, int bf16, size_t at) {
 // The scalar chains, positions j0 ..< j1 or output columns i0 ..< i1 of one row; inlined into each path's code, so
 // fmaf becomes the instruction where the path has it.
 __attribute__((always_inline))
-static inline void scores_scalar(const float *q, const void *k, int bf16, int length, int d, int j0, int j1, float *s) {
+static inline void scores_scalar(const float *q, const void *k, int bf16, int d, int j0, int j1, float *s) {
     for (int j = j0; j < j1; j++) {
         float acc = 0;
         for (int i = 0; i < d; i++) acc = fmaf(q[i], element(k, bf16, key_at(d, j, i)), acc);
@@ -170,7 +166,7 @@ static inline void scores_avx2_group(int bf16, int R, const float *const *q, con
         for (int r = 0; r < R; r++)
             for (int c = 0; c < 4; c++) _mm256_storeu_ps(s[r] + j0 + 8 * c, acc[r][c]);
     }
-    for (int r = 0; r < R; r++) scores_scalar(q[r], k, bf16, length, d, j0, length, s[r]);
+    for (int r = 0; r < R; r++) scores_scalar(q[r], k, bf16, d, j0, length, s[r]);
 }
 
 BK_AVX2 __attribute__((always_inline))
@@ -209,7 +205,7 @@ static const group_fn context2[2][2] = {{context2_0_1, context2_0_2}, {context2_
 // MARK: Portable
 
 static void scores_portable(const float *const *q, const void *k, int bf16, int length, int d, float *const *s) {
-    scores_scalar(q[0], k, bf16, length, d, 0, length, s[0]);
+    scores_scalar(q[0], k, bf16, d, 0, length, s[0]);
 }
 
 static void context_portable(const float *const *p, const void *v, int bf16, int length, int d, float *const *out) {

@@ -127,27 +127,28 @@ struct BenchFuseCommand: ParsableCommand {
     /// Seconds per decoder step at `batch` rows over the first prompts' sources, the rows fed their argmax: the
     /// mean over `--new-tokens` steps, best of three runs.
     private func directStep(_ model: T5Model, prompts: [[Int]], batch: Int) -> Double {
-        let c = model.configuration
         let sources = model.encodeSources(Array(prompts.prefix(batch)))
         return (0..<3).map { _ in
-            var rows = (0..<batch).map { model.makeRow(source: $0) }
-            var tokens = Array(repeating: c.decoderStartId, count: batch)
             let start = Date()
-            for _ in 0..<newTokens {
-                let logits = model.decodeStep(&rows, tokens: tokens, sources: sources)
-                tokens = Self.argmaxRows(logits, vocabulary: c.vocabularySize)
-            }
+            runSteps(model, sources: sources, profile: nil)
             return Date().timeIntervalSince(start) / Double(newTokens)
         }.min()!
     }
 
-    static func argmaxRows(_ logits: Tensor, vocabulary: Int) -> [Int] {
-        logits.storage.withUnsafeBufferPointer { p in
-            (0..<logits.rows).map { r in
-                let row = p.baseAddress! + r * vocabulary
-                var best = 0
-                for i in 0..<vocabulary where row[i] > row[best] { best = i }
-                return best
+    /// `--new-tokens` decoder steps from the start token, one row per source, each row fed its argmax.
+    private func runSteps(_ model: T5Model, sources: [T5Model.EncodedSource], profile: DecodeStepProfile?) {
+        let c = model.configuration
+        var rows = sources.indices.map { model.makeRow(source: $0) }
+        var tokens = Array(repeating: c.decoderStartId, count: sources.count)
+        for _ in 0..<newTokens {
+            let logits = model.decodeStep(&rows, tokens: tokens, sources: sources, profile: profile)
+            tokens = logits.storage.withUnsafeBufferPointer { p in
+                (0..<sources.count).map { r in
+                    let row = p.baseAddress! + r * c.vocabularySize
+                    var best = 0
+                    for i in 0..<c.vocabularySize where row[i] > row[best] { best = i }
+                    return best
+                }
             }
         }
     }
@@ -156,16 +157,10 @@ struct BenchFuseCommand: ParsableCommand {
     /// `T5Model.decodeStep` runs them: each phase kind's time per step beside the floor of the weight bytes it reads,
     /// so attention, the cache, norms and dispatch show against the products they sit with.
     private func profileSteps(_ model: T5Model, prompts: [[Int]], bandwidth: Double) {
-        let c = model.configuration, bytes = model.decodeStepPhaseBytes
+        let bytes = model.decodeStepPhaseBytes
         for batch in [1, 8] {
-            let sources = model.encodeSources(Array(prompts.prefix(batch)))
-            var rows = (0..<batch).map { model.makeRow(source: $0) }
-            var tokens = Array(repeating: c.decoderStartId, count: batch)
             let profile = DecodeStepProfile()
-            for _ in 0..<newTokens {
-                let logits = model.decodeStep(&rows, tokens: tokens, sources: sources, profile: profile)
-                tokens = Self.argmaxRows(logits, vocabulary: c.vocabularySize)
-            }
+            runSteps(model, sources: model.encodeSources(Array(prompts.prefix(batch))), profile: profile)
             let steps = Double(profile.steps), total = profile.totalSeconds / steps
             let floor = Double(model.decoderStepBytes) / bandwidth
             print(String(format: "  profile  b=%d: step %7.2f ms = %5.2f× the floor (%.2f ms), by phase (ms per step, share, × the floor of its weights):",

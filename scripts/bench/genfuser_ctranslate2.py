@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+from bench_timing import best_of
+
 try:
     import ctranslate2
     import torch
@@ -117,23 +119,15 @@ def main():
         return translator.translate_batch(batch, beam_size=beams, num_hypotheses=1, max_decoding_length=tokens,
                                           min_decoding_length=tokens, length_penalty=1.0)
 
-    def timed(fn, repeats=1):
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t)
-        return best
-
     out = {"shape": args.shape, "engine": f"ctranslate2-{args.dtype}", "convert_seconds": converted, "load_seconds": loaded}
     decode(prompts[:1], 2, 1)  # warm-up
     for b in (1, 8):
         # Best of a few runs each: the difference of two timings is sensitive to load on a shared machine.
-        one = timed(lambda: decode(prompts[:b], 1, 1), repeats=3)
-        full = timed(lambda: decode(prompts[:b], n, 1), repeats=3)
+        one = best_of(lambda: decode(prompts[:b], 1, 1))
+        full = best_of(lambda: decode(prompts[:b], n, 1))
         out[f"generate_seconds_{b}"] = full
         out[f"encoder_seconds_{b}"] = max(0.0, one - (full - one) / (n - 1))
-    out["beam4_seconds"] = timed(lambda: decode(prompts[:1], n, 4), repeats=3)
+    out["beam4_seconds"] = best_of(lambda: decode(prompts[:1], n, 4))
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["threads"] = threads
     out["ctranslate2"] = ctranslate2.__version__

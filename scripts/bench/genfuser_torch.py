@@ -12,6 +12,8 @@ import resource
 import sys
 import time
 
+from bench_timing import best_of
+
 try:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
@@ -48,21 +50,13 @@ def main():
     out = {"shape": args.shape, "build_seconds": built, "engine": f"torch-{args.dtype}"}
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     with torch.inference_mode(), autocast:
-        def timed(fn, repeats=3):
-            # Best of three, as blendd's own timings: one run is at the mercy of load on a shared machine.
-            best = float("inf")
-            for _ in range(repeats):
-                t = time.perf_counter()
-                fn()
-                best = min(best, time.perf_counter() - t)
-            return best
         model.generate(input_ids=prompts[:1, :8], max_new_tokens=2)  # warm-up
-        out["encoder_seconds_8"] = timed(lambda: model.encoder(input_ids=prompts))
-        out["encoder_seconds_1"] = timed(lambda: model.encoder(input_ids=prompts[:1]))
+        out["encoder_seconds_8"] = best_of(lambda: model.encoder(input_ids=prompts))
+        out["encoder_seconds_1"] = best_of(lambda: model.encoder(input_ids=prompts[:1]))
         for b in (1, 8):
-            out[f"generate_seconds_{b}"] = timed(lambda: model.generate(
+            out[f"generate_seconds_{b}"] = best_of(lambda: model.generate(
                 input_ids=prompts[:b], max_new_tokens=n, min_new_tokens=n, num_beams=1, do_sample=False))
-        out["beam4_seconds"] = timed(lambda: model.generate(
+        out["beam4_seconds"] = best_of(lambda: model.generate(
             input_ids=prompts[:1], max_new_tokens=n, min_new_tokens=n, num_beams=4, do_sample=False))
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["threads"] = torch.get_num_threads()

@@ -241,7 +241,7 @@ public final class T5Model: Sendable {
             self.headSize = headSize
             self.inner = heads * headSize
             self.bf16 = bf16
-            let unit = bf16 ? 2 : 4, keyBytes = max(4, layers * ((length + 15) / 16 * 16) * inner * unit)
+            let unit = bf16 ? 2 : 4, keyBytes = max(4, layers * Self.keyPositions(length) * inner * unit)
             keys = .allocate(byteCount: keyBytes, alignment: 64)
             keys.initializeMemory(as: UInt8.self, repeating: 0, count: keyBytes)
             values = .allocate(byteCount: max(4, layers * length * inner * unit), alignment: 64)
@@ -256,7 +256,8 @@ public final class T5Model: Sendable {
         }
 
         /// Positions a head's keys take room for: the length rounded up to whole blocks of 16.
-        var keyPositions: Int { (length + 15) / 16 * 16 }
+        static func keyPositions(_ length: Int) -> Int { (length + 15) / 16 * 16 }
+        var keyPositions: Int { Self.keyPositions(length) }
 
         /// Where dimension `i` of position `j` of `head` sits among a layer's keys (elements).
         func keyIndex(head: Int, dimension i: Int, position j: Int) -> Int {
@@ -563,7 +564,7 @@ public final class T5Model: Sendable {
                         for g in 0..<groups {
                             let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
                             let row = memory[Int(group[0])], n = row.crossLength, unit = row.crossBF16 ? 2 : 4
-                            let keys = row.crossKeys + (l * heads + head) * ((n + 15) / 16 * 16) * dh * unit
+                            let keys = row.crossKeys + (l * heads + head) * EncodedSource.keyPositions(n) * dh * unit
                             let values = row.crossValues + (l * heads + head) * n * dh * unit
                             QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys,
                                                   bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n)
