@@ -84,16 +84,20 @@ public final class ContinuousDecoder {
         let t2 = Date()
         defer { chooseSeconds += Date().timeIntervalSince(t2) }
         let vocabulary = model.configuration.vocabularySize
+        for (i, range) in ranges.enumerated() { running[i].job.rows = Array(rows[range]) }
+        logits.storage.withUnsafeBufferPointer { all in
+            running.withUnsafeMutableBufferPointer { entries in
+                DecodingJob.forEachJob(entries.count) { i in
+                    let range = ranges[i]
+                    _ = entries[i].job.advance(logits: UnsafeBufferPointer(rebasing: all[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]),
+                                               vocabulary: vocabulary)
+                }
+            }
+        }
         var finished: [(tag: Int, sequence: GeneratedSequence)] = []
         var kept: [Running] = []
         kept.reserveCapacity(running.count)
-        for (i, range) in ranges.enumerated() {
-            var entry = running[i]
-            entry.job.rows = Array(rows[range])
-            logits.storage.withUnsafeBufferPointer { all in
-                _ = entry.job.advance(logits: UnsafeBufferPointer(rebasing: all[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]),
-                                      vocabulary: vocabulary)
-            }
+        for entry in running {
             if entry.job.done {
                 finished.append((entry.tag, entry.job.result))
                 release(entry)
