@@ -20,7 +20,8 @@ extension KafkaConsumer.Options {
     /// The worker's membership of the jobs group; static (`group.instance.id` = worker id)
     /// when `kafka.static_membership` is set.
     public init(_ config: BlendConfiguration) {
-        self.init(groupId: config.kafka.groupId, topics: [config.kafka.jobsTopic], maxBuffered: config.kafka.maxBufferedMessages)
+        self.init(groupId: config.kafka.groupId, topics: [config.kafka.jobsTopic], maxBuffered: config.kafka.maxBufferedMessages,
+                  maxBufferedBytes: config.kafka.maxBufferedMegabytes << 20)
         sessionTimeout = .milliseconds(config.kafka.sessionTimeoutMilliseconds)
         heartbeatInterval = .milliseconds(config.kafka.heartbeatIntervalMilliseconds)
         groupInstanceId = config.kafka.staticMembership ? config.workerId : nil

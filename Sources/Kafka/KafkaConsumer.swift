@@ -53,8 +53,10 @@ public final class KafkaConsumer: @unchecked Sendable {
     public struct Options: Sendable {
         public var groupId: String
         public var topics: [String]
-        /// Messages held ahead of the application before fetching pauses.
-        public var maxBuffered: Int = 1000
+        /// Messages, and bytes of their keys, values and headers, held ahead of the application before fetching
+        /// pauses (either bound pauses it; it resumes once both are at half).
+        public var maxBuffered: Int = 10_000
+        public var maxBufferedBytes: Int = 64 << 20
         /// Where a group without committed offsets starts.
         public var autoOffsetReset: String = "earliest"
         public var commitIntervalMilliseconds: Int = 1000
@@ -68,10 +70,11 @@ public final class KafkaConsumer: @unchecked Sendable {
         /// Events buffered for a reader of `events` before the oldest are dropped.
         public var eventBuffer = 100
 
-        public init(groupId: String, topics: [String], maxBuffered: Int = 1000) {
+        public init(groupId: String, topics: [String], maxBuffered: Int = 10_000, maxBufferedBytes: Int = 64 << 20) {
             self.groupId = groupId
             self.topics = topics
             self.maxBuffered = maxBuffered
+            self.maxBufferedBytes = maxBufferedBytes
         }
     }
 
@@ -97,7 +100,7 @@ public final class KafkaConsumer: @unchecked Sendable {
     ///   application has finished or abandoned the work of revoked partitions.
     public init(configuration: KafkaConfiguration, options: Options, logger: Logger = Logger(label: "blendd.kafka.consumer"),
                 rebalanceHandler: @escaping @Sendable (RebalanceEvent) -> Void = { _ in }) throws {
-        precondition(options.maxBuffered >= 1, "the buffer must hold at least one message")
+        precondition(options.maxBuffered >= 1 && options.maxBufferedBytes >= 1, "the buffer must hold at least one message")
         self.options = options
         self.logger = logger
         self.rebalanceHandler = rebalanceHandler
@@ -184,8 +187,9 @@ public final class KafkaConsumer: @unchecked Sendable {
         return batch
     }
 
-    /// Messages buffered ahead of the application.
+    /// Messages buffered ahead of the application, and the bytes of their keys, values and headers.
     public var bufferedCount: Int { buffer.count }
+    public var bufferedBytes: Int { buffer.bytes }
 
     public var isPaused: Bool { lock.withLock { paused } }
 
@@ -301,13 +305,13 @@ public final class KafkaConsumer: @unchecked Sendable {
                                    timestamp: ms >= 0 ? Date(timeIntervalSince1970: Double(ms) / 1000) : nil, assignment: generation))
     }
 
-    /// Pauses every assigned partition when the buffer is full; resumes at half.
+    /// Pauses every assigned partition when the buffer is full (in messages or bytes); resumes once both are at half.
     private func adjustFlowControl() {
-        let count = buffer.count
+        let (count, bytes) = buffer.level
         lock.withLock {
-            if !paused && count >= options.maxBuffered {
+            if !paused && (count >= options.maxBuffered || bytes >= options.maxBufferedBytes) {
                 setPaused(true, Array(assignments.keys))
-            } else if paused && count <= options.maxBuffered / 2 {
+            } else if paused && count <= options.maxBuffered / 2 && bytes <= options.maxBufferedBytes / 2 {
                 setPaused(false, Array(assignments.keys))
             }
         }
@@ -389,7 +393,16 @@ final class MessageBuffer: @unchecked Sendable {
     private var nextWaiterId: UInt64 = 0
     private var closed = false
 
+    /// Bytes of the held messages' keys, values and headers.
+    private var heldBytes = 0
+
     var count: Int { lock.withLock { messages.count - head } }
+    var bytes: Int { lock.withLock { heldBytes } }
+    var level: (count: Int, bytes: Int) { lock.withLock { (messages.count - head, heldBytes) } }
+
+    static func size(_ m: KafkaMessage) -> Int {
+        (m.key?.count ?? 0) + (m.value?.count ?? 0) + m.headers.reduce(0) { $0 + $1.0.utf8.count + $1.1.count }
+    }
 
     func append(_ message: KafkaMessage) {
         let continuation = lock.withLock { () -> CheckedContinuation<KafkaMessage?, Never>? in
@@ -398,6 +411,7 @@ final class MessageBuffer: @unchecked Sendable {
                 return w.continuation
             }
             messages.append(message)
+            heldBytes += Self.size(message)
             return nil
         }
         continuation?.resume(returning: message)
@@ -407,6 +421,7 @@ final class MessageBuffer: @unchecked Sendable {
         lock.withLock {
             messages = Array(messages[head...]).filter { !predicate($0) }
             head = 0
+            heldBytes = messages.reduce(0) { $0 + Self.size($1) }
         }
     }
 
@@ -426,6 +441,7 @@ final class MessageBuffer: @unchecked Sendable {
                 if head < messages.count {
                     let m = messages[head]
                     head += 1
+                    heldBytes -= Self.size(m)
                     if head > 1024 && head * 2 > messages.count {
                         messages.removeFirst(head)
                         head = 0

@@ -97,6 +97,50 @@ final class KafkaRoundTripTests: XCTestCase {
         await consumer.close()
     }
 
+    func testTheByteBoundPausesFetchingBeforeTheMessageBound() async throws {
+        let broker = try EmbeddedKafkaBroker(brokers: 1)
+        try broker.createTopic("large", partitions: 2)
+        let producer = try KafkaProducer(configuration: broker.configuration)
+        // 400 values of 2 KB (each names its number up front) against a bound of 64 KB, about 33 of them. (The embedded
+        // broker keeps about 1 MB per partition: more would be retention, not the consumer, losing the oldest.)
+        let value = { (i: Int) in Array("\(i):".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2_000) }
+        let sent = try await producer.send((0..<400).map { ProducerMessage(topic: "large", key: "k\($0 % 3)", value: value($0)) })
+        XCTAssertTrue(sent.allSatisfy { if case .success = $0 { true } else { false } }, "every value is delivered to the broker")
+        let consumer = try KafkaConsumer(configuration: broker.configuration,
+                                         options: .init(groupId: "g-large", topics: ["large"], maxBuffered: 10_000, maxBufferedBytes: 64 << 10))
+        var waited = 0
+        while !consumer.isPaused && waited < 200 {
+            try await Task.sleep(for: .milliseconds(50))
+            waited += 1
+        }
+        XCTAssertTrue(consumer.isPaused, "fetching pauses when the buffer holds its bytes' bound")
+        try await Task.sleep(for: .milliseconds(500))
+        XCTAssertLessThanOrEqual(consumer.bufferedBytes, (64 << 10) + 2_010, "the bound is passed by one message at most")
+        XCTAssertGreaterThanOrEqual(consumer.bufferedBytes, 64 << 10)
+        XCTAssertLessThan(consumer.bufferedCount, 40)
+        // A lost value would leave the reader waiting: after a minute the consumer is closed, which ends it.
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(60))
+            await consumer.close()
+        }
+        defer { watchdog.cancel() }
+        var seen: [Int] = []
+        while seen.count < 400 {
+            let batch = await consumer.nextBatch(maxCount: 25, maxWait: .milliseconds(100))
+            if batch.isEmpty { break }
+            for m in batch {
+                let number = Int(String(decoding: m.bytes.prefix { $0 != UInt8(ascii: ":") }, as: UTF8.self))!
+                XCTAssertEqual(m.bytes, value(number), "value \(number) intact")
+                seen.append(number)
+                consumer.markDone(m)
+            }
+        }
+        XCTAssertEqual(seen.sorted(), Array(0..<400), "none lost, none twice")
+        XCTAssertFalse(consumer.isPaused, "fetching resumes once drained")
+        XCTAssertEqual(consumer.bufferedBytes, 0)
+        await consumer.close()
+    }
+
     func testMarkDoneAfterRevocationStoresNothing() async throws {
         let broker = try EmbeddedKafkaBroker(brokers: 1)
         try broker.createTopic("fence", partitions: 1)

@@ -14,6 +14,8 @@ extension ConfigurationLoader {
         .string("kafka.topics.events", \.kafka.eventsTopic, "Topic completion events are published to."),
         .string("kafka.topics.dlq", \.kafka.dlqTopic, "Dead-letter topic for rejected messages."),
         .int("kafka.max_buffered_messages", \.kafka.maxBufferedMessages, 1...1_000_000, "Messages buffered before fetching pauses."),
+        .int("kafka.max_buffered_mb", \.kafka.maxBufferedMegabytes, 1...65_536,
+             "Megabytes of buffered messages (keys, values, headers) before fetching pauses."),
         // At most librdkafka's max.poll.interval.ms (300 s), which it must not exceed.
         .int("kafka.session_timeout_ms", \.kafka.sessionTimeoutMilliseconds, 1000...300_000,
              "Silence after which a member's partitions move to the others."),
