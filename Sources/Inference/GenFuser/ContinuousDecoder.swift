@@ -85,14 +85,8 @@ public final class ContinuousDecoder {
         defer { chooseSeconds += Date().timeIntervalSince(t2) }
         let vocabulary = model.configuration.vocabularySize
         for (i, range) in ranges.enumerated() { running[i].job.rows = Array(rows[range]) }
-        logits.storage.withUnsafeBufferPointer { all in
-            running.withUnsafeMutableBufferPointer { entries in
-                DecodingJob.forEachJob(entries.count) { i in
-                    let range = ranges[i]
-                    _ = entries[i].job.advance(logits: UnsafeBufferPointer(rebasing: all[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]),
-                                               vocabulary: vocabulary)
-                }
-            }
+        _ = running.withUnsafeMutableBufferPointer { entries in
+            DecodingJob.advanceAll(logits, rows: ranges) { i, rowLogits in entries[i].job.advance(logits: rowLogits, vocabulary: vocabulary) }
         }
         var finished: [(tag: Int, sequence: GeneratedSequence)] = []
         var kept: [Running] = []

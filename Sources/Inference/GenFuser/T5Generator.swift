@@ -88,17 +88,8 @@ public final class T5Generator: Sendable {
             }
             let logits = model.decodeStep(&rows, tokens: tokens, sources: sources)
             for (j, range) in zip(active, ranges) { jobs[j].rows = Array(rows[range]) }
-            var chosen = [Int?](repeating: nil, count: active.count)
-            logits.storage.withUnsafeBufferPointer { all in
-                jobs.withUnsafeMutableBufferPointer { jobs in
-                    chosen.withUnsafeMutableBufferPointer { chosen in
-                        DecodingJob.forEachJob(active.count) { i in
-                            let range = ranges[i]
-                            chosen[i] = jobs[active[i]].advance(logits: UnsafeBufferPointer(rebasing: all[(range.lowerBound * vocabulary)..<(range.upperBound * vocabulary)]),
-                                                                vocabulary: vocabulary)
-                        }
-                    }
-                }
+            let chosen = jobs.withUnsafeMutableBufferPointer { jobs in
+                DecodingJob.advanceAll(logits, rows: ranges) { i, rowLogits in jobs[active[i]].advance(logits: rowLogits, vocabulary: vocabulary) }
             }
             if let onToken {
                 for (i, j) in active.enumerated() { if let token = chosen[i] { onToken(j, token) } }
@@ -137,15 +128,23 @@ struct DecodingJob {
         random = SplitMix64(seed: settings.seed)
     }
 
-    /// Runs `body(i)` for jobs 0..<count of one step on the decoder step's team, a job per chunk: each job reads only
-    /// its own rows' logits and changes only its own state (beams, scores, random generator), so which worker takes
-    /// it changes nothing. A beam row costs about 0.1 ms (an exp per token and the selection pass).
-    static func forEachJob(_ count: Int, _ body: (Int) -> Void) {
-        guard count > 1 else {
-            if count == 1 { body(0) }
-            return
+    /// `advance(i, logits)` for the jobs of one step, job i given rows `ranges[i]` of the step's [rows, vocabulary]
+    /// logits; returns what each call returned. Jobs run in parallel on the decoder step's team: each reads only its
+    /// own rows and changes only its own state (beams, scores, random generator), so which worker takes it changes
+    /// nothing. A beam row costs about 0.1 ms (an exp per token and the selection pass).
+    static func advanceAll(_ logits: Tensor, rows ranges: [Range<Int>],
+                           _ advance: (Int, UnsafeBufferPointer<Float>) -> Int?) -> [Int?] {
+        let vocabulary = logits.columns
+        var chosen = [Int?](repeating: nil, count: ranges.count)
+        logits.storage.withUnsafeBufferPointer { all in
+            chosen.withUnsafeMutableBufferPointer { chosen in
+                let one = { (i: Int) in
+                    chosen[i] = advance(i, UnsafeBufferPointer(rebasing: all[(ranges[i].lowerBound * vocabulary)..<(ranges[i].upperBound * vocabulary)]))
+                }
+                if ranges.count > 1 { NumericsThreading.team.forEach(ranges.count, one) } else { ranges.indices.forEach(one) }
+            }
         }
-        NumericsThreading.team.run(phases: 1) { team in team.phase(count) { body($0) } }
+        return chosen
     }
 
     var result: GeneratedSequence {

@@ -134,6 +134,11 @@ final class WorkerTeam: @unchecked Sendable {
         }
     }
 
+    /// `body(item)` for items 0..<count as a one-phase step, each item on exactly one worker.
+    func forEach(_ count: Int, _ body: (Int) -> Void) {
+        run(phases: 1) { team in team.phase(count, body) }
+    }
+
     private func helperLoop(_ worker: Int) {
         var seen = 0
         while true {
