@@ -98,7 +98,7 @@ enum { STREAM_AHEAD = 48 };
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
 static inline void vnni_tile(int R, int B, const uint8_t *a, int lda, int groups, const int8_t *w, size_t blockStride,
                              const int32_t *colsum, const float *scale, const float *rowScale, int width,
-                             float *y, int ldy, int32_t *sums, int streaming) {
+                             float *y, int ldy, int32_t *sums, int streaming, int nextBlocks) {
     __m512i acc[8][4];
     for (int b = 0; b < B; b++) {
         __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512((const void *)(colsum + 16 * b)), 7));
@@ -107,8 +107,14 @@ static inline void vnni_tile(int R, int B, const uint8_t *a, int lda, int groups
     for (int g = 0; g < groups; g++) {
         __m512i wv[4];
         for (int b = 0; b < B; b++) {
-            // Not past the block's end: the next block may go to another worker, and would cost a stray 3 KB read.
-            if (streaming && g + STREAM_AHEAD < groups) _mm_prefetch((const char *)(w + b * blockStride + (size_t)(g + STREAM_AHEAD) * 64), _MM_HINT_T1);
+            // Past the block's end only into the next panel of this call (`nextBlocks` of its blocks): a block
+            // beyond the call may go to another worker, and would cost a stray 3 KB read. Carrying on into the next
+            // panel keeps its first groups from starting at memory latency.
+            if (streaming) {
+                if (g + STREAM_AHEAD < groups) _mm_prefetch((const char *)(w + b * blockStride + (size_t)(g + STREAM_AHEAD) * 64), _MM_HINT_T1);
+                else if (b < nextBlocks)
+                    _mm_prefetch((const char *)(w + (size_t)(B + b) * blockStride + (size_t)(g + STREAM_AHEAD - groups) * 64), _MM_HINT_T1);
+            }
             wv[b] = _mm512_loadu_si512((const void *)(w + b * blockStride + (size_t)g * 64));
         }
         for (int r = 0; r < R; r++) {
@@ -134,16 +140,17 @@ static inline void vnni_tile(int R, int B, const uint8_t *a, int lda, int groups
 }
 
 typedef void (*i8_tile_fn)(const uint8_t *, int, int, const int8_t *, size_t, const int32_t *, const float *, const float *,
-                           int, float *, int, int32_t *, int);
+                           int, float *, int, int32_t *, int, int);
 
 #define BK_VNNI_TILE(R, B)                                                                                          \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void vnni_##R##x##B(                              \
         const uint8_t *a, int lda, int groups, const int8_t *w, size_t blockStride, const int32_t *colsum,          \
-        const float *scale, const float *rowScale, int width, float *y, int ldy, int32_t *sums, int streaming) {     \
+        const float *scale, const float *rowScale, int width, float *y, int ldy, int32_t *sums, int streaming,        \
+        int nextBlocks) {                                                                                            \
         if (streaming)                                                                                               \
-            vnni_tile(R, B, a, lda, groups, w, blockStride, colsum, scale, rowScale, width, y, ldy, sums, 1);        \
+            vnni_tile(R, B, a, lda, groups, w, blockStride, colsum, scale, rowScale, width, y, ldy, sums, 1, nextBlocks); \
         else                                                                                                         \
-            vnni_tile(R, B, a, lda, groups, w, blockStride, colsum, scale, rowScale, width, y, ldy, sums, 0);        \
+            vnni_tile(R, B, a, lda, groups, w, blockStride, colsum, scale, rowScale, width, y, ldy, sums, 0, 0);     \
     }
 #define BK_VNNI_ROWS(R) BK_VNNI_TILE(R, 1) BK_VNNI_TILE(R, 2) BK_VNNI_TILE(R, 3) BK_VNNI_TILE(R, 4)
 BK_VNNI_ROWS(1) BK_VNNI_ROWS(2) BK_VNNI_ROWS(3) BK_VNNI_ROWS(4) BK_VNNI_ROWS(5) BK_VNNI_ROWS(6)
@@ -227,6 +234,7 @@ void bk_i8_gemm(const uint8_t *a, int m, int k, const int8_t *packed, const int3
     int panelBlocks = path == PATH_VNNI ? (tileRows <= 6 ? 4 : 2) : 1;
     for (int j = n0; j < n1; j += 16 * panelBlocks) {
         int width = n1 - j < 16 * panelBlocks ? n1 - j : 16 * panelBlocks, blocks = (width + 15) / 16;
+        int after = n1 - (j + 16 * panelBlocks), nextBlocks = after <= 0 ? 0 : ((after + 15) / 16 < blocks ? (after + 15) / 16 : blocks);
         const int8_t *w = packed + (size_t)(j / 16) * blockStride;
         for (int r = 0; r < m; r += tileRows) {
             int rows = m - r < tileRows ? m - r : tileRows;
@@ -235,7 +243,7 @@ void bk_i8_gemm(const uint8_t *a, int m, int k, const int8_t *packed, const int3
             int32_t *sr = sums ? sums + (size_t)r * ldy + j : NULL;
             if (path == PATH_VNNI) {
                 vnni_tiles[rows - 1][blocks - 1](ar, lda, groups, w, blockStride, colsum + j, scale + j, rowScale + r, width, yr, ldy, sr,
-                                                 streaming);
+                                                 streaming, nextBlocks);
             } else if (path == PATH_AVX2) {
                 for (int q = 0; q < rows; q += 4) {
                     int part = rows - q < 4 ? rows - q : 4;

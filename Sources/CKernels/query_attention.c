@@ -62,6 +62,26 @@ static inline void context_scalar(const float *p, const void *v, int bf16, int l
     }
 }
 
+// Memory the caller reads right after this call (the values after the scores, the next job's keys after a
+// context), prefetched a few lines per loop iteration: each job's head is a fresh 16–64 KB region, and the hardware
+// prefetcher only ramps up inside a region, so without this every region starts at memory latency. No value
+// depends on it.
+typedef struct {
+    const char *next, *end;
+    int per;
+} ahead_t;
+
+static inline void ahead_step(ahead_t *a) {
+    for (int n = 0; n < a->per && a->next < a->end; n++, a->next += 64) _mm_prefetch(a->next, _MM_HINT_T1);
+}
+
+static inline ahead_t ahead_over(const void *p, size_t bytes, long iterations) {
+    ahead_t a = {(const char *)p, (const char *)p + (p ? bytes : 0), 0};
+    long lines = (long)((bytes + 63) / 64);
+    a.per = iterations > 0 ? (int)((lines + iterations - 1) / iterations) : 0;
+    return a;
+}
+
 // MARK: AVX-512
 
 #define BK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
@@ -79,13 +99,14 @@ static inline __mmask16 lanes16(int left) {
 // R rows × C vectors of 16 positions from j0; each key vector is loaded once and used by all R rows.
 BK_AVX512 __attribute__((always_inline))
 static inline void scores512_tile(int bf16, int R, int C, const float *const *q, const void *k, int length, int d, int j0,
-                                  float *const *s) {
+                                  float *const *s, ahead_t *ahead) {
     __m512 acc[4][8];
     __mmask16 mask[8];
     for (int c = 0; c < C; c++) mask[c] = lanes16(length - j0 - 16 * c);
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     for (int i = 0; i < d; i++) {
+        ahead_step(ahead);
         __m512 kv[8];
         for (int c = 0; c < C; c++) kv[c] = load16(k, bf16, key_at(d, j0 + 16 * c, i), mask[c]);
         for (int r = 0; r < R; r++) {
@@ -100,13 +121,14 @@ static inline void scores512_tile(int bf16, int R, int C, const float *const *q,
 // R rows × C vectors of 16 output columns from i0; each value vector is loaded once and used by all R rows.
 BK_AVX512 __attribute__((always_inline))
 static inline void context512_tile(int bf16, int R, int C, const float *const *p, const void *v, int length, int d, int i0,
-                                   float *const *out) {
+                                   float *const *out, ahead_t *ahead) {
     __m512 acc[4][4];
     __mmask16 mask[4];
     for (int c = 0; c < C; c++) mask[c] = lanes16(d - i0 - 16 * c);
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm512_setzero_ps();
     for (int j = 0; j < length; j++) {
+        ahead_step(ahead);
         __m512 vv[4];
         for (int c = 0; c < C; c++) vv[c] = load16(v, bf16, (size_t)j * d + i0 + 16 * c, mask[c]);
         for (int r = 0; r < R; r++) {
@@ -121,17 +143,19 @@ static inline void context512_tile(int bf16, int R, int C, const float *const *p
 // One function per (format, rows) so the tiles' accumulators stay in registers: a lone row takes 8 score vectors (8
 // independent chains hide the FMA latency), groups of 2–4 take 4.
 #define BK_GROUP512(BF16, R, SC)                                                                                      \
-    BK_AVX512 static void scores512_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s) { \
-        for (int j0 = 0; j0 < length; j0 += 16 * SC) scores512_tile(BF16, R, SC, q, k, length, d, j0, s);             \
+    BK_AVX512 static void scores512_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s, \
+                                                 ahead_t *a) {                                                        \
+        for (int j0 = 0; j0 < length; j0 += 16 * SC) scores512_tile(BF16, R, SC, q, k, length, d, j0, s, a);          \
     }                                                                                                                 \
-    BK_AVX512 static void context512_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o) { \
-        for (int i0 = 0; i0 < d; i0 += 64) context512_tile(BF16, R, 4, p, v, length, d, i0, o);                       \
+    BK_AVX512 static void context512_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o, \
+                                                  ahead_t *a) {                                                       \
+        for (int i0 = 0; i0 < d; i0 += 64) context512_tile(BF16, R, 4, p, v, length, d, i0, o, a);                    \
     }
 #define BK_GROUPS512(BF16) BK_GROUP512(BF16, 1, 8) BK_GROUP512(BF16, 2, 4) BK_GROUP512(BF16, 3, 4) BK_GROUP512(BF16, 4, 4)
 BK_GROUPS512(0)
 BK_GROUPS512(1)
 
-typedef void (*group_fn)(const float *const *, const void *, int, int, float *const *);
+typedef void (*group_fn)(const float *const *, const void *, int, int, float *const *, ahead_t *);
 static const group_fn scores512[2][4] = {{scores512_0_1, scores512_0_2, scores512_0_3, scores512_0_4},
                                          {scores512_1_1, scores512_1_2, scores512_1_3, scores512_1_4}};
 static const group_fn context512[2][4] = {{context512_0_1, context512_0_2, context512_0_3, context512_0_4},
@@ -149,13 +173,15 @@ BK_AVX2 __attribute__((always_inline)) static inline __m256 load8(const void *p,
 
 // Rows in pairs, 32 positions or output columns per tile (8 accumulators of 16 registers); tails by the scalar chain.
 BK_AVX2 __attribute__((always_inline))
-static inline void scores_avx2_group(int bf16, int R, const float *const *q, const void *k, int length, int d, float *const *s) {
+static inline void scores_avx2_group(int bf16, int R, const float *const *q, const void *k, int length, int d, float *const *s,
+                                     ahead_t *ahead) {
     int j0 = 0;
     for (; j0 + 32 <= length; j0 += 32) {
         __m256 acc[2][4];
         for (int r = 0; r < R; r++)
             for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
         for (int i = 0; i < d; i++) {
+            ahead_step(ahead);
             __m256 kv[4];
             for (int c = 0; c < 4; c++) kv[c] = load8(k, bf16, key_at(d, j0 + 8 * c, i));
             for (int r = 0; r < R; r++) {
@@ -170,13 +196,15 @@ static inline void scores_avx2_group(int bf16, int R, const float *const *q, con
 }
 
 BK_AVX2 __attribute__((always_inline))
-static inline void context_avx2_group(int bf16, int R, const float *const *p, const void *v, int length, int d, float *const *out) {
+static inline void context_avx2_group(int bf16, int R, const float *const *p, const void *v, int length, int d, float *const *out,
+                                      ahead_t *ahead) {
     int i0 = 0;
     for (; i0 + 32 <= d; i0 += 32) {
         __m256 acc[2][4];
         for (int r = 0; r < R; r++)
             for (int c = 0; c < 4; c++) acc[r][c] = _mm256_setzero_ps();
         for (int j = 0; j < length; j++) {
+            ahead_step(ahead);
             __m256 vv[4];
             for (int c = 0; c < 4; c++) vv[c] = load8(v, bf16, (size_t)j * d + i0 + 8 * c);
             for (int r = 0; r < R; r++) {
@@ -191,11 +219,13 @@ static inline void context_avx2_group(int bf16, int R, const float *const *p, co
 }
 
 #define BK_GROUP2(BF16, R)                                                                                            \
-    BK_AVX2 static void scores2_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s) { \
-        scores_avx2_group(BF16, R, q, k, length, d, s);                                                              \
+    BK_AVX2 static void scores2_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s, \
+                                             ahead_t *a) {                                                            \
+        scores_avx2_group(BF16, R, q, k, length, d, s, a);                                                           \
     }                                                                                                                 \
-    BK_AVX2 static void context2_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o) { \
-        context_avx2_group(BF16, R, p, v, length, d, o);                                                             \
+    BK_AVX2 static void context2_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o, \
+                                              ahead_t *a) {                                                           \
+        context_avx2_group(BF16, R, p, v, length, d, o, a);                                                          \
     }
 BK_GROUP2(0, 1) BK_GROUP2(0, 2) BK_GROUP2(1, 1) BK_GROUP2(1, 2)
 
@@ -214,10 +244,17 @@ static void context_portable(const float *const *p, const void *v, int bf16, int
 
 // MARK: Entry points
 
+void bk_prefetch_l2(const void *p, size_t bytes) {
+    for (size_t at = 0; at < bytes; at += 64) _mm_prefetch((const char *)p + at, _MM_HINT_T1);
+}
+
 void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int count, const void *keys, int bf16,
-                               int length, int d, float *scores, int lds) {
+                               int length, int d, float *scores, int lds, const void *ahead, size_t aheadBytes) {
     if (length <= 0) return;
     int path = current_path(), group = path == PATH_AVX512 ? 4 : (path == PATH_AVX2 ? 2 : 1), kind = bf16 != 0;
+    // Spread over the first call's loop iterations (a lone row takes tiles of 128 positions, groups 64; AVX2 32).
+    long tiles = path == PATH_AVX512 ? (length + (count == 1 ? 127 : 63)) / (count == 1 ? 128 : 64) : (path == PATH_AVX2 ? length / 32 : 0);
+    ahead_t next = ahead_over(ahead, aheadBytes, tiles * d);
     for (int g = 0; g < count; g += group) {
         int n = count - g < group ? count - g : group;
         const float *qr[4];
@@ -226,16 +263,18 @@ void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int
             qr[r] = q + (size_t)rows[g + r] * ldq;
             sr[r] = scores + (size_t)(g + r) * lds;
         }
-        if (path == PATH_AVX512) scores512[kind][n - 1](qr, keys, length, d, sr);
-        else if (path == PATH_AVX2) scores2[kind][n - 1](qr, keys, length, d, sr);
+        if (path == PATH_AVX512) scores512[kind][n - 1](qr, keys, length, d, sr, &next);
+        else if (path == PATH_AVX2) scores2[kind][n - 1](qr, keys, length, d, sr, &next);
         else scores_portable(qr, keys, kind, length, d, sr);
     }
 }
 
 void bk_query_attention_context(const float *probabilities, int ldp, const void *values, int bf16, int length, int d,
-                                const int32_t *rows, int count, float *out, int ldo) {
+                                const int32_t *rows, int count, float *out, int ldo, const void *ahead, size_t aheadBytes) {
     if (d <= 0) return;
     int path = current_path(), group = path == PATH_AVX512 ? 4 : (path == PATH_AVX2 ? 2 : 1), kind = bf16 != 0;
+    long tiles = path == PATH_AVX512 ? (d + 63) / 64 : (path == PATH_AVX2 ? d / 32 : 0);
+    ahead_t next = ahead_over(ahead, aheadBytes, tiles * length);
     for (int g = 0; g < count; g += group) {
         int n = count - g < group ? count - g : group;
         const float *pr[4];
@@ -244,8 +283,8 @@ void bk_query_attention_context(const float *probabilities, int ldp, const void 
             pr[r] = probabilities + (size_t)(g + r) * ldp;
             outRows[r] = out + (size_t)rows[g + r] * ldo;
         }
-        if (path == PATH_AVX512) context512[kind][n - 1](pr, values, length, d, outRows);
-        else if (path == PATH_AVX2) context2[kind][n - 1](pr, values, length, d, outRows);
+        if (path == PATH_AVX512) context512[kind][n - 1](pr, values, length, d, outRows, &next);
+        else if (path == PATH_AVX2) context2[kind][n - 1](pr, values, length, d, outRows, &next);
         else context_portable(pr, values, kind, length, d, outRows);
     }
 }

@@ -66,7 +66,8 @@ final class QueryAttentionTests: XCTestCase {
     }
 
     /// Scores of the rows `rows` (indices into `queries`, [rows, ldq]) and the context of `probabilities` ([count,
-    /// length]) written into a [rows, ldo] buffer first filled with a sentinel.
+    /// length]) written into a [rows, ldo] buffer first filled with a sentinel. Each call prefetches what the decoder
+    /// step's would (the values during the scores, keys during the context), so the prefetching runs on every shape.
     static func run(_ h: Head, queries: [Float], ldq: Int, rows: [Int32], probabilities: [Float], ldo: Int, rowCount: Int)
         -> (scores: [Float], context: [Float]) {
         let keys = h.held(h.blockedKeys), values = h.held(h.values)
@@ -78,12 +79,14 @@ final class QueryAttentionTests: XCTestCase {
                     rows.withUnsafeBufferPointer { pr in
                         scores.withUnsafeMutableBufferPointer { ps in
                             QueryAttention.scores(pq.baseAddress!, ldq: ldq, rows: pr.baseAddress!, count: rows.count, keys: pk.baseAddress!,
-                                                  bf16: h.bf16, length: h.length, headSize: h.d, into: ps.baseAddress!, lds: h.length)
+                                                  bf16: h.bf16, length: h.length, headSize: h.d, into: ps.baseAddress!, lds: h.length,
+                                                  ahead: UnsafeRawBufferPointer(pv))
                         }
                         probabilities.withUnsafeBufferPointer { pp in
                             context.withUnsafeMutableBufferPointer { pc in
                                 QueryAttention.context(pp.baseAddress!, ldp: h.length, values: pv.baseAddress!, bf16: h.bf16, length: h.length,
-                                                       headSize: h.d, rows: pr.baseAddress!, count: rows.count, into: pc.baseAddress!, ldo: ldo)
+                                                       headSize: h.d, rows: pr.baseAddress!, count: rows.count, into: pc.baseAddress!, ldo: ldo,
+                                                       ahead: UnsafeRawBufferPointer(pk))
                             }
                         }
                     }

@@ -560,17 +560,30 @@ public final class T5Model: Sendable {
                     // Cross-attention over the row's job's encoder states.
                     team.phase(heads, prepare: { normalize(layer.crossAttentionNorm, for: crossAttention.query) }) { head in
                         let start = head * dh
+                        // This head's keys and values of group g's job. Each is a separate region, so a kernel
+                        // prefetches the one read after it: the values during the scores, the next job's keys during
+                        // a context.
+                        func region(_ g: Int) -> (keys: UnsafeRawBufferPointer, values: UnsafeRawBufferPointer) {
+                            let row = memory[Int(crossRows[crossStarts[g]])], n = row.crossLength, unit = row.crossBF16 ? 2 : 4
+                            let keyBytes = EncodedSource.keyPositions(n) * dh * unit, valueBytes = n * dh * unit
+                            return (UnsafeRawBufferPointer(start: row.crossKeys + (l * heads + head) * keyBytes, count: keyBytes),
+                                    UnsafeRawBufferPointer(start: row.crossValues + (l * heads + head) * valueBytes, count: valueBytes))
+                        }
+                        var current = groups > 0 ? region(0) : nil
+                        // The first job's keys arrive while the head's queries are computed.
+                        if let first = current { QueryAttention.prefetch(first.keys) }
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
                         for g in 0..<groups {
                             let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
-                            let row = memory[Int(group[0])], n = row.crossLength, unit = row.crossBF16 ? 2 : 4
-                            let keys = row.crossKeys + (l * heads + head) * EncodedSource.keyPositions(n) * dh * unit
-                            let values = row.crossValues + (l * heads + head) * n * dh * unit
-                            QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys,
-                                                  bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n)
+                            let row = memory[Int(group[0])], n = row.crossLength, (keys, values) = current!
+                            let next = g + 1 < groups ? region(g + 1) : nil
+                            QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys.baseAddress!,
+                                                  bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n, ahead: values)
                             for i in 0..<count { SIMDMath.softmaxInPlace(crossScores + i * n, count: n) }
-                            QueryAttention.context(crossScores, ldp: n, values: values, bf16: row.crossBF16, length: n,
-                                                   headSize: dh, rows: group, count: count, into: context + start, ldo: inner)
+                            QueryAttention.context(crossScores, ldp: n, values: values.baseAddress!, bf16: row.crossBF16, length: n,
+                                                   headSize: dh, rows: group, count: count, into: context + start, ldo: inner,
+                                                   ahead: next?.keys)
+                            current = next
                         }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in

@@ -24,18 +24,26 @@ enum QueryAttention {
     static func usePath(_ path: Path?) -> Path { Path(rawValue: bk_query_attention_set_path(path?.rawValue ?? -1))! }
 
     /// scores[r·lds + j] = q_rows[r] · K(·, j) for r < count, j < length; row r's query at `queries + rows[r]·ldq`.
+    /// `ahead`: memory read right after this call (`count` bytes), prefetched while the scores are computed.
     @inline(__always)
     static func scores(_ queries: UnsafePointer<Float>, ldq: Int, rows: UnsafePointer<Int32>, count: Int, keys: UnsafeRawPointer,
-                       bf16: Bool, length: Int, headSize: Int, into scores: UnsafeMutablePointer<Float>, lds: Int) {
+                       bf16: Bool, length: Int, headSize: Int, into scores: UnsafeMutablePointer<Float>, lds: Int,
+                       ahead: UnsafeRawBufferPointer? = nil) {
         bk_query_attention_scores(queries, Int32(ldq), rows, Int32(count), keys, bf16 ? 1 : 0, Int32(length), Int32(headSize),
-                                  scores, Int32(lds))
+                                  scores, Int32(lds), ahead?.baseAddress, ahead?.count ?? 0)
     }
 
     /// out[rows[r]·ldo + i] = Σ_j probabilities[r·ldp + j] · V[j][i] for r < count, i < headSize.
+    /// Starts bringing `region` into L2 (before a product whose end would otherwise wait for it).
+    @inline(__always)
+    static func prefetch(_ region: UnsafeRawBufferPointer) { bk_prefetch_l2(region.baseAddress, region.count) }
+
+    /// `ahead` as for `scores`.
     @inline(__always)
     static func context(_ probabilities: UnsafePointer<Float>, ldp: Int, values: UnsafeRawPointer, bf16: Bool, length: Int,
-                        headSize: Int, rows: UnsafePointer<Int32>, count: Int, into out: UnsafeMutablePointer<Float>, ldo: Int) {
+                        headSize: Int, rows: UnsafePointer<Int32>, count: Int, into out: UnsafeMutablePointer<Float>, ldo: Int,
+                        ahead: UnsafeRawBufferPointer? = nil) {
         bk_query_attention_context(probabilities, Int32(ldp), values, bf16 ? 1 : 0, Int32(length), Int32(headSize), rows,
-                                   Int32(count), out, Int32(ldo))
+                                   Int32(count), out, Int32(ldo), ahead?.baseAddress, ahead?.count ?? 0)
     }
 }
