@@ -499,8 +499,11 @@ public final class T5Model: Sendable {
         let qkv = buffer, query = qkv + sizes[0], context = query + sizes[1], projected = context + sizes[2]
         let both = projected + sizes[3], gated = both + sizes[4]
         let widest = max(d, inner, ff)
-        let blocks = { (n: Int) in (n + 63) / 64 }
-        func block(_ chunk: Int, of n: Int) -> Range<Int> { (chunk * 64)..<min(n, chunk * 64 + 64) }
+        // Columns per chunk of a product phase: two or more panels per call, so a streaming tile carries its
+        // prefetch into the next panel (bk_i8_gemm) instead of each chunk starting at memory latency.
+        let width = 128
+        let blocks = { (n: Int) in (n + width - 1) / width }
+        func block(_ chunk: Int, of n: Int) -> Range<Int> { (chunk * width)..<min(n, chunk * width + width) }
         let phases = 6 * decoderBlocks.count + 1
         let clock = profile == nil ? nil : UnsafeMutablePointer<UInt64>.allocate(capacity: phases)
         defer { clock?.deallocate() }
