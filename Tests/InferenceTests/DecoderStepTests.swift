@@ -155,7 +155,20 @@ final class DecoderStepTests: XCTestCase {
             return (keyRows, valueRows)
         }
         for (l, block) in model.decoderBlocks.enumerated() {
-            let qkv = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
+            // The decoder's q/k/v weight is stacked head by head (head h's q, k, v at 3·h·headSize): each row back to
+            // [q | k | v], the layout of the separate products.
+            let byHead = block.selfAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.selfAttentionNorm, eps: eps))
+            var qkv = byHead
+            for r in rows.indices {
+                for h in 0..<c.heads {
+                    for part in 0..<3 {
+                        for i in 0..<c.headSize {
+                            qkv.storage[r * 3 * inner + part * inner + h * c.headSize + i] =
+                                byHead.storage[r * 3 * inner + (3 * h + part) * c.headSize + i]
+                        }
+                    }
+                }
+            }
             for r in rows.indices {
                 let keyStart: Int = r * 3 * inner + inner, valueStart: Int = keyStart + inner
                 rows[r].keys[l].append(contentsOf: qkv.storage[keyStart..<valueStart])

@@ -11,7 +11,9 @@ import Foundation
 /// cross-attention keys/values of its job, computed once per job and shared by all its beams.
 public final class T5Model: Sendable {
     struct Attention: Sendable {
-        /// q, k, v stacked [3·inner, d] (self-attention) or q alone [inner, d] with k, v stacked [2·inner, d] (cross).
+        /// q, k, v stacked [3·inner, d] (the encoder's self-attention), or head by head (the decoder's: head h's q, k
+        /// and v rows at 3·h·headSize, so a decoder step computes a head's three in one product call), or q alone
+        /// [inner, d] with k, v stacked [2·inner, d] (cross).
         let query: WeightMatrix
         let keyValue: WeightMatrix?
         let output: WeightMatrix
@@ -71,10 +73,23 @@ public final class T5Model: Sendable {
         // The Float32 copy of the table is dropped at once: held beside the rest it would add a vocabulary × d_model
         // Float32 matrix to loading's peak.
         shared = WeightMatrix(try reader.take("shared.weight", [c.vocabularySize, d]), compress: true)
-        func selfAttention(_ p: String) throws -> Attention {
+        func selfAttention(_ p: String, byHead: Bool = false) throws -> Attention {
             let q = try reader.take(p + "q.weight", [inner, d]), k = try reader.take(p + "k.weight", [inner, d])
             let v = try reader.take(p + "v.weight", [inner, d])
-            return Attention(query: matrix(Tensor(shape: [3 * inner, d], storage: q.storage + k.storage + v.storage)),
+            var stacked: [Float]
+            if byHead {
+                // Output rows are independent (every kernel and the int8 per-row scales), so reordering them moves
+                // each output's bits unchanged.
+                let rows = c.headSize * d
+                stacked = []
+                stacked.reserveCapacity(3 * inner * d)
+                for h in 0..<c.heads {
+                    for part in [q, k, v] { stacked += part.storage[(h * rows)..<((h + 1) * rows)] }
+                }
+            } else {
+                stacked = q.storage + k.storage + v.storage
+            }
+            return Attention(query: matrix(Tensor(shape: [3 * inner, d], storage: stacked)),
                              keyValue: nil, output: matrix(try reader.take(p + "o.weight", [d, inner])))
         }
         func crossAttention(_ p: String) throws -> Attention {
@@ -102,7 +117,7 @@ public final class T5Model: Sendable {
             let p = "decoder.block.\(l).layer."
             let (ffIn, ffOut) = try feedForward(p + "2.DenseReluDense.")
             return DecoderBlock(selfAttentionNorm: try reader.take(p + "0.layer_norm.weight", [d]),
-                                selfAttention: try selfAttention(p + "0.SelfAttention."),
+                                selfAttention: try selfAttention(p + "0.SelfAttention.", byHead: true),
                                 crossAttentionNorm: try reader.take(p + "1.layer_norm.weight", [d]),
                                 crossAttention: try crossAttention(p + "1.EncDecAttention."),
                                 feedForwardNorm: try reader.take(p + "2.layer_norm.weight", [d]),
@@ -543,17 +558,15 @@ public final class T5Model: Sendable {
                     // Self-attention over the row's own past, with the causal relative bias.
                     let selfAttention = layer.selfAttention, crossAttention = layer.crossAttention
                     team.phase(heads, prepare: { normalize(layer.selfAttentionNorm, for: selfAttention.query) }) { head in
-                        let start = head * dh
-                        for part in 0..<3 {
-                            let first = part * inner + start
-                            product(selfAttention.query, normed, columns: first..<(first + dh), into: qkv, ldy: 3 * inner)
-                        }
+                        // The head's q, k and v: adjacent columns of the head-by-head weight.
+                        let start = head * dh, first = 3 * start
+                        product(selfAttention.query, normed, columns: first..<(first + 3 * dh), into: qkv, ldy: 3 * inner)
                         for r in 0..<m {
-                            let row = memory[r], base = qkv + r * 3 * inner, offset = (l * heads + head) * row.capacity * dh
+                            let row = memory[r], base = qkv + r * 3 * inner + first, offset = (l * heads + head) * row.capacity * dh
                             let keys = row.selfKeys + offset, values = row.selfValues + offset, at = (row.positions - 1) * dh
-                            (keys + at).update(from: base + inner + start, count: dh)
-                            (values + at).update(from: base + 2 * inner + start, count: dh)
-                            Self.attend(base + start, keys: keys, values: values, positions: row.positions, headSize: dh,
+                            (keys + at).update(from: base + dh, count: dh)
+                            (values + at).update(from: base + 2 * dh, count: dh)
+                            Self.attend(base, keys: keys, values: values, positions: row.positions, headSize: dh,
                                         bias: selfBias + head * maxPositions, scores: scores, into: context + r * inner + start)
                         }
                     }
