@@ -101,8 +101,10 @@ final class KafkaRoundTripTests: XCTestCase {
         let broker = try EmbeddedKafkaBroker(brokers: 1)
         try broker.createTopic("large", partitions: 2)
         let producer = try KafkaProducer(configuration: broker.configuration)
-        // 400 values of 2 KB (each names its number up front) against a bound of 64 KB, about 33 of them. (With 300 values
-        // of 20 KB the embedded broker never handed out the oldest megabyte, paused or not, so the values stay small.)
+        // 400 values of 2 KB (each names its number up front) against a bound of 64 KB, about 33 of them, 0.8 MB in all:
+        // the mock cluster keeps at most 5 MiB per partition and deletes the oldest batches beyond it (rdkafka_mock.c,
+        // max_size), which is why 300 values of 20 KB (6 MB, mostly on one partition by their keys) once lost their oldest
+        // megabyte, paused or not.
         let value = { (i: Int) in Array("\(i):".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 2_000) }
         let sent = try await producer.send((0..<400).map { ProducerMessage(topic: "large", key: "k\($0 % 3)", value: value($0)) })
         XCTAssertTrue(sent.allSatisfy { if case .success = $0 { true } else { false } }, "every value is delivered to the broker")
