@@ -75,11 +75,16 @@ static inline void ahead_step(ahead_t *a) {
     for (int n = 0; n < a->per && a->next < a->end; n++, a->next += 64) _mm_prefetch(a->next, _MM_HINT_T1);
 }
 
-static inline ahead_t ahead_over(const void *p, size_t bytes, long iterations) {
-    ahead_t a = {(const char *)p, (const char *)p + (p ? bytes : 0), 0};
-    long lines = (long)((bytes + 63) / 64);
-    a.per = iterations > 0 ? (int)((lines + iterations - 1) / iterations) : 0;
+static inline ahead_t ahead_over(const void *p, size_t bytes) {
+    ahead_t a = {(const char *)p, (const char *)p + (p ? bytes : 0), -1};
     return a;
+}
+
+// The first kernel of a call spreads the lines over its own loop's iterations; later ones go on at that pace.
+static inline void ahead_pace(ahead_t *a, long iterations) {
+    if (a->per >= 0) return;
+    long lines = (long)((a->end - a->next + 63) / 64);
+    a->per = iterations > 0 ? (int)((lines + iterations - 1) / iterations) : 0;
 }
 
 // MARK: AVX-512
@@ -145,10 +150,12 @@ static inline void context512_tile(int bf16, int R, int C, const float *const *p
 #define BK_GROUP512(BF16, R, SC)                                                                                      \
     BK_AVX512 static void scores512_##BF16##_##R(const float *const *q, const void *k, int length, int d, float *const *s, \
                                                  ahead_t *a) {                                                        \
+        ahead_pace(a, (long)((length + 16 * SC - 1) / (16 * SC)) * d);                                                \
         for (int j0 = 0; j0 < length; j0 += 16 * SC) scores512_tile(BF16, R, SC, q, k, length, d, j0, s, a);          \
     }                                                                                                                 \
     BK_AVX512 static void context512_##BF16##_##R(const float *const *p, const void *v, int length, int d, float *const *o, \
                                                   ahead_t *a) {                                                       \
+        ahead_pace(a, (long)((d + 63) / 64) * length);                                                                \
         for (int i0 = 0; i0 < d; i0 += 64) context512_tile(BF16, R, 4, p, v, length, d, i0, o, a);                    \
     }
 #define BK_GROUPS512(BF16) BK_GROUP512(BF16, 1, 8) BK_GROUP512(BF16, 2, 4) BK_GROUP512(BF16, 3, 4) BK_GROUP512(BF16, 4, 4)
@@ -175,6 +182,7 @@ BK_AVX2 __attribute__((always_inline)) static inline __m256 load8(const void *p,
 BK_AVX2 __attribute__((always_inline))
 static inline void scores_avx2_group(int bf16, int R, const float *const *q, const void *k, int length, int d, float *const *s,
                                      ahead_t *ahead) {
+    ahead_pace(ahead, (long)(length / 32) * d);
     int j0 = 0;
     for (; j0 + 32 <= length; j0 += 32) {
         __m256 acc[2][4];
@@ -198,6 +206,7 @@ static inline void scores_avx2_group(int bf16, int R, const float *const *q, con
 BK_AVX2 __attribute__((always_inline))
 static inline void context_avx2_group(int bf16, int R, const float *const *p, const void *v, int length, int d, float *const *out,
                                       ahead_t *ahead) {
+    ahead_pace(ahead, (long)(d / 32) * length);
     int i0 = 0;
     for (; i0 + 32 <= d; i0 += 32) {
         __m256 acc[2][4];
@@ -252,9 +261,7 @@ void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int
                                int length, int d, float *scores, int lds, const void *ahead, size_t aheadBytes) {
     if (length <= 0) return;
     int path = current_path(), group = path == PATH_AVX512 ? 4 : (path == PATH_AVX2 ? 2 : 1), kind = bf16 != 0;
-    // Spread over the first call's loop iterations (a lone row takes tiles of 128 positions, groups 64; AVX2 32).
-    long tiles = path == PATH_AVX512 ? (length + (count == 1 ? 127 : 63)) / (count == 1 ? 128 : 64) : (path == PATH_AVX2 ? length / 32 : 0);
-    ahead_t next = ahead_over(ahead, aheadBytes, tiles * d);
+    ahead_t next = ahead_over(ahead, aheadBytes);
     for (int g = 0; g < count; g += group) {
         int n = count - g < group ? count - g : group;
         const float *qr[4];
@@ -273,8 +280,7 @@ void bk_query_attention_context(const float *probabilities, int ldp, const void 
                                 const int32_t *rows, int count, float *out, int ldo, const void *ahead, size_t aheadBytes) {
     if (d <= 0) return;
     int path = current_path(), group = path == PATH_AVX512 ? 4 : (path == PATH_AVX2 ? 2 : 1), kind = bf16 != 0;
-    long tiles = path == PATH_AVX512 ? (d + 63) / 64 : (path == PATH_AVX2 ? d / 32 : 0);
-    ahead_t next = ahead_over(ahead, aheadBytes, tiles * length);
+    ahead_t next = ahead_over(ahead, aheadBytes);
     for (int g = 0; g < count; g += group) {
         int n = count - g < group ? count - g : group;
         const float *pr[4];

@@ -122,34 +122,30 @@ final class ChaosTests: XCTestCase {
         // burst of them (the 200 KB and 55 KB poison among them) on one partition, beside a 3 MB
         // record past the 5 MiB (seen once in CI: that partition's first 20 records deleted unread).
         // Each goes to the partition holding the fewest bytes, the large records counted from the start.
-        func largePartition(_ size: Int, hugeSoFar: inout Int32) -> Int32 {
-            guard size > 2_000_000 else { return 3 }
-            defer { hugeSoFar += 1 }
-            return hugeSoFar % 3
-        }
         var load = [Int](repeating: 0, count: 4)
-        var hugeCounted: Int32 = 0
-        for record in corpus where record.value.count > 500_000 {
-            load[Int(largePartition(record.value.count, hugeSoFar: &hugeCounted))] += record.value.count
+        var placement = [Int32?](repeating: nil, count: corpus.count)
+        var hugeRecords: Int32 = 0
+        for (i, record) in corpus.enumerated() where record.value.count > 500_000 {
+            placement[i] = record.value.count > 2_000_000 ? hugeRecords % 3 : 3
+            if record.value.count > 2_000_000 { hugeRecords += 1 }
+            load[Int(placement[i]!)] += record.value.count
+        }
+        for (i, record) in corpus.enumerated() where placement[i] == nil && record.key == nil {
+            let partition = load.indices.min { load[$0] < load[$1] }!
+            placement[i] = Int32(partition)
+            load[partition] += record.value.count
         }
         var results: [Result<DeliveryReport, KafkaError>] = []
         var chunk: [ProducerMessage] = []
-        var hugeRecords: Int32 = 0
-        for record in corpus {
+        for (record, partition) in zip(corpus, placement) {
+            let message = ProducerMessage(topic: "blend.jobs", partition: partition, key: record.key, value: record.value)
             guard record.value.count > 500_000 else {
-                if record.key == nil {
-                    let partition = load.indices.min { load[$0] < load[$1] }!
-                    load[partition] += record.value.count
-                    chunk.append(ProducerMessage(topic: "blend.jobs", partition: Int32(partition), key: nil, value: record.value))
-                } else {
-                    chunk.append(ProducerMessage(topic: "blend.jobs", key: record.key, value: record.value))
-                }
+                chunk.append(message)
                 continue
             }
-            let partition = largePartition(record.value.count, hugeSoFar: &hugeRecords)
             results += try await producer.send(chunk)
             chunk = []
-            results += try await producer.send([ProducerMessage(topic: "blend.jobs", partition: partition, key: record.key, value: record.value)])
+            results += try await producer.send([message])
         }
         results += try await producer.send(chunk)
         print("chaos: bytes placed per partition (keyless and large records; keyed ones add about 0.2 MB each): \(load)")

@@ -85,13 +85,13 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 /// best) and returns the path in effect. `ahead` (may be NULL): `aheadBytes` the caller reads next, prefetched into L2
 /// across the call's loop; no result depends on it.
 int bk_query_attention_best_path(void);
-/// Prefetches `bytes` from `p` into L2, a line at a time (no value changes).
-void bk_prefetch_l2(const void *p, size_t bytes);
 int bk_query_attention_set_path(int path);
 void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int count, const void *keys, int bf16,
                                int length, int d, float *scores, int lds, const void *ahead, size_t aheadBytes);
 void bk_query_attention_context(const float *probabilities, int ldp, const void *values, int bf16, int length, int d,
                                 const int32_t *rows, int count, float *out, int ldo, const void *ahead, size_t aheadBytes);
+/// Prefetches `bytes` from `p` into L2, a line at a time (before a product whose end would wait for them).
+void bk_prefetch_l2(const void *p, size_t bytes);
 
 // Allocator settings while a model loads (1) and afterwards (0); see LoadingMemory.swift.
 void bk_allocator_loading(int loading);

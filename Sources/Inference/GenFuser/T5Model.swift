@@ -585,13 +585,12 @@ public final class T5Model: Sendable {
                             return (UnsafeRawBufferPointer(start: row.crossKeys + (l * heads + head) * keyBytes, count: keyBytes),
                                     UnsafeRawBufferPointer(start: row.crossValues + (l * heads + head) * valueBytes, count: valueBytes))
                         }
-                        var current = groups > 0 ? region(0) : nil
                         // The first job's keys arrive while the head's queries are computed.
-                        if let first = current { QueryAttention.prefetch(first.keys) }
+                        QueryAttention.prefetch(region(0).keys)
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
                         for g in 0..<groups {
                             let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
-                            let row = memory[Int(group[0])], n = row.crossLength, (keys, values) = current!
+                            let row = memory[Int(group[0])], n = row.crossLength, (keys, values) = region(g)
                             let next = g + 1 < groups ? region(g + 1) : nil
                             QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys.baseAddress!,
                                                   bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n, ahead: values)
@@ -599,7 +598,6 @@ public final class T5Model: Sendable {
                             QueryAttention.context(crossScores, ldp: n, values: values.baseAddress!, bf16: row.crossBF16, length: n,
                                                    headSize: dh, rows: group, count: count, into: context + start, ldo: inner,
                                                    ahead: next?.keys)
-                            current = next
                         }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
