@@ -76,6 +76,15 @@ final class DecoderStepTests: XCTestCase {
         return try T5Model(configuration: config, store: store, precision: precision)
     }
 
+    /// What one row attends to in the reference step: keys and values [length, inner] (for cross-attention, the held
+    /// elements) and, for int8-held cross-attention, the scales [length, heads].
+    struct CrossMemory {
+        var keys: [Float]
+        var values: [Float]
+        var keyScales: [Float]?
+        var valueScales: [Float]?
+    }
+
     /// A row of the reference step: its source and its own self-attention cache, [length, inner] per layer.
     struct ReferenceRow {
         let source: Int
@@ -85,15 +94,16 @@ final class DecoderStepTests: XCTestCase {
 
     /// The step as decoding computed it before the team: one `linearRows` product at a time, the caches as growing
     /// arrays, and attention as a plain loop over (row, head) with the bias bucketed for every key; cross-attention's
-    /// scores and context as the fused multiply-add chains of `QueryAttention`, written out.
+    /// scores and context as the fused multiply-add chains of `QueryAttention`, written out (with int8-held keys and
+    /// values: over the integers, the score times its position's key scale, the weights times the value scales).
     static func referenceStep(_ model: T5Model, _ rows: inout [ReferenceRow], tokens: [Int],
                               sources: [T5Model.EncodedSource]) -> Tensor {
         let c = model.configuration, inner = c.innerSize, ff = c.feedForwardSize, eps = c.layerNormEps
         var x = model.shared.gatherRows(tokens)
-        func attention(_ queries: Tensor, stride: Int, _ memory: (Int) -> ([Float], [Float]), causal: Bool) -> Tensor {
+        func attention(_ queries: Tensor, stride: Int, _ memory: (Int) -> CrossMemory, causal: Bool) -> Tensor {
             var context = Tensor(zeros: [rows.count, inner])
             for r in 0..<rows.count {
-                let (keys, values) = memory(r), length = keys.count / inner
+                let held = memory(r), (keys, values) = (held.keys, held.values), length = keys.count / inner
                 for head in 0..<c.heads {
                     var scores = [Float](repeating: 0, count: length)
                     let q = r * stride + head * c.headSize
@@ -107,7 +117,7 @@ final class DecoderStepTests: XCTestCase {
                                     // Cross-attention: one fused multiply-add chain per score, dimension by dimension.
                                     var acc: Float = 0
                                     for i in 0..<c.headSize { acc = acc.addingProduct(pq[q + i], pk[k + i]) }
-                                    scores[j] = acc
+                                    scores[j] = held.keyScales.map { acc * $0[j * c.heads + head] } ?? acc
                                 }
                             }
                         }
@@ -125,9 +135,10 @@ final class DecoderStepTests: XCTestCase {
                                 }
                             } else {
                                 // Cross-attention: one fused multiply-add chain per value, position by position.
+                                let weights = (0..<length).map { j in held.valueScales.map { scores[j] * $0[j * c.heads + head] } ?? scores[j] }
                                 for i in 0..<c.headSize {
                                     var acc: Float = 0
-                                    for j in 0..<length { acc = acc.addingProduct(scores[j], pv[j * inner + head * c.headSize + i]) }
+                                    for j in 0..<length { acc = acc.addingProduct(weights[j], pv[j * inner + head * c.headSize + i]) }
                                     po[r * inner + head * c.headSize + i] = acc
                                 }
                             }
@@ -137,22 +148,27 @@ final class DecoderStepTests: XCTestCase {
             }
             return context
         }
-        // The source's layers (keys in blocks of 16 positions, values [heads, length, headSize]) as [length, inner], the
-        // layout of the product that made them.
-        func crossMemory(_ source: T5Model.EncodedSource, _ l: Int) -> ([Float], [Float]) {
+        // The source's layer as held (keys in blocks of 16 positions, values [length, headSize], per head) as [length,
+        // inner], the layout of the product that made them; int8 scales as [length, heads].
+        func crossMemory(_ source: T5Model.EncodedSource, _ l: Int) -> CrossMemory {
             let n = source.length, dh = c.headSize
-            let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: source.keyPositions * inner, bf16: source.bf16)
-            let values = T5Model.EncodedSource.floats(source.layerValues(l), count: n * inner, bf16: source.bf16)
-            var keyRows = [Float](repeating: 0, count: n * inner), valueRows = keyRows
-            for p in 0..<n {
-                for h in 0..<c.heads {
+            var memory = CrossMemory(keys: [Float](repeating: 0, count: n * inner), values: [Float](repeating: 0, count: n * inner),
+                                     keyScales: source.format == .int8 ? [Float](repeating: 0, count: n * c.heads) : nil, valueScales: nil)
+            memory.valueScales = memory.keyScales
+            for h in 0..<c.heads {
+                let held = source.held(layer: l, head: h)
+                for p in 0..<n {
                     for i in 0..<dh {
-                        keyRows[p * inner + h * dh + i] = keys[source.keyIndex(head: h, dimension: i, position: p)]
-                        valueRows[p * inner + h * dh + i] = values[(h * n + p) * dh + i]
+                        memory.keys[p * inner + h * dh + i] = held.keys[source.keyIndex(dimension: i, position: p)]
+                        memory.values[p * inner + h * dh + i] = held.values[p * dh + i]
+                    }
+                    if let keyScales = held.keyScales, let valueScales = held.valueScales {
+                        memory.keyScales![p * c.heads + h] = keyScales[p]
+                        memory.valueScales![p * c.heads + h] = valueScales[p]
                     }
                 }
             }
-            return (keyRows, valueRows)
+            return memory
         }
         for (l, block) in model.decoderBlocks.enumerated() {
             // The decoder's q/k/v weight is stacked head by head (head h's q, k, v at 3·h·headSize): each row back to
@@ -174,7 +190,9 @@ final class DecoderStepTests: XCTestCase {
                 rows[r].keys[l].append(contentsOf: qkv.storage[keyStart..<valueStart])
                 rows[r].values[l].append(contentsOf: qkv.storage[valueStart..<(valueStart + inner)])
             }
-            let selfContext = attention(qkv, stride: 3 * inner, { [rows] r in (rows[r].keys[l], rows[r].values[l]) }, causal: true)
+            let selfContext = attention(qkv, stride: 3 * inner, { [rows] r in
+                CrossMemory(keys: rows[r].keys[l], values: rows[r].values[l], keyScales: nil, valueScales: nil)
+            }, causal: true)
             Kernels.addInPlace(&x, block.selfAttention.output.linearRows(selfContext))
             let q = block.crossAttention.query.linearRows(Kernels.rmsNorm(x, gamma: block.crossAttentionNorm, eps: eps))
             let crossContext = attention(q, stride: inner, { [rows] r in crossMemory(sources[rows[r].source], l) }, causal: false)
@@ -270,7 +288,8 @@ final class DecoderStepTests: XCTestCase {
 
     /// Cross-attention keys and values are the k/v product of the encoder states, head-major (keys dim-major in blocks of
     /// 16 positions within a head, the last block padded with zeros; values position-major): float32 as computed under
-    /// fp32, rounded to nearest-even bf16 under bf16 and int8.
+    /// fp32, rounded to nearest-even bf16 under bf16, and under int8 each position's head vector quantized symmetrically
+    /// (scale max |x| / 127, integers round-half-even(x · 127 / max |x|)), every integer within half a step of x.
     func testSourcesHoldTheCrossAttentionKeysAndValuesHeadMajorInTheirPrecision() throws {
         var g = Generator(state: 41)
         for precision in [ModelPrecision.fp32, .bf16, .int8] {
@@ -282,31 +301,40 @@ final class DecoderStepTests: XCTestCase {
             for (l, block) in model.decoderBlocks.enumerated() {
                 let kv = block.crossAttention.keyValue!.linear(hidden)
                 for (s, source) in sources.enumerated() {
-                    XCTAssertEqual(source.bf16, precision != .fp32)
+                    XCTAssertEqual(source.format, [ModelPrecision.fp32: .fp32, .bf16: .bf16, .int8: .int8][precision])
                     let n = source.length, padded = (n + 15) / 16 * 16
                     XCTAssertEqual(source.keyPositions, padded)
-                    let keys = T5Model.EncodedSource.floats(source.layerKeys(l), count: padded * inner, bf16: source.bf16)
-                    let values = T5Model.EncodedSource.floats(source.layerValues(l), count: n * inner, bf16: source.bf16)
-                    var expectedKeys: [Float] = [], expectedValues: [Float] = []
                     for h in 0..<c.heads {
-                        for block in 0..<(padded / 16) {
-                            for i in 0..<dh {
-                                for lane in 0..<16 {
-                                    let t = 16 * block + lane
-                                    expectedKeys.append(t < n ? kv.storage[(offsets[s] + t) * 2 * inner + h * dh + i] : 0)
+                        let held = source.held(layer: l, head: h), label = "\(precision) layer \(l) source \(s) head \(h)"
+                        // Position t's key and value vectors of this head, as the product computed them.
+                        func vector(_ t: Int, value: Bool) -> ArraySlice<Float> {
+                            let row = (offsets[s] + t) * 2 * inner + (value ? inner : 0) + h * dh
+                            return kv.storage[row..<(row + dh)]
+                        }
+                        var expectedKeys = [Float](repeating: 0, count: padded * dh), expectedValues = [Float](repeating: 0, count: n * dh)
+                        var expectedKeyScales = [Float](repeating: 0, count: padded), expectedValueScales = [Float](repeating: 0, count: n)
+                        for t in 0..<n {
+                            for value in [false, true] {
+                                var x = Array(vector(t, value: value))
+                                if precision == .int8 {
+                                    let top = x.map(abs).max()!, scale = top / 127
+                                    let q = x.map { top > 0 ? ($0 * (127 / top)).rounded(.toNearestOrEven) : 0 }
+                                    for i in 0..<dh { XCTAssertLessThanOrEqual(abs(q[i] * scale - x[i]), scale / 2 * 1.0001 + 1e-30, label) }
+                                    if value { expectedValueScales[t] = scale } else { expectedKeyScales[t] = scale }
+                                    x = q.map { Float(Int8($0)) }  // as held: −0 is the integer 0
+                                } else if precision == .bf16 {
+                                    x = x.map { Float(bitPattern: UInt32(WeightMatrix.roundToBF16($0)) << 16) }
+                                }
+                                for i in 0..<dh {
+                                    if value { expectedValues[t * dh + i] = x[i] } else { expectedKeys[source.keyIndex(dimension: i, position: t)] = x[i] }
                                 }
                             }
                         }
-                        for t in 0..<n {
-                            let row = (offsets[s] + t) * 2 * inner + h * dh
-                            expectedValues += kv.storage[(row + inner)..<(row + inner + dh)]
-                        }
+                        XCTAssertEqual(held.keys.map(\.bitPattern), expectedKeys.map(\.bitPattern), "\(label) keys")
+                        XCTAssertEqual(held.values.map(\.bitPattern), expectedValues.map(\.bitPattern), "\(label) values")
+                        XCTAssertEqual(held.keyScales?.map(\.bitPattern), precision == .int8 ? expectedKeyScales.map(\.bitPattern) : nil, "\(label) key scales")
+                        XCTAssertEqual(held.valueScales?.map(\.bitPattern), precision == .int8 ? expectedValueScales.map(\.bitPattern) : nil, "\(label) value scales")
                     }
-                    func held(_ v: [Float]) -> [UInt32] {
-                        v.map { precision == .fp32 ? $0.bitPattern : UInt32(WeightMatrix.roundToBF16($0)) << 16 }
-                    }
-                    XCTAssertEqual(keys.map(\.bitPattern), held(expectedKeys), "\(precision) layer \(l) source \(s) keys")
-                    XCTAssertEqual(values.map(\.bitPattern), held(expectedValues), "\(precision) layer \(l) source \(s) values")
                 }
             }
         }

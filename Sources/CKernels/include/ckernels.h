@@ -77,19 +77,23 @@ void bk_int8_quantize(const float *w, int n, int k, int8_t *q, float *scale);
 /// fixed whatever the path or the rows sharing a call: every output is one fused multiply-add chain from zero.
 /// Scores: for r < count, scores[r·lds + j] = Σ_i q[rows[r]·ldq + i] · K(i, j) for j < length, summed over i in order;
 /// `keys` holds the head's keys dim-major in blocks of 16 positions, K(i, j) at ((j / 16)·d + i)·16 + j % 16 (the last
-/// block's lanes past `length` are not read into any result), float or, with `bf16`, bf16 bits.
+/// block's lanes past `length` are not read into any result).
 /// Context: out[rows[r]·ldo + i] = Σ_j probabilities[r·ldp + j] · V[j·d + i] for i < d, summed over j in order; `values`
-/// is the head's [length][d] block (position-major), float or bf16 bits.
+/// is the head's [length][d] block (position-major).
+/// `format`: 0 float, 1 bf16 bits, 2 int8 with one float scale per position in `scales` (NULL otherwise): a score is
+/// the chain over the integers times scales[j], and a context chain takes probabilities[j] · scales[j] as its weights.
 /// Paths: 2 AVX-512 (rows in groups of up to 4, each key or value vector loaded once per group), 1 AVX2 + FMA (groups
 /// of 2), 0 portable; all give identical bits. bk_query_attention_set_path caps `path` at what the CPU has (−1: the
 /// best) and returns the path in effect. `ahead` (may be NULL): `aheadBytes` the caller reads next, prefetched into L2
 /// across the call's loop; no result depends on it.
 int bk_query_attention_best_path(void);
 int bk_query_attention_set_path(int path);
-void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int count, const void *keys, int bf16,
-                               int length, int d, float *scores, int lds, const void *ahead, size_t aheadBytes);
-void bk_query_attention_context(const float *probabilities, int ldp, const void *values, int bf16, int length, int d,
-                                const int32_t *rows, int count, float *out, int ldo, const void *ahead, size_t aheadBytes);
+void bk_query_attention_scores(const float *q, int ldq, const int32_t *rows, int count, const void *keys, int format,
+                               const float *scales, int length, int d, float *scores, int lds, const void *ahead,
+                               size_t aheadBytes);
+void bk_query_attention_context(const float *probabilities, int ldp, const void *values, int format, const float *scales,
+                                int length, int d, const int32_t *rows, int count, float *out, int ldo, const void *ahead,
+                                size_t aheadBytes);
 /// Prefetches `bytes` from `p` into L2, a line at a time (before a product whose end would wait for them).
 void bk_prefetch_l2(const void *p, size_t bytes);
 

@@ -52,8 +52,8 @@ public final class T5Model: Sendable {
     /// Weight bytes one decoder step reads: every decoder projection except the cross-attention keys/values
     /// (computed once per job), plus the output layer.
     public let decoderStepBytes: Int
-    /// Whether jobs' cross-attention keys and values are held in bf16 (the reduced precisions) rather than fp32.
-    let crossAttentionBF16: Bool
+    /// How jobs' cross-attention keys and values are held: as the precision's own (`EncodedSource`).
+    let crossAttentionFormat: QueryAttention.Format
 
     public convenience init(directory: String, precision: ModelPrecision = .fp32) throws {
         try self.init(configuration: try T5Configuration.load(directory: directory), store: try WeightStore.open(directory: directory),
@@ -64,7 +64,11 @@ public final class T5Model: Sendable {
     /// `precision` applies to every projection and the output layer; the embedding table stays exact.
     public init(configuration c: T5Configuration, store: WeightStore, precision: ModelPrecision = .fp32) throws {
         configuration = c
-        crossAttentionBF16 = precision != .fp32
+        crossAttentionFormat = switch precision {
+        case .fp32: .fp32
+        case .bf16: .bf16
+        case .int8: .int8
+        }
         let reader = store.reader()
         // The hub's .bin files also carry the stacks' tied copies of `shared`.
         reader.ignore { $0 == "encoder.embed_tokens.weight" || $0 == "decoder.embed_tokens.weight" }
@@ -235,71 +239,146 @@ public final class T5Model: Sendable {
     /// Cross-attention keys and values of one encoded job for every decoder layer, head by head. A head's keys are
     /// dim-major in blocks of 16 positions (`keyIndex`), the last block padded with zeros: the scores of 16 consecutive
     /// positions are broadcast-FMAs over a contiguous run and a block is one contiguous stretch of memory
-    /// (`QueryAttention`). A head's values are one position-major [length, headSize] run. Layer l's keys are
-    /// `keyPositions·inner` elements at `layerKeys(l)`, its values `length·inner` at `layerValues(l)`, head after head.
+    /// (`QueryAttention`). A head's values are one position-major [length, headSize] run. Layer l's head h is one key
+    /// region at `keyRegion(layer:head:)` and one value region at `valueRegion(layer:head:)` (`Layout`).
     /// Written once when the job is encoded and read-only afterwards, so every worker of a decoder step reads it
     /// through plain pointers (no reference counting in the step's loops).
     ///
-    /// Under the reduced precisions (`bf16`) both are held as bfloat16 (rounded to nearest even), half the bytes a step
-    /// reads for them; attention widens them in registers, exactly, and computes in float32. fp32 keeps float32.
+    /// fp32 holds float32. bf16 holds bfloat16 (rounded to nearest even): half the bytes a step reads for them. int8
+    /// holds symmetric int8 with one scale per position and head (`QueryAttention.Format.int8`), a quarter of the
+    /// bytes, the scales at the end of the head's region so a head stays one region to prefetch. Attention widens them
+    /// in registers, exactly, and computes in float32.
     public final class EncodedSource: @unchecked Sendable {
         public let length: Int
         let headSize: Int
-        let inner: Int
-        let bf16: Bool
-        /// Float or, with `bf16`, UInt16 elements.
+        let layout: Layout
+        /// Elements in `layout.format`.
         let keys: UnsafeMutableRawPointer
         let values: UnsafeMutableRawPointer
 
-        init(length: Int, layers: Int, heads: Int, headSize: Int, bf16: Bool) {
+        /// Where a head's keys and values sit (bytes from `keys` and `values`) and how they are held.
+        struct Layout: Sendable {
+            let format: QueryAttention.Format
+            let length: Int
+            let heads: Int
+            /// Bytes of one head's keys (values), its scales included; the int8 scales, one float per position, start
+            /// `keyScaleOffset` (`valueScaleOffset`) bytes into the head's region, 64-byte aligned.
+            let keyHeadBytes: Int
+            let valueHeadBytes: Int
+            let keyScaleOffset: Int
+            let valueScaleOffset: Int
+
+            init(format: QueryAttention.Format, length: Int, heads: Int, headSize: Int) {
+                (self.format, self.length, self.heads) = (format, length, heads)
+                func lines(_ bytes: Int) -> Int { (bytes + 63) / 64 * 64 }
+                let keyElements = EncodedSource.keyPositions(length) * headSize * format.unit, valueElements = length * headSize * format.unit
+                if format == .int8 {
+                    (keyScaleOffset, valueScaleOffset) = (lines(keyElements), lines(valueElements))
+                    keyHeadBytes = keyScaleOffset + lines(4 * EncodedSource.keyPositions(length))
+                    valueHeadBytes = valueScaleOffset + lines(4 * length)
+                } else {
+                    (keyScaleOffset, valueScaleOffset, keyHeadBytes, valueHeadBytes) = (keyElements, valueElements, keyElements, valueElements)
+                }
+            }
+
+            func keyRegion(_ base: UnsafeRawPointer, layer l: Int, head h: Int) -> UnsafeRawBufferPointer {
+                UnsafeRawBufferPointer(start: base + (l * heads + h) * keyHeadBytes, count: keyHeadBytes)
+            }
+
+            func valueRegion(_ base: UnsafeRawPointer, layer l: Int, head h: Int) -> UnsafeRawBufferPointer {
+                UnsafeRawBufferPointer(start: base + (l * heads + h) * valueHeadBytes, count: valueHeadBytes)
+            }
+
+            /// A region's scales (int8), else nil.
+            func keyScales(_ region: UnsafeRawBufferPointer) -> UnsafePointer<Float>? { scales(region, at: keyScaleOffset) }
+            func valueScales(_ region: UnsafeRawBufferPointer) -> UnsafePointer<Float>? { scales(region, at: valueScaleOffset) }
+
+            private func scales(_ region: UnsafeRawBufferPointer, at offset: Int) -> UnsafePointer<Float>? {
+                format == .int8 ? UnsafePointer((region.baseAddress! + offset).assumingMemoryBound(to: Float.self)) : nil
+            }
+        }
+
+        init(length: Int, layers: Int, heads: Int, headSize: Int, format: QueryAttention.Format) {
             self.length = length
             self.headSize = headSize
-            self.inner = heads * headSize
-            self.bf16 = bf16
-            let unit = bf16 ? 2 : 4, keyBytes = max(4, layers * Self.keyPositions(length) * inner * unit)
+            layout = Layout(format: format, length: length, heads: heads, headSize: headSize)
+            // Zeroed: the keys' padding positions (and their int8 scales) are read by the 16-wide kernels.
+            let keyBytes = max(64, layers * heads * layout.keyHeadBytes), valueBytes = max(64, layers * heads * layout.valueHeadBytes)
             keys = .allocate(byteCount: keyBytes, alignment: 64)
             keys.initializeMemory(as: UInt8.self, repeating: 0, count: keyBytes)
-            values = .allocate(byteCount: max(4, layers * length * inner * unit), alignment: 64)
+            values = .allocate(byteCount: valueBytes, alignment: 64)
+            values.initializeMemory(as: UInt8.self, repeating: 0, count: valueBytes)
         }
 
         /// A source of no tokens (an emptied slot).
-        public convenience init() { self.init(length: 0, layers: 0, heads: 0, headSize: 0, bf16: false) }
+        public convenience init() { self.init(length: 0, layers: 0, heads: 0, headSize: 0, format: .fp32) }
 
         deinit {
             keys.deallocate()
             values.deallocate()
         }
 
+        var format: QueryAttention.Format { layout.format }
+
         /// Positions a head's keys take room for: the length rounded up to whole blocks of 16.
         static func keyPositions(_ length: Int) -> Int { (length + 15) / 16 * 16 }
         var keyPositions: Int { Self.keyPositions(length) }
 
-        /// Where dimension `i` of position `j` of `head` sits among a layer's keys (elements).
-        func keyIndex(head: Int, dimension i: Int, position j: Int) -> Int {
-            head * headSize * keyPositions + ((j / 16) * headSize + i) * 16 + j % 16
+        /// Where dimension `i` of position `j` sits among a head's keys (elements).
+        func keyIndex(dimension i: Int, position j: Int) -> Int { ((j / 16) * headSize + i) * 16 + j % 16 }
+
+        func keyRegion(layer l: Int, head h: Int) -> UnsafeRawBufferPointer { layout.keyRegion(keys, layer: l, head: h) }
+        func valueRegion(layer l: Int, head h: Int) -> UnsafeRawBufferPointer { layout.valueRegion(values, layer: l, head: h) }
+
+        /// Stores position t of layer l: `keyRow` and `valueRow` hold headSize floats per head, head after head.
+        func store(layer l: Int, position t: Int, keyRow: UnsafePointer<Float>, valueRow: UnsafePointer<Float>) {
+            for h in 0..<layout.heads {
+                let keyRegion = keyRegion(layer: l, head: h), valueRegion = valueRegion(layer: l, head: h)
+                Self.hold(keyRow + h * headSize, count: headSize, into: UnsafeMutableRawPointer(mutating: keyRegion.baseAddress!),
+                          at: keyIndex(dimension: 0, position: t), stride: 16, scale: layout.keyScales(keyRegion).map { UnsafeMutablePointer(mutating: $0 + t) },
+                          format: format)
+                Self.hold(valueRow + h * headSize, count: headSize, into: UnsafeMutableRawPointer(mutating: valueRegion.baseAddress!),
+                          at: t * headSize, stride: 1, scale: layout.valueScales(valueRegion).map { UnsafeMutablePointer(mutating: $0 + t) }, format: format)
+            }
         }
 
-        /// Layer l's keys (`keyPositions·inner` elements, see `keyIndex`) and values ([heads, length, headSize]).
-        func layerKeys(_ l: Int) -> UnsafeMutableRawPointer { keys + l * keyPositions * inner * (bf16 ? 2 : 4) }
-        func layerValues(_ l: Int) -> UnsafeMutableRawPointer { values + l * length * inner * (bf16 ? 2 : 4) }
-
-        /// `count` elements at `block` as float32.
-        static func floats(_ block: UnsafeRawPointer, count: Int, bf16: Bool) -> [Float] {
-            guard bf16 else { return Array(UnsafeBufferPointer(start: block.assumingMemoryBound(to: Float.self), count: count)) }
-            return (0..<count).map { Float(bitPattern: UInt32(block.load(fromByteOffset: 2 * $0, as: UInt16.self)) << 16) }
+        /// Layer l's head h as held: its keys in the kernel's order (`keyPositions·headSize`, see `keyIndex`) and values
+        /// ([length, headSize]) as the floats of their elements (int8: the integers), with int8 the scales of each position.
+        func held(layer l: Int, head h: Int) -> (keys: [Float], keyScales: [Float]?, values: [Float], valueScales: [Float]?) {
+            let keyRegion = keyRegion(layer: l, head: h), valueRegion = valueRegion(layer: l, head: h)
+            func floats(_ block: UnsafeRawPointer, _ count: Int) -> [Float] {
+                (0..<count).map { i in
+                    switch format {
+                    case .fp32: block.load(fromByteOffset: 4 * i, as: Float.self)
+                    case .bf16: Float(bitPattern: UInt32(block.load(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                    case .int8: Float(block.load(fromByteOffset: i, as: Int8.self))
+                    }
+                }
+            }
+            return (floats(keyRegion.baseAddress!, keyPositions * headSize), layout.keyScales(keyRegion).map { Array(UnsafeBufferPointer(start: $0, count: keyPositions)) },
+                    floats(valueRegion.baseAddress!, length * headSize), layout.valueScales(valueRegion).map { Array(UnsafeBufferPointer(start: $0, count: length)) })
         }
 
-        /// Stores `count` values from `from` at elements `index`, `index + stride`, … of `block` (rounded to bf16 with
-        /// `bf16`).
-        static func store(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, stride: Int = 1,
-                          bf16: Bool) {
+        /// Stores `count` values from `from` at elements `index`, `index + stride`, … of `block`: as they are (fp32),
+        /// rounded to bf16, or as int8 with their scale written to `scale` (max |x| / 127; q = round-half-even(x · 127 /
+        /// max |x|), the activations' rule in int8_gemm.c).
+        static func hold(_ from: UnsafePointer<Float>, count: Int, into block: UnsafeMutableRawPointer, at index: Int, stride: Int,
+                         scale: UnsafeMutablePointer<Float>?, format: QueryAttention.Format) {
             let span = count > 0 ? (count - 1) * stride + 1 : 0
-            if bf16 {
-                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: span)
-                for i in 0..<count { out[i * stride] = WeightMatrix.roundToBF16(from[i]) }
-            } else {
+            switch format {
+            case .fp32:
                 let out = (block + 4 * index).bindMemory(to: Float.self, capacity: span)
                 for i in 0..<count { out[i * stride] = from[i] }
+            case .bf16:
+                let out = (block + 2 * index).bindMemory(to: UInt16.self, capacity: span)
+                for i in 0..<count { out[i * stride] = WeightMatrix.roundToBF16(from[i]) }
+            case .int8:
+                let out = (block + index).bindMemory(to: Int8.self, capacity: span)
+                var top: Float = 0
+                for i in 0..<count { top = max(top, abs(from[i])) }
+                let inverse: Float = top > 0 ? 127 / top : 0
+                scale![0] = top / 127
+                for i in 0..<count { out[i * stride] = Int8(max(-127, min(127, (from[i] * inverse).rounded(.toNearestOrEven)))) }
             }
         }
     }
@@ -309,20 +388,15 @@ public final class T5Model: Sendable {
         let (hidden, offsets) = encode(sequences)
         let inner = configuration.innerSize, heads = configuration.heads, dh = configuration.headSize
         let sources = sequences.map {
-            EncodedSource(length: $0.count, layers: decoderBlocks.count, heads: heads, headSize: dh, bf16: crossAttentionBF16)
+            EncodedSource(length: $0.count, layers: decoderBlocks.count, heads: heads, headSize: dh, format: crossAttentionFormat)
         }
         for (l, block) in decoderBlocks.enumerated() {
             let kv = block.crossAttention.keyValue!.linear(hidden)
             kv.storage.withUnsafeBufferPointer { pkv in
                 for (source, offset) in zip(sources, offsets) {
-                    let keys = source.layerKeys(l), values = source.layerValues(l), n = source.length
-                    for t in 0..<n {
+                    for t in 0..<source.length {
                         let row = pkv.baseAddress! + (offset + t) * 2 * inner
-                        for head in 0..<heads {
-                            let key = source.keyIndex(head: head, dimension: 0, position: t)
-                            EncodedSource.store(row + head * dh, count: dh, into: keys, at: key, stride: 16, bf16: source.bf16)
-                            EncodedSource.store(row + inner + head * dh, count: dh, into: values, at: (head * n + t) * dh, bf16: source.bf16)
-                        }
+                        source.store(layer: l, position: t, keyRow: row, valueRow: row + inner)
                     }
                 }
             }
@@ -428,8 +502,7 @@ public final class T5Model: Sendable {
         let positions: Int
         let crossKeys: UnsafeRawPointer
         let crossValues: UnsafeRawPointer
-        let crossBF16: Bool
-        let crossLength: Int
+        let cross: EncodedSource.Layout
     }
 
     /// The phases of a decoder step, in order: six per layer, then the output layer.
@@ -471,8 +544,7 @@ public final class T5Model: Sendable {
         for r in 0..<m {
             let cache = rows[r].cache, source = sources[rows[r].source]
             memory[r] = RowMemory(selfKeys: cache.keys, selfValues: cache.values, capacity: cache.capacity,
-                                  positions: rows[r].length + 1, crossKeys: source.keys, crossValues: source.values, crossBF16: source.bf16,
-                                  crossLength: source.length)
+                                  positions: rows[r].length + 1, crossKeys: source.keys, crossValues: source.values, cross: source.layout)
         }
         // The causal bias by distance back from the query, per head: bucket once per distance, not per row and key.
         let maxPositions = (0..<m).map { memory[$0].positions }.max()!
@@ -580,24 +652,23 @@ public final class T5Model: Sendable {
                         // prefetches the one read after it: the values during the scores, the next job's keys during
                         // a context.
                         func region(_ g: Int) -> (keys: UnsafeRawBufferPointer, values: UnsafeRawBufferPointer) {
-                            let row = memory[Int(crossRows[crossStarts[g]])], n = row.crossLength, unit = row.crossBF16 ? 2 : 4
-                            let keyBytes = EncodedSource.keyPositions(n) * dh * unit, valueBytes = n * dh * unit
-                            return (UnsafeRawBufferPointer(start: row.crossKeys + (l * heads + head) * keyBytes, count: keyBytes),
-                                    UnsafeRawBufferPointer(start: row.crossValues + (l * heads + head) * valueBytes, count: valueBytes))
+                            let row = memory[Int(crossRows[crossStarts[g]])]
+                            return (row.cross.keyRegion(row.crossKeys, layer: l, head: head), row.cross.valueRegion(row.crossValues, layer: l, head: head))
                         }
                         // The first job's keys arrive while the head's queries are computed.
                         QueryAttention.prefetch(region(0).keys)
                         product(crossAttention.query, normed, columns: start..<(start + dh), into: query, ldy: inner)
                         for g in 0..<groups {
                             let group = crossRows + crossStarts[g], count = crossStarts[g + 1] - crossStarts[g]
-                            let row = memory[Int(group[0])], n = row.crossLength, (keys, values) = region(g)
+                            let cross = memory[Int(group[0])].cross, n = cross.length, (keys, values) = region(g)
                             let next = g + 1 < groups ? region(g + 1) : nil
                             QueryAttention.scores(query + start, ldq: inner, rows: group, count: count, keys: keys.baseAddress!,
-                                                  bf16: row.crossBF16, length: n, headSize: dh, into: crossScores, lds: n, ahead: values)
+                                                  format: cross.format, scales: cross.keyScales(keys), length: n, headSize: dh,
+                                                  into: crossScores, lds: n, ahead: values)
                             for i in 0..<count { SIMDMath.softmaxInPlace(crossScores + i * n, count: n) }
-                            QueryAttention.context(crossScores, ldp: n, values: values.baseAddress!, bf16: row.crossBF16, length: n,
-                                                   headSize: dh, rows: group, count: count, into: context + start, ldo: inner,
-                                                   ahead: next?.keys)
+                            QueryAttention.context(crossScores, ldp: n, values: values.baseAddress!, format: cross.format,
+                                                   scales: cross.valueScales(values), length: n, headSize: dh, rows: group, count: count,
+                                                   into: context + start, ldo: inner, ahead: next?.keys)
                         }
                     }
                     team.phase(blocks(d), prepare: { crossAttention.output.roundRows(context, rows: m, into: rounded) }) { chunk in
